@@ -1,0 +1,101 @@
+"""Who may do what: the one place that decides. Routers ask; they never re-decide.
+
+Space roles, from least to most: ``viewer`` (read), ``editor`` (read, write), ``manager`` (read,
+write, change membership); the owner and admins may also delete the space. A token's caveats
+(space, path prefix, read-only) cut every right down further, whatever the role.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from primage.auth.principal import Principal
+from primage.db.tables import Space
+from primage.errors import Forbidden
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    MANAGER = "manager"
+    OWNER = "owner"
+
+
+class Right(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    MANAGE = "manage"
+    DELETE = "delete"
+
+
+RANK = {Role.VIEWER: 1, Role.EDITOR: 2, Role.MANAGER: 3, Role.OWNER: 4}
+NEEDS = {
+    Right.READ: Role.VIEWER,
+    Right.WRITE: Role.EDITOR,
+    Right.MANAGE: Role.MANAGER,
+    Right.DELETE: Role.OWNER,
+}
+SHAREABLE_ROLES = (Role.VIEWER, Role.EDITOR, Role.MANAGER)
+
+
+def role_on(principal: Principal, space: Space) -> Role | None:
+    """The caller's highest role on a space, from ownership, direct or group membership."""
+    if space.owner_id == principal.user_id or principal.is_admin:
+        return Role.OWNER
+    roles = [
+        Role(m.role)
+        for m in space.members
+        if (m.subject_kind == "user" and m.subject_id == principal.user_id)
+        or (m.subject_kind == "group" and m.subject_id in principal.group_ids)
+    ]
+    return max(roles, key=RANK.__getitem__, default=None)
+
+
+def _check_caveats(principal: Principal, space: str, right: Right, paths: tuple[str, ...]) -> None:
+    caveats = principal.caveats
+    if caveats.space is not None and caveats.space != space:
+        raise Forbidden(f"this token is restricted to space '{caveats.space}'")
+    if caveats.read_only and right is not Right.READ:
+        raise Forbidden(f"this token is read-only; {right} access to space '{space}' needs another")
+    if right in (Right.MANAGE, Right.DELETE) and caveats.path_prefix is not None:
+        raise Forbidden(f"this token is restricted to path '{caveats.path_prefix}'")
+    for path in paths:
+        if not caveats.allows_path(path):
+            raise Forbidden(f"this token is restricted to path '{caveats.path_prefix}'")
+
+
+def check_space(principal: Principal, space: Space, right: Right, *paths: str) -> Role:
+    """Raise Forbidden naming the missing right unless the caller has it on these paths."""
+    _check_caveats(principal, space.name, right, paths)
+    role = role_on(principal, space)
+    if role is None or RANK[role] < RANK[NEEDS[right]]:
+        raise Forbidden(f"you need {right} access to space '{space.name}' (role {NEEDS[right]})")
+    return role
+
+
+def can_list(principal: Principal, space: Space) -> bool:
+    caveats = principal.caveats
+    if caveats.space is not None and caveats.space != space.name:
+        return False
+    return role_on(principal, space) is not None
+
+
+def check_create_space(principal: Principal) -> None:
+    if principal.caveats.restricted:
+        raise Forbidden("a restricted token cannot create spaces; use an unrestricted token")
+
+
+def check_admin(principal: Principal, what: str) -> None:
+    if not principal.is_admin:
+        raise Forbidden(f"only platform admins may {what}")
+    if principal.caveats.restricted:
+        raise Forbidden(f"a restricted token cannot {what}, even an admin's")
+
+
+def check_share(principal: Principal, space: Space, role: Role) -> None:
+    """Sharing needs the manager right; only the owner (or an admin) may appoint managers."""
+    mine = check_space(principal, space, Right.MANAGE)
+    if role not in SHAREABLE_ROLES:
+        raise Forbidden(f"role '{role}' cannot be given; choose viewer, editor or manager")
+    if role is Role.MANAGER and mine is not Role.OWNER:
+        raise Forbidden(f"only the owner of space '{space.name}' may appoint managers")

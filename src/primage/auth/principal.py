@@ -1,0 +1,38 @@
+"""The authenticated caller of a request and the limits (caveats) of the credential it used."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Caveats:
+    """Restrictions carried by a token. ``None`` means unrestricted on that axis."""
+
+    space: str | None = None
+    path_prefix: str | None = None  # normalised: no leading or trailing slash, never empty
+    read_only: bool = False
+    expires_at: dt.datetime | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.space is not None or self.read_only
+
+    def allows_path(self, path: str) -> bool:
+        if self.path_prefix is None:
+            return True
+        return path == self.path_prefix or path.startswith(self.path_prefix + "/")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A user acting through one credential."""
+
+    user_id: int
+    name: str
+    is_admin: bool
+    group_ids: frozenset[int] = frozenset()
+    group_names: frozenset[str] = frozenset()
+    token_id: str | None = None
+    caveats: Caveats = field(default_factory=Caveats)

@@ -1,0 +1,1 @@
+"""The ``primage`` command: a thin layer over ``primage.Client``, one module per noun."""

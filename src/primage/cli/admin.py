@@ -1,0 +1,73 @@
+"""``primage admin``: users and groups (platform admins only)."""
+
+from __future__ import annotations
+
+import typer
+
+from primage.cli.common import JsonOption, client, print_json, table
+
+app = typer.Typer(help="Manage users and groups (admins).", no_args_is_help=True)
+users = typer.Typer(help="Local users.", no_args_is_help=True)
+groups = typer.Typer(
+    help="Groups, for sharing spaces with many people at once.", no_args_is_help=True
+)
+app.add_typer(users, name="user")
+app.add_typer(groups, name="group")
+
+
+@users.command("create")
+def user_create(
+    ctx: typer.Context,
+    name: str,
+    admin: bool = typer.Option(False, "--admin", help="Make the user a platform admin."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a user; prints their first token (send it to them securely)."""
+    made = client(ctx).create_user(name, is_admin=admin)
+    if as_json:
+        print_json(made)
+        return
+    typer.echo(made.token)
+    typer.echo(f"created user '{made.name}'; the line above is their token", err=True)
+
+
+@users.command("ls")
+def user_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Every user."""
+    found = client(ctx).list_users()
+    if as_json:
+        print_json(found)
+        return
+    rows = [(u.name, "yes" if u.is_admin else "", ", ".join(u.groups)) for u in found]
+    table(["user", "admin", "groups"], rows)
+
+
+@groups.command("create")
+def group_create(ctx: typer.Context, name: str) -> None:
+    """Create a group."""
+    client(ctx).create_group(name)
+    typer.echo(f"created group '{name}'")
+
+
+@groups.command("ls")
+def group_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Groups and their members."""
+    found = client(ctx).list_groups()
+    if as_json:
+        print_json(found)
+        return
+    table(["group", "members"], [(g.name, ", ".join(g.members)) for g in found])
+
+
+@groups.command("add")
+def group_add(ctx: typer.Context, group: str, user: str) -> None:
+    """Add a user to a group."""
+    client(ctx).add_to_group(group, user)
+    typer.echo(f"added '{user}' to group '{group}'")
+
+
+@groups.command("remove")
+def group_remove(ctx: typer.Context, group: str, user: str) -> None:
+    """Remove a user from a group."""
+    client(ctx).remove_from_group(group, user)
+    typer.echo(f"removed '{user}' from group '{group}'")

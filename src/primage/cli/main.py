@@ -1,0 +1,96 @@
+"""Entry point: global options, sub-commands, and one readable line for every error."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from primage import __version__
+from primage.cli import admin, config, files, server, space, token
+from primage.cli.common import client, print_json
+from primage.errors import PrimageError
+
+app = typer.Typer(
+    name="primage",
+    help="primage: data spaces, jobs and applications for medical-imaging research.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(server.app, name="server")
+app.add_typer(config.app, name="config")
+app.add_typer(space.app, name="space")
+app.add_typer(token.app, name="token")
+app.add_typer(admin.app, name="admin")
+files.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"primage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    server_url: str | None = typer.Option(
+        None, "--server", envvar="PRIMAGE_SERVER", help="URL of the platform (default: local)."
+    ),
+    api_token: str | None = typer.Option(
+        None, "--token", envvar="PRIMAGE_TOKEN", help="API token (default: local admin's)."
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    ctx.obj = {"server": server_url, "token": api_token}
+
+
+@app.command()
+def whoami(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Who the token in use belongs to, its groups and restrictions."""
+    me = client(ctx).whoami()
+    if as_json:
+        print_json(me)
+        return
+    typer.echo(
+        f"{me.name}{' (admin)' if me.is_admin else ''}  groups: {', '.join(me.groups) or '-'}"
+    )
+    limits = {k: v for k, v in me.restrictions.items() if v}
+    if limits:
+        typer.echo("restricted: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
+    if me.token_expires_at:
+        typer.echo(f"token expires {me.token_expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The quick start: start a local platform, store the sample images, fetch them back."""
+    from primage.demo import run
+
+    run(ctx)
+
+
+def main() -> None:
+    err = Console(stderr=True)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="primage", standalone_mode=False)
+    except PrimageError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"[red]error:[/red] {exc.strerror or exc}{where}", highlight=False)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,337 @@
+"""The Python SDK. Everything the CLI does goes through this class.
+
+>>> from primage import Client
+>>> c = Client()                       # the server on this machine, with its admin token
+>>> c.create_space("scans")
+>>> c.upload("scans", "ct/CT_small.dcm", "CT_small.dcm").sha256
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import httpx
+
+from primage import credentials
+from primage.errors import PrimageError, ServerUnavailable, from_response
+from primage.models.files import FileInfo, Listing
+from primage.models.spaces import Space, SpaceDetail
+from primage.models.tokens import Token, TokenSecret
+from primage.models.users import Group, Me, User, UserWithToken
+from primage.storage.paths import normalise_relpath
+
+CHUNK = 1024 * 1024
+Progress = Callable[[int], None]
+
+
+def _q(path: str) -> str:
+    """A path for the URL, checked here first: httpx would silently fold '..' segments away."""
+    return quote(normalise_relpath(path), safe="/")
+
+
+class Client:
+    """A connection to one primage server, authenticated with one token."""
+
+    def __init__(
+        self, server: str | None = None, token: str | None = None, *, timeout: float = 60.0
+    ) -> None:
+        self.server = credentials.server_url(server)
+        self.token = credentials.token_for(self.server, token)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        self.http = httpx.Client(
+            base_url=self.server, headers=headers, timeout=timeout, limits=limits
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        response.read()
+        try:
+            body = response.json()
+            code, detail = body.get("error"), str(body.get("detail"))
+        except ValueError:
+            code, detail = None, response.text[:200] or response.reason_phrase
+        raise from_response(response.status_code, code, detail)
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        self._raise_for(response)
+        return response
+
+    def _unreachable(self, exc: Exception) -> PrimageError:
+        return ServerUnavailable(
+            f"cannot reach the primage server at {self.server} ({exc.__class__.__name__}):"
+            " start one with 'primage server' or set PRIMAGE_SERVER"
+        )
+
+    # -- platform ---------------------------------------------------------------------------
+
+    def health(self) -> dict[str, str]:
+        result: dict[str, str] = self._request("GET", "/health").json()
+        return result
+
+    def whoami(self) -> Me:
+        return Me.model_validate(self._request("GET", "/whoami").json())
+
+    # -- spaces -----------------------------------------------------------------------------
+
+    def create_space(
+        self, name: str, *, description: str = "", quota_bytes: int | None = None
+    ) -> Space:
+        body = {"name": name, "description": description, "quota_bytes": quota_bytes}
+        return Space.model_validate(self._request("POST", "/spaces", json=body).json())
+
+    def list_spaces(self) -> list[Space]:
+        return [Space.model_validate(s) for s in self._request("GET", "/spaces").json()]
+
+    def space(self, name: str) -> SpaceDetail:
+        return SpaceDetail.model_validate(self._request("GET", f"/spaces/{_q(name)}").json())
+
+    def update_space(
+        self, name: str, *, description: str | None = None, quota_bytes: int | None = None
+    ) -> SpaceDetail:
+        body = {"description": description, "quota_bytes": quota_bytes}
+        response = self._request("PATCH", f"/spaces/{_q(name)}", json=body)
+        return SpaceDetail.model_validate(response.json())
+
+    def delete_space(self, name: str, *, force: bool = False) -> None:
+        self._request("DELETE", f"/spaces/{_q(name)}", params={"force": force})
+
+    def share(
+        self, space: str, name: str, role: str = "viewer", *, kind: str = "user"
+    ) -> SpaceDetail:
+        body = {"kind": kind, "name": name, "role": role}
+        response = self._request("PUT", f"/spaces/{_q(space)}/members", json=body)
+        return SpaceDetail.model_validate(response.json())
+
+    def unshare(self, space: str, name: str, *, kind: str = "user") -> SpaceDetail:
+        url = f"/spaces/{_q(space)}/members/{kind}/{_q(name)}"
+        return SpaceDetail.model_validate(self._request("DELETE", url).json())
+
+    # -- files ------------------------------------------------------------------------------
+
+    def stat(self, space: str, path: str) -> FileInfo:
+        response = self._request("GET", f"/spaces/{_q(space)}/files/{_q(path)}")
+        body = response.json()
+        if "entries" in body:
+            return Listing.model_validate(body).folder
+        return FileInfo.model_validate(body)
+
+    def listdir(self, space: str, path: str = "", *, recursive: bool = False) -> list[FileInfo]:
+        """A folder's entries; with ``recursive`` every file below it. A file lists itself."""
+        url = f"/spaces/{_q(space)}/files/{_q(path)}"
+        body = self._request("GET", url, params={"recursive": recursive}).json()
+        if "entries" not in body:
+            return [FileInfo.model_validate(body)]
+        return Listing.model_validate(body).entries
+
+    def mkdir(self, space: str, path: str, *, parents: bool = True) -> FileInfo:
+        body = {"path": path, "parents": parents}
+        return FileInfo.model_validate(
+            self._request("POST", f"/spaces/{_q(space)}/mkdir", json=body).json()
+        )
+
+    def move(
+        self, space: str, source: str, destination: str, *, overwrite: bool = False
+    ) -> FileInfo:
+        body = {"source": source, "destination": destination, "overwrite": overwrite}
+        return FileInfo.model_validate(
+            self._request("POST", f"/spaces/{_q(space)}/move", json=body).json()
+        )
+
+    def remove(self, space: str, path: str, *, recursive: bool = False) -> None:
+        url = f"/spaces/{_q(space)}/files/{_q(path)}"
+        self._request("DELETE", url, params={"recursive": recursive})
+
+    def upload(
+        self,
+        space: str,
+        path: str,
+        source: str | os.PathLike[str] | BinaryIO | bytes,
+        *,
+        progress: Progress | None = None,
+    ) -> FileInfo:
+        """Stream a local file (or bytes, or an open binary file) to ``space:path``."""
+        if isinstance(source, bytes):
+            return self._put(space, path, iter([source]), len(source), progress)
+        if isinstance(source, str | os.PathLike):
+            with open(source, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                return self._put(space, path, _chunks(handle), size, progress)
+        return self._put(space, path, _chunks(source), None, progress)
+
+    def _put(
+        self,
+        space: str,
+        path: str,
+        chunks: Iterator[bytes],
+        size: int | None,
+        progress: Progress | None,
+    ) -> FileInfo:
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+                if progress:
+                    progress(len(chunk))
+
+        headers = {"Content-Length": str(size)} if size is not None else {}
+        url = f"/spaces/{_q(space)}/content/{_q(path)}"
+        response = self._request("PUT", url, content=counted(), headers=headers)
+        return FileInfo.model_validate(response.json())
+
+    def download(
+        self,
+        space: str,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Stream ``space:path`` into a local file, replaced only once complete."""
+        target = Path(dest)
+        if target.is_dir():
+            target = target / path.rstrip("/").rsplit("/", 1)[-1]
+        tmp = target.with_name(f".{target.name}.part")
+        try:
+            url = f"/spaces/{_q(space)}/content/{_q(path)}"
+            with self._stream("GET", url) as response, open(tmp, "wb") as handle:
+                for chunk in response.iter_raw(CHUNK):
+                    handle.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def read_bytes(self, space: str, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+        """The file's bytes, or the range ``[start, end)`` of them."""
+        headers = {}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        url = f"/spaces/{_q(space)}/content/{_q(path)}"
+        return self._request("GET", url, headers=headers).content
+
+    @contextmanager
+    def _stream(self, method: str, url: str) -> Iterator[httpx.Response]:
+        try:
+            with self.http.stream(method, url) as response:
+                self._raise_for(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def upload_dir(
+        self,
+        space: str,
+        remote: str,
+        local: str | os.PathLike[str],
+        *,
+        workers: int = 8,
+        progress: Progress | None = None,
+    ) -> list[FileInfo]:
+        """Upload every file below a local folder, several at a time."""
+        root = Path(local)
+        pairs = [
+            (f"{remote.strip('/')}/{p.relative_to(root).as_posix()}".lstrip("/"), p)
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        ]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda pair: self.upload(space, *pair, progress=progress), pairs))
+
+    def download_dir(
+        self,
+        space: str,
+        remote: str,
+        local: str | os.PathLike[str],
+        *,
+        workers: int = 8,
+        progress: Progress | None = None,
+    ) -> list[Path]:
+        """Download every file below ``space:remote`` into a local folder."""
+        base = remote.strip("/")
+        files = self.listdir(space, base, recursive=True)
+        root = Path(local)
+
+        def fetch(info: FileInfo) -> Path:
+            relative = info.path[len(base) :].lstrip("/") if base else info.path
+            target = root / (relative or info.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return self.download(space, info.path, target, progress=progress)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fetch, files))
+
+    # -- tokens, users, groups ----------------------------------------------------------------
+
+    def create_token(
+        self,
+        name: str = "cli",
+        *,
+        expires_in_days: float | None = None,
+        space: str | None = None,
+        path: str | None = None,
+        read_only: bool = False,
+    ) -> TokenSecret:
+        body = {
+            "name": name,
+            "expires_in_days": expires_in_days,
+            "space": space,
+            "path": path,
+            "read_only": read_only,
+        }
+        return TokenSecret.model_validate(self._request("POST", "/tokens", json=body).json())
+
+    def list_tokens(self) -> list[Token]:
+        return [Token.model_validate(t) for t in self._request("GET", "/tokens").json()]
+
+    def revoke_token(self, token_id: str) -> Token:
+        return Token.model_validate(self._request("DELETE", f"/tokens/{_q(token_id)}").json())
+
+    def create_user(self, name: str, *, is_admin: bool = False) -> UserWithToken:
+        body = {"name": name, "is_admin": is_admin}
+        return UserWithToken.model_validate(self._request("POST", "/users", json=body).json())
+
+    def list_users(self) -> list[User]:
+        return [User.model_validate(u) for u in self._request("GET", "/users").json()]
+
+    def create_group(self, name: str) -> Group:
+        return Group.model_validate(self._request("POST", "/groups", json={"name": name}).json())
+
+    def list_groups(self) -> list[Group]:
+        return [Group.model_validate(g) for g in self._request("GET", "/groups").json()]
+
+    def add_to_group(self, group: str, user: str) -> Group:
+        url = f"/groups/{_q(group)}/members/{_q(user)}"
+        return Group.model_validate(self._request("PUT", url).json())
+
+    def remove_from_group(self, group: str, user: str) -> Group:
+        url = f"/groups/{_q(group)}/members/{_q(user)}"
+        return Group.model_validate(self._request("DELETE", url).json())
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    while chunk := handle.read(CHUNK):
+        yield chunk

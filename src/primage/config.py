@@ -1,0 +1,113 @@
+"""Settings: one place for every tunable, from PRIMAGE_* variables and an optional TOML file.
+
+Precedence (highest first): explicit arguments, environment variables, the TOML file named by
+``PRIMAGE_CONFIG`` (default ``<user config dir>/primage/config.toml``), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 8642
+
+
+def default_data_dir() -> Path:
+    """Where the embedded platform keeps its database, storage and credentials."""
+    return Path(platformdirs.user_data_dir("primage"))
+
+
+def config_file() -> Path:
+    """The TOML file read for settings, when it exists."""
+    explicit = os.environ.get("PRIMAGE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_config_dir("primage")) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """The platform's configuration. Every field can be set as ``PRIMAGE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PRIMAGE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder holding the database, the spaces and the admin credentials.",
+    )
+    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port the server listens on.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL; default SQLite in the data dir; postgresql://… works.",
+    )
+    storage_root: Path | None = Field(
+        None, description="Folder holding one sub-folder per space; default <data_dir>/spaces."
+    )
+    token_ttl_days: int = Field(30, ge=1, description="Default lifetime of new API tokens.")
+    max_token_ttl_days: int = Field(365, ge=1, description="Longest lifetime a token may ask for.")
+    fsync_uploads: bool = Field(
+        True, description="fsync each uploaded file before it becomes visible (crash-safe)."
+    )
+    log_level: str = Field("info", description="Server log level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def storage_path(self) -> Path:
+        return self.storage_root or self.data_dir / "spaces"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url is not None:
+            return normalise_db_url(self.database_url.get_secret_value())
+        return f"sqlite:///{self.data_dir / 'primage.db'}"
+
+    @property
+    def admin_credentials_file(self) -> Path:
+        return self.data_dir / "credentials.json"
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.data_dir / "server.json"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with every secret hidden, for ``primage config show``."""
+        values = self.model_dump(mode="json")
+        values["database_url"] = mask_url(self.db_url)
+        values["storage_root"] = str(self.storage_path)
+        values["config_file"] = str(config_file())
+        return values
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept the ``postgresql://`` form people paste and use the psycopg 3 driver for it."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

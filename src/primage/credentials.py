@@ -1,0 +1,48 @@
+"""Where the SDK and the CLI find the server and the token, in order of precedence.
+
+Server: the argument, ``PRIMAGE_SERVER``, the runtime file of a server running from the local data
+dir, else ``http://127.0.0.1:8642``. Token: the argument, ``PRIMAGE_TOKEN``, then, for a server on
+this machine, the admin credentials file the server wrote at first start (mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from urllib.parse import urlsplit
+
+from primage.config import DEFAULT_PORT, Settings
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _local_settings() -> Settings:
+    return Settings()
+
+
+def server_url(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit.rstrip("/")
+    if os.environ.get("PRIMAGE_SERVER"):
+        return os.environ["PRIMAGE_SERVER"].rstrip("/")
+    from primage.server.run import read_runtime
+
+    runtime = read_runtime(_local_settings())
+    if runtime is not None:
+        return str(runtime["url"])
+    return f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def token_for(server: str, explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit
+    if os.environ.get("PRIMAGE_TOKEN"):
+        return os.environ["PRIMAGE_TOKEN"]
+    if urlsplit(server).hostname not in LOOPBACK:
+        return None
+    try:
+        data = json.loads(_local_settings().admin_credentials_file.read_text())
+    except (OSError, ValueError):
+        return None
+    token = data.get("token")
+    return token if isinstance(token, str) else None

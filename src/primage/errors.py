@@ -1,0 +1,96 @@
+"""The exception hierarchy shared by the server, the SDK and the CLI.
+
+Each error has a stable ``code`` and an HTTP ``status``. The server turns one into
+``{"error": code, "detail": text}``; the SDK turns that body back into the same class; the CLI
+prints ``detail`` as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PrimageError(Exception):
+    """Base class: something the caller can read and act on."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": self.code, "detail": self.detail}
+
+
+class BadRequest(PrimageError):
+    code = "bad_request"
+    status = 400
+
+
+class UnsafePath(BadRequest):
+    code = "unsafe_path"
+
+
+class Unauthenticated(PrimageError):
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(PrimageError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(PrimageError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(PrimageError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(PrimageError):
+    code = "payload_too_large"
+    status = 413
+
+
+class RangeNotSatisfiable(PrimageError):
+    code = "range_not_satisfiable"
+    status = 416
+
+
+class InsufficientStorage(PrimageError):
+    code = "insufficient_storage"
+    status = 507
+
+
+class ServerUnavailable(PrimageError):
+    """The client could not reach the server at all (never sent by the server)."""
+
+    code = "server_unavailable"
+    status = 503
+
+
+def _all_subclasses(cls: type[PrimageError]) -> list[type[PrimageError]]:
+    found: list[type[PrimageError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def from_response(status: int, code: str | None, detail: str) -> PrimageError:
+    """Rebuild the error a server sent, falling back on the status when the code is unknown."""
+    classes = _all_subclasses(PrimageError)
+    for cls in classes:
+        if cls.code == code:
+            return cls(detail)
+    for cls in classes:
+        if cls.status == status and cls.__base__ is PrimageError:
+            return cls(detail)
+    error = PrimageError(detail)
+    return error

@@ -1,0 +1,34 @@
+"""Files and folders inside a space."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class FileInfo(BaseModel):
+    path: str = Field(description="Path relative to the space's root; '' is the root.")
+    name: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int = Field(description="Bytes (files); 0 for folders.")
+    modified: dt.datetime
+    sha256: str | None = Field(None, description="Checksum recorded at upload, when still valid.")
+
+
+class Listing(BaseModel):
+    space: str
+    folder: FileInfo = Field(description="The folder listed.")
+    entries: list[FileInfo]
+
+
+class MkdirRequest(BaseModel):
+    path: str
+    parents: bool = Field(True, description="Create missing parent folders too (like mkdir -p).")
+
+
+class MoveRequest(BaseModel):
+    source: str
+    destination: str
+    overwrite: bool = Field(False, description="Replace an existing file at the destination.")

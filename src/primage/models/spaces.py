@@ -1,0 +1,46 @@
+"""Spaces and their members."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class SpaceCreate(BaseModel):
+    name: str = Field(description="1-63 lowercase letters, digits, '.', '_' or '-'.")
+    description: str = ""
+    quota_bytes: int | None = Field(None, ge=1, description="Largest total size; none = no limit.")
+
+
+class SpaceUpdate(BaseModel):
+    description: str | None = None
+    quota_bytes: int | None = Field(None, ge=0, description="New quota; 0 removes the limit.")
+
+
+class Member(BaseModel):
+    kind: Literal["user", "group"]
+    name: str
+    role: Literal["viewer", "editor", "manager"]
+
+
+class Space(BaseModel):
+    name: str
+    owner: str
+    description: str
+    quota_bytes: int | None
+    created_at: dt.datetime
+    role: str = Field(description="The caller's role on this space.")
+
+
+class SpaceDetail(Space):
+    size_bytes: int
+    file_count: int
+    members: list[Member]
+
+
+class ShareRequest(BaseModel):
+    kind: Literal["user", "group"] = "user"
+    name: str
+    role: Literal["viewer", "editor", "manager"] = "viewer"

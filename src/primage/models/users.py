@@ -1,0 +1,42 @@
+"""Users and groups."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+
+class UserCreate(BaseModel):
+    name: str
+    is_admin: bool = False
+    token_days: float = Field(30, gt=0, description="Lifetime of the first token it gets.")
+
+
+class User(BaseModel):
+    name: str
+    is_admin: bool
+    groups: list[str]
+    created_at: dt.datetime
+
+
+class UserWithToken(User):
+    token: str = Field(description="The user's first API token, shown this once.")
+
+
+class Me(BaseModel):
+    name: str
+    is_admin: bool
+    groups: list[str]
+    token_id: str | None
+    token_expires_at: dt.datetime | None
+    restrictions: dict[str, str | bool | None]
+
+
+class GroupCreate(BaseModel):
+    name: str
+
+
+class Group(BaseModel):
+    name: str
+    members: list[str]

@@ -1,0 +1,55 @@
+"""The FastAPI app factory: settings in, a ready platform out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from primage import __version__
+from primage.config import Settings
+from primage.db import Database
+from primage.server import errors
+from primage.server.bootstrap import ensure_admin
+from primage.server.metrics import Metrics, MetricsMiddleware
+from primage.server.routers import files, health, spaces, tokens, users
+from primage.server.state import Platform
+from primage.storage.spaces import SpaceStore
+
+log = logging.getLogger("primage.server")
+
+
+def build_platform(settings: Settings) -> Platform:
+    """Open the database (migrating it), the storage root, and create the admin if needed."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.upgrade()
+    if ensure_admin(settings, db):
+        log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
+    return Platform(
+        settings=settings, db=db, store=SpaceStore(settings.storage_path), metrics=Metrics()
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    platform = build_platform(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        platform.db.dispose()
+
+    app = FastAPI(
+        title="primage",
+        version=__version__,
+        summary="A research cloud for medical imaging: spaces, jobs and applications.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    errors.install(app)
+    for module in (health, users, tokens, spaces, files):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=platform.metrics)
+    return app

@@ -1,0 +1,68 @@
+"""Prometheus metrics: requests by route and status, their latency, bytes moved."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    """One registry per app, so that several apps in one process (tests) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "primage_http_requests_total",
+            "HTTP requests handled",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "primage_http_request_duration_seconds",
+            "Time to answer an HTTP request (headers and body)",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.bytes_uploaded = Counter(
+            "primage_bytes_uploaded_total", "Bytes written into spaces", registry=self.registry
+        )
+        self.bytes_downloaded = Counter(
+            "primage_bytes_downloaded_total", "Bytes served from spaces", registry=self.registry
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no body buffering, so streamed transfers stay streamed)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    def _route(self, scope: Scope) -> str:
+        for route in scope["app"].router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", "other"))
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route, method = self._route(scope), scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

@@ -1,0 +1,85 @@
+"""Streamed, atomic, checksummed uploads.
+
+Bytes go to a temporary file outside every space (so no partial file is ever visible), are
+hashed on the way, optionally fsynced, and only then renamed over the target. A failure at any
+point removes the temporary file and leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from primage.errors import Conflict, InsufficientStorage
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+class AtomicUpload:
+    """One upload in progress. Use ``write`` for each chunk, then ``commit`` or ``abort``."""
+
+    def __init__(
+        self,
+        *,
+        space: str,
+        staging: Path,
+        target: Path,
+        allowance: int | None,
+        fsync: bool,
+    ) -> None:
+        self.space = space
+        self.target = target
+        self.allowance = allowance  # bytes this upload may add before the quota is exceeded
+        self.fsync = fsync
+        self.size = 0
+        self._hash = hashlib.sha256()
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=staging, prefix="upload-")
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.allowance is not None and self.size > self.allowance:
+            raise InsufficientStorage(
+                f"space '{self.space}' quota exceeded: only {human(self.allowance)} left;"
+                " delete files or ask for a larger quota"
+            )
+        self._hash.update(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    f"disk full while writing to space '{self.space}' after {human(self.size)}"
+                ) from None
+            raise
+
+    def commit(self) -> tuple[int, str]:
+        """Make the file visible at its target; returns its size and SHA-256."""
+        try:
+            if self.fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            os.chmod(self._tmp, 0o644)
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            if self.target.is_dir():
+                raise Conflict(f"'{self.target.name}' is a folder in space '{self.space}'")
+            os.replace(self._tmp, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        return self.size, self._hash.hexdigest()
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
