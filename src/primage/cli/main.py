@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -74,10 +73,10 @@ def demo(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    """Run the CLI; Typer reports usage errors, and every platform error is one line."""
     err = Console(stderr=True)
-    command = typer.main.get_command(app)
     try:
-        code = command.main(prog_name="primage", standalone_mode=False)
+        app(prog_name="primage")
     except PrimageError as exc:
         err.print(f"[red]error:[/red] {exc.detail}", highlight=False, soft_wrap=True)
         sys.exit(1)
@@ -85,12 +84,3 @@ def main() -> None:
         where = f": {exc.filename}" if exc.filename else ""
         err.print(f"[red]error:[/red] {exc.strerror or exc}{where}", highlight=False)
         sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -41,12 +40,11 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
 
-    def _route(self, scope: Scope) -> str:
-        for route in scope["app"].router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return str(getattr(route, "path", "other"))
-        return "unmatched"
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        """The route template (``/spaces/{name}``), set in the scope by the router."""
+        route = scope.get("route")
+        return str(getattr(route, "path", "unmatched"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,0 +1,67 @@
+"""Fixtures for primage's tests. Everything is real: servers are subprocesses on loopback.
+
+- ``pg_cluster`` (session): a PostgreSQL cluster of its own in a temp dir on a free port, started
+  with the server binaries from Debian's package and stopped at the end. Skips when PostgreSQL is
+  not installed, except under ``CI=true`` where it fails.
+- ``database_url`` (parametrised ``sqlite`` / ``postgres``): a fresh, empty database.
+- ``server``: a ``primage server`` process on a free loopback port, on ``database_url``, with its
+  own data dir; stopped after the test. ``server.client()`` and ``server.cli()`` talk to it.
+- ``sqlite_server``: the same, on SQLite only (for tests where the backend does not matter).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import PostgresCluster, RunningServer, start_postgres
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    # Not under pytest's tmp dir: that is mode 0700 and the 'postgres' user must reach it.
+    workdir = Path(tempfile.mkdtemp(prefix="primage-pg-"))
+    cluster = start_postgres(workdir)
+    if isinstance(cluster, str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI: {cluster}")
+        pytest.skip(cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"t{next(_db_counter)}")
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer.start(tmp_path / "data", database_url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        yield running
+    finally:
+        running.stop()

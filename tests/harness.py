@@ -1,0 +1,161 @@
+"""Starting and stopping the real components the tests use (server, PostgreSQL, the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from primage.client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class RunningServer:
+    url: str
+    data_dir: Path
+    admin_token: str
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, data_dir: Path, database_url: str, timeout: float = 60) -> RunningServer:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PRIMAGE_DATABASE_URL": database_url,
+            "PRIMAGE_DATA_DIR": str(data_dir),
+        }
+        env["PRIMAGE_CONFIG"] = str(data_dir / "absent.toml")
+        log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - the child writes to it
+        process = subprocess.Popen(
+            [sys.executable, "-m", "primage", "server", "--port", "0"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        runtime, deadline = data_dir / "server.json", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError((data_dir / "server.log").read_text())
+            if runtime.exists():
+                url = json.loads(runtime.read_text())["url"]
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        creds = json.loads((data_dir / "credentials.json").read_text())
+                        return cls(url, data_dir, creds["token"], process)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        process.kill()
+        raise RuntimeError("server did not start:\n" + (data_dir / "server.log").read_text())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token or self.admin_token)
+
+    def cli(self, *args: str, token: str | None = None, stdin: str | None = None) -> CliResult:
+        """Run the real ``primage`` command against this server."""
+        env = {**os.environ, "PRIMAGE_SERVER": self.url, "PRIMAGE_DATA_DIR": str(self.data_dir)}
+        env["PRIMAGE_TOKEN"] = token or self.admin_token
+        env["COLUMNS"] = "200"
+        done = subprocess.run(
+            [sys.executable, "-m", "primage", *args],
+            env=env,
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def _pg_bin() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@dataclass
+class PostgresCluster:
+    bin: Path
+    data: Path
+    port: int
+    as_user: list[str]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        base = f"postgresql://postgres@127.0.0.1:{self.port}"
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
+            isolation_level="AUTOCOMMIT",
+        )
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return f"{base}/{name}"
+
+
+def start_postgres(workdir: Path) -> PostgresCluster | str:
+    """Start a throwaway cluster, or say why it cannot be."""
+    pg_bin = _pg_bin()
+    if pg_bin is None:
+        return "PostgreSQL server binaries not found (apt-get install postgresql)"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(workdir, "postgres")
+    data, port = workdir / "data", free_port()
+    cluster = PostgresCluster(pg_bin, data, port, as_user)
+    cluster._run(str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+    cluster._run(
+        str(pg_bin / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        options,
+        "-l",
+        str(workdir / "log"),
+        "-w",
+        "start",
+    )
+    return cluster

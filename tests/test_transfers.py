@@ -1,0 +1,130 @@
+"""Uploads and downloads through the SDK: byte-exact, ranged, atomic, within quota."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from primage.errors import Conflict, InsufficientStorage, NotFound, RangeNotSatisfiable
+from primage.samples import sample_images
+from tests.harness import RunningServer
+
+
+def test_sample_images_round_trip_byte_for_byte(server: RunningServer, tmp_path: Path) -> None:
+    sdk = server.client()
+    sdk.create_space("med")
+    for image in sample_images():
+        stored = sdk.upload("med", f"in/{image.name}", image)
+        expected = hashlib.sha256(image.read_bytes()).hexdigest()
+        assert stored.sha256 == expected and stored.size == image.stat().st_size
+        back = sdk.download("med", f"in/{image.name}", tmp_path / image.name)
+        assert hashlib.sha256(back.read_bytes()).hexdigest() == expected
+        assert sdk.stat("med", f"in/{image.name}").sha256 == expected
+
+
+def test_range_requests(sqlite_server: RunningServer) -> None:
+    sdk = sqlite_server.client()
+    sdk.create_space("r")
+    data = os.urandom(300_000)
+    sdk.upload("r", "blob.bin", data)
+    assert sdk.read_bytes("r", "blob.bin") == data
+    assert sdk.read_bytes("r", "blob.bin", start=1000, end=2000) == data[1000:2000]
+    assert sdk.read_bytes("r", "blob.bin", start=299_990) == data[299_990:]
+    with pytest.raises(RangeNotSatisfiable, match="past the end"):
+        sdk.read_bytes("r", "blob.bin", start=400_000)
+
+
+def test_checksum_forgotten_when_file_changes_outside_the_api(sqlite_server: RunningServer) -> None:
+    sdk = sqlite_server.client()
+    sdk.create_space("c")
+    sdk.upload("c", "f.txt", b"one")
+    (sqlite_server.data_dir / "spaces" / "c" / "f.txt").write_bytes(b"changed by a job")
+    assert sdk.stat("c", "f.txt").sha256 is None
+
+
+def test_interrupted_upload_leaves_no_file_and_old_file_intact(
+    sqlite_server: RunningServer,
+) -> None:
+    sdk = sqlite_server.client()
+    sdk.create_space("atomic")
+    sdk.upload("atomic", "scan.dcm", b"old content")
+    url = urlsplit(sqlite_server.url)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        head = (
+            f"PUT /spaces/atomic/content/scan.dcm HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {sqlite_server.admin_token}\r\n"
+            "Content-Length: 10000000\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"x" * 500_000)
+    # and a brand-new file interrupted the same way
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        head = head.replace("scan.dcm", "new.dcm")
+        sock.sendall(head.encode() + b"y" * 500_000)
+    time.sleep(0.5)
+    assert sdk.read_bytes("atomic", "scan.dcm") == b"old content"
+    with pytest.raises(NotFound):
+        sdk.stat("atomic", "new.dcm")
+    staging = sqlite_server.data_dir / "spaces" / ".staging"
+    assert list(staging.iterdir()) == []
+
+
+def test_quota_refuses_with_507_and_keeps_old_file(sqlite_server: RunningServer) -> None:
+    sdk = sqlite_server.client()
+    sdk.create_space("small", quota_bytes=10_000)
+    sdk.upload("small", "a.bin", b"a" * 6_000)
+    with pytest.raises(InsufficientStorage, match=r"space 'small' quota exceeded"):
+        sdk.upload("small", "b.bin", b"b" * 6_000)
+    # replacing a file counts only the difference
+    sdk.upload("small", "a.bin", b"c" * 9_000)
+    with pytest.raises(InsufficientStorage):
+        sdk.upload("small", "a.bin", b"d" * 12_000)
+    assert sdk.read_bytes("small", "a.bin") == b"c" * 9_000
+    # a streamed body of unknown length is stopped once it goes over
+    with pytest.raises(InsufficientStorage):
+        sdk.upload("small", "stream.bin", _Reader(b"e" * 20_000))
+    assert [e.name for e in sdk.listdir("small")] == ["a.bin"]
+    sdk.update_space("small", quota_bytes=0)  # 0 lifts the quota
+    sdk.upload("small", "big.bin", b"f" * 50_000)
+
+
+class _Reader:
+    """A file-like object without a known length (forces chunked encoding)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, n: int = -1) -> bytes:
+        chunk, self.data = self.data[:4096], self.data[4096:]
+        return chunk
+
+
+def test_folder_operations(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    sdk = sqlite_server.client()
+    sdk.create_space("f")
+    local = tmp_path / "tree"
+    (local / "a" / "b").mkdir(parents=True)
+    for i in range(5):
+        (local / "a" / "b" / f"{i}.txt").write_text(str(i))
+    (local / "top.txt").write_text("top")
+    sent = sdk.upload_dir("f", "data", local)
+    assert len(sent) == 6
+    assert [e.name for e in sdk.listdir("f", "data")] == ["a", "top.txt"]
+    assert sdk.stat("f", "data/a").type == "directory"
+    with pytest.raises(Conflict, match="already exists"):
+        sdk.move("f", "data/top.txt", "data/a/b/0.txt")
+    sdk.move("f", "data/top.txt", "data/a/b/0.txt", overwrite=True)
+    with pytest.raises(Conflict, match="not empty"):
+        sdk.remove("f", "data/a")
+    got = sdk.download_dir("f", "data", tmp_path / "back")
+    assert sorted(p.relative_to(tmp_path / "back").as_posix() for p in got) == [
+        f"a/b/{i}.txt" for i in range(5)
+    ]
+    assert (tmp_path / "back" / "a" / "b" / "0.txt").read_text() == "top"
+    sdk.remove("f", "data", recursive=True)
+    assert sdk.listdir("f") == []
