@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -215,11 +215,8 @@ class Client:
         tmp = target.with_name(f".{target.name}.part")
         try:
             url = f"/spaces/{_q(space)}/content/{_q(path)}"
-            with self._stream("GET", url) as response, open(tmp, "wb") as handle:
-                for chunk in response.iter_raw(CHUNK):
-                    handle.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+            with self._stream("GET", url) as response:
+                _write_overlapped(response.iter_raw(), tmp, progress)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -330,6 +327,25 @@ class Client:
     def remove_from_group(self, group: str, user: str) -> Group:
         url = f"/groups/{_q(group)}/members/{_q(user)}"
         return Group.model_validate(self._request("DELETE", url).json())
+
+
+def _write_overlapped(chunks: Iterator[bytes], path: Path, progress: Progress | None) -> None:
+    """Write to ``path`` in a second thread, so the network and the disk work at the same time."""
+    with open(path, "wb") as handle, ThreadPoolExecutor(max_workers=1) as disk:
+        pending: Future[int] | None = None
+        buffer = bytearray()
+        for chunk in chunks:
+            buffer += chunk
+            if progress:
+                progress(len(chunk))
+            if len(buffer) >= 4 * CHUNK:
+                if pending is not None:
+                    pending.result()
+                pending = disk.submit(handle.write, bytes(buffer))
+                buffer.clear()
+        if pending is not None:
+            pending.result()
+        handle.write(buffer)
 
 
 def _chunks(handle: BinaryIO) -> Iterator[bytes]:

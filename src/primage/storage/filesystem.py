@@ -25,7 +25,7 @@ def _kind(mode: int) -> str:
     return "other"
 
 
-def info(rel: str, st: os.stat_result) -> FileInfo:
+def file_info(rel: str, st: os.stat_result) -> FileInfo:
     kind = _kind(st.st_mode)
     return FileInfo(
         path=rel,
@@ -54,7 +54,7 @@ class SpaceFiles:
 
     def stat(self, path: str) -> FileInfo:
         rel, target = self.path(path)
-        return info(rel, self._stat(rel, target))
+        return file_info(rel, self._stat(rel, target))
 
     def listdir(self, path: str) -> list[FileInfo]:
         rel, target = self.path(path)
@@ -64,7 +64,7 @@ class SpaceFiles:
         with os.scandir(target) as it:
             for entry in it:
                 child = f"{rel}/{entry.name}" if rel else entry.name
-                entries.append(info(child, entry.stat(follow_symlinks=False)))
+                entries.append(file_info(child, entry.stat(follow_symlinks=False)))
         return sorted(entries, key=lambda e: (e.type != "directory", e.name))
 
     def walk(self, path: str) -> Iterator[FileInfo]:
@@ -80,7 +80,7 @@ class SpaceFiles:
                 child = name if base == "." else f"{base}/{name}"
                 st = os.lstat(os.path.join(dirpath, name))
                 if stat_mod.S_ISREG(st.st_mode):
-                    yield info(child, st)
+                    yield file_info(child, st)
 
     def mkdir(self, path: str, *, parents: bool) -> FileInfo:
         rel, target = self.path(path)
@@ -97,7 +97,7 @@ class SpaceFiles:
             raise NotFound(f"parent folder of '{rel}' does not exist; use parents=true") from None
         except NotADirectoryError:
             raise Conflict(f"a file stands in the way of folder '{rel}'") from None
-        return info(rel, target.stat())
+        return file_info(rel, target.stat())
 
     def move(self, source: str, destination: str, *, overwrite: bool) -> FileInfo:
         src_rel, src = self.path(source)
@@ -116,7 +116,7 @@ class SpaceFiles:
             if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR, errno.EEXIST):
                 raise Conflict(f"cannot replace '{dst_rel}': {exc.strerror}") from None
             raise
-        return info(dst_rel, dst.lstat())
+        return file_info(dst_rel, dst.lstat())
 
     def remove(self, path: str, *, recursive: bool) -> None:
         rel, target = self.path(path)

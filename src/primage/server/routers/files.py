@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
@@ -21,7 +23,7 @@ from primage.errors import BadRequest, InsufficientStorage, RangeNotSatisfiable
 from primage.models.files import FileInfo, Listing, MkdirRequest, MoveRequest
 from primage.server import lookup
 from primage.server.deps import Caller, State
-from primage.storage.filesystem import SpaceFiles, usage
+from primage.storage.filesystem import SpaceFiles, file_info, usage
 from primage.storage.paths import normalise_relpath
 from primage.storage.transfer import AtomicUpload, human
 
@@ -133,13 +135,11 @@ async def upload(space: str, path: str, caller: Caller, state: State, request: R
         writer.abort()
         raise
     state.metrics.bytes_uploaded.inc(size)
-    return await in_thread(lambda: record_upload(state, row.id, files, rel, sha256))
+    return await in_thread(lambda: record_upload(state, row.id, rel, target, sha256))
 
 
-def record_upload(
-    state: State, space_id: int, files: SpaceFiles, rel: str, sha256: str
-) -> FileInfo:
-    _, target = files.path(rel)
+def record_upload(state: State, space_id: int, rel: str, target: Path, sha256: str) -> FileInfo:
+    """Remember the checksum with the size and mtime it belongs to; answer the file's info."""
     st = target.stat()
     with state.db.session() as session:
         session.merge(
@@ -147,20 +147,30 @@ def record_upload(
                 space_id=space_id, path=rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256
             )
         )
-    info = files.stat(rel)
-    info.sha256 = sha256
-    return info
+    found = file_info(rel, st)
+    found.sha256 = sha256
+    return found
 
 
 async def receive_into(writer: AtomicUpload, request: Request) -> None:
+    """Feed the body to the writer in large blocks, one block on disk while the next arrives."""
     buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
-        if len(buffer) >= CHUNK:
-            data, buffer = bytes(buffer), bytearray()
-            await run_in_threadpool(writer.write, data)
-    if buffer:
-        writer.write(bytes(buffer))
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) >= CHUNK:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(run_in_threadpool(writer.write, bytes(buffer)))
+                buffer.clear()
+        if pending is not None:
+            await pending
+        if buffer:
+            await run_in_threadpool(writer.write, bytes(buffer))
+    finally:
+        if pending is not None and not pending.done():
+            await asyncio.wait({pending})  # never close the file under a running write
 
 
 def quota_allowance(row: tables.Space, files: SpaceFiles, target: os.PathLike[str]) -> int | None:
