@@ -26,8 +26,13 @@ def bearer(request: Request) -> str:
 
 def current_principal(request: Request, state: Annotated[Platform, Depends(platform)]) -> Principal:
     raw = bearer(request)
+    cached = state.principals.get(raw)
+    if cached is not None:
+        return cached
     with state.db.session() as session:
-        return tokens.authenticate(session, raw)
+        principal = tokens.authenticate(session, raw)
+    state.principals.put(raw, principal)
+    return principal
 
 
 State = Annotated[Platform, Depends(platform)]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from primage.auth.cache import PrincipalCache
 from primage.config import Settings
 from primage.db import Database
 from primage.server.metrics import Metrics
@@ -18,6 +19,7 @@ class Platform:
     db: Database
     store: SpaceStore
     metrics: Metrics
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 
 def platform(request: Request) -> Platform:

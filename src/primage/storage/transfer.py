@@ -81,5 +81,6 @@ class AtomicUpload:
         return self.size, self._hash.hexdigest()
 
     def abort(self) -> None:
+        """Drop the temporary file (safe to call more than once)."""
         self._file.close()
         self._tmp.unlink(missing_ok=True)

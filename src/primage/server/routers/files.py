@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -110,16 +111,53 @@ def check_range(header: str | None, size: int) -> None:
 
 @router.put("/content/{path:path}", response_model=FileInfo)
 async def upload(space: str, path: str, caller: Caller, state: State, request: Request) -> FileInfo:
-    """Write the request body to the file: streamed, checksummed, visible only when complete."""
-    row, files = await in_thread(lambda: open_space(state, caller, space, Right.WRITE, path))
+    """Write the request body to the file: streamed, checksummed, visible only when complete.
+
+    A body of at most one block is received whole and stored in a single worker-thread pass
+    (most DICOM slices); a larger one streams to disk while it arrives.
+    """
+    declared = content_length(request)
+    if declared is not None and declared <= CHUNK:
+        body = await request.body()
+        return await in_thread(
+            lambda: store(state, prepare(state, caller, space, path, declared), body)
+        )
+    upload = await in_thread(lambda: prepare(state, caller, space, path, declared))
+    try:
+        await receive_into(upload.writer, request)
+    except BaseException:
+        upload.writer.abort()
+        raise
+    return await in_thread(lambda: store(state, upload, b""))
+
+
+def content_length(request: Request) -> int | None:
+    header = request.headers.get("content-length")
+    if header is None:
+        return None
+    if not header.isdigit():
+        raise BadRequest(f"Content-Length must be a number of bytes, not {header!r}")
+    return int(header)
+
+
+@dataclass
+class Upload:
+    space_id: int
+    rel: str
+    target: Path
+    writer: AtomicUpload
+
+
+def prepare(state: State, caller: Principal, space: str, path: str, declared: int | None) -> Upload:
+    """Check the right, the path and the quota; open the temporary file."""
+    row, files = open_space(state, caller, space, Right.WRITE, path)
     rel, target = files.path(path)
     if not rel:
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
-    allowance = await in_thread(lambda: quota_allowance(row, files, target))
-    declared = int(request.headers.get("content-length") or 0)
-    if allowance is not None and declared > allowance:
+    allowance = quota_allowance(row, files, target)
+    if allowance is not None and (declared or 0) > allowance:
         raise InsufficientStorage(
-            f"space '{space}' quota exceeded: {human(declared)} sent, {human(allowance)} left"
+            f"space '{space}' quota exceeded: {human(declared or 0)} sent, {human(allowance)} left"
         )
     writer = AtomicUpload(
         space=space,
@@ -128,26 +166,30 @@ async def upload(space: str, path: str, caller: Caller, state: State, request: R
         allowance=allowance,
         fsync=state.settings.fsync_uploads,
     )
+    return Upload(row.id, rel, target, writer)
+
+
+def store(state: State, upload: Upload, tail: bytes) -> FileInfo:
+    """Write the last bytes, make the file visible, and record its checksum."""
     try:
-        await receive_into(writer, request)
-        size, sha256 = await in_thread(writer.commit)
+        upload.writer.write(tail)
+        size, sha256 = upload.writer.commit()
     except BaseException:
-        writer.abort()
+        upload.writer.abort()
         raise
     state.metrics.bytes_uploaded.inc(size)
-    return await in_thread(lambda: record_upload(state, row.id, rel, target, sha256))
-
-
-def record_upload(state: State, space_id: int, rel: str, target: Path, sha256: str) -> FileInfo:
-    """Remember the checksum with the size and mtime it belongs to; answer the file's info."""
-    st = target.stat()
+    st = upload.target.stat()
     with state.db.session() as session:
         session.merge(
             tables.FileChecksum(
-                space_id=space_id, path=rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256
+                space_id=upload.space_id,
+                path=upload.rel,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha256,
             )
         )
-    found = file_info(rel, st)
+    found = file_info(upload.rel, st)
     found.sha256 = sha256
     return found
 

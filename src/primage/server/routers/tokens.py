@@ -92,4 +92,6 @@ def revoke(token_id: str, caller: Caller, state: State) -> m.Token:
         if not unrestricted(caller) and row not in visible(session, caller):
             raise Forbidden("a restricted token may revoke only itself and tokens it made")
         tokens.revoke(session, row)
-        return to_model(row)
+        revoked = to_model(row)
+    state.principals.clear()  # after the commit, so no request re-caches the old state
+    return revoked

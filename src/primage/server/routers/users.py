@@ -101,7 +101,9 @@ def add_member(group: str, user: str, caller: Caller, state: State) -> m.Group:
         row, member = lookup.group(session, group), lookup.user(session, user)
         if member not in row.members:
             row.members.append(member)
-        return to_group(row)
+        changed = to_group(row)
+    state.principals.clear()  # after the commit: group rights are part of a principal
+    return changed
 
 
 @router.delete("/groups/{group}/members/{user}", response_model=m.Group)
@@ -111,4 +113,6 @@ def remove_member(group: str, user: str, caller: Caller, state: State) -> m.Grou
         row, member = lookup.group(session, group), lookup.user(session, user)
         if member in row.members:
             row.members.remove(member)
-        return to_group(row)
+        changed = to_group(row)
+    state.principals.clear()  # after the commit: group rights are part of a principal
+    return changed
