@@ -86,6 +86,11 @@ def test_sharing_with_a_user_and_a_group(server: RunningServer) -> None:
 
     assert server.cli("space", "unshare", "study", "bob", token=alice).code == 0
     assert server.cli("mkdir", "study:again", token=bob).code == 1
+    assert server.cli("ls", "study:", token=bob).code == 0  # still a viewer through the group
+
+    assert server.cli("admin", "group", "remove", "radiology", "bob").code == 0
+    gone = server.cli("ls", "study:", token=bob)
+    assert gone.code == 1 and "read access to space 'study'" in gone.err
 
 
 def test_errors_are_one_readable_line(sqlite_server: RunningServer) -> None:
