@@ -123,8 +123,9 @@ class Space(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship(lazy="joined")
+    # Loaded on first use: the owner's own requests never need the member list.
     members: Mapped[list[SpaceMember]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+        lazy="select", cascade="all, delete-orphan", passive_deletes=True
     )
 
 

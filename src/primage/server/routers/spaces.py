@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from primage.auth import policy
 from primage.auth.policy import Right, Role
@@ -73,7 +73,8 @@ def create(body: m.SpaceCreate, caller: Caller, state: State) -> m.Space:
 def list_spaces(caller: Caller, state: State) -> list[m.Space]:
     """The spaces the caller owns or is a member of (admins: all)."""
     with state.db.session() as session:
-        rows = session.scalars(select(tables.Space).order_by(tables.Space.name)).all()
+        query = select(tables.Space).options(selectinload(tables.Space.members))
+        rows = session.scalars(query.order_by(tables.Space.name)).all()
         return [
             to_model(row, policy.role_on(caller, row))
             for row in rows
