@@ -39,13 +39,12 @@ class LargeChunkFileResponse(FileResponse):
 
 
 def open_space(
-    state: State, caller: Principal, space: str, right: Right, *paths: str
+    session: Session, state: State, caller: Principal, space: str, right: Right, *paths: str
 ) -> tuple[tables.Space, SpaceFiles]:
     """The space row and its files, once the caller's right on these paths is proven."""
     rels = tuple(normalise_relpath(p) for p in paths)
-    with state.db.session() as session:
-        row = lookup.space(session, space)
-        policy.check_space(caller, row, right, *rels)
+    row = lookup.space(session, space)
+    policy.check_space(caller, row, right, *rels)
     return row, state.store.files(space)
 
 
@@ -75,13 +74,13 @@ def stat_or_list(
     space: str, path: str, caller: Caller, state: State, recursive: bool = False
 ) -> FileInfo | Listing:
     """A file's metadata, or a folder's entries (every file below it with ``recursive``)."""
-    row, files = open_space(state, caller, space, Right.READ, path)
-    info = files.stat(path)
-    if info.type != "directory":
-        with state.db.session() as session:
+    with state.db.session() as session:
+        row, files = open_space(session, state, caller, space, Right.READ, path)
+        info = files.stat(path)
+        if info.type != "directory":
             _, target = files.path(path)
             info.sha256 = recorded_sha256(session, row.id, info.path, target.stat())
-        return info
+            return info
     entries = list(files.walk(path)) if recursive else files.listdir(path)
     return Listing(space=space, folder=info, entries=entries)
 
@@ -89,7 +88,8 @@ def stat_or_list(
 @router.get("/content/{path:path}")
 def download(space: str, path: str, caller: Caller, state: State, request: Request) -> FileResponse:
     """The file's bytes, streamed; ``Range: bytes=a-b`` gives part of it (206)."""
-    _, files = open_space(state, caller, space, Right.READ, path)
+    with state.db.session() as session:
+        _, files = open_space(session, state, caller, space, Right.READ, path)
     info = files.stat(path)
     if info.type != "file":
         raise BadRequest(f"'{info.path}' is a folder; list it with GET /spaces/{space}/files/…")
@@ -119,16 +119,29 @@ async def upload(space: str, path: str, caller: Caller, state: State, request: R
     declared = content_length(request)
     if declared is not None and declared <= CHUNK:
         body = await request.body()
-        return await in_thread(
-            lambda: store(state, prepare(state, caller, space, path, declared), body)
-        )
-    upload = await in_thread(lambda: prepare(state, caller, space, path, declared))
+
+        def whole() -> FileInfo:
+            with state.db.session() as session:
+                upload = prepare(session, state, caller, space, path, declared)
+                return store(session, state, upload, body)
+
+        return await in_thread(whole)
+
+    def begin() -> Upload:
+        with state.db.session() as session:
+            return prepare(session, state, caller, space, path, declared)
+
+    def finish() -> FileInfo:
+        with state.db.session() as session:
+            return store(session, state, staged, b"")
+
+    staged = await in_thread(begin)
     try:
-        await receive_into(upload.writer, request)
+        await receive_into(staged.writer, request)
     except BaseException:
-        upload.writer.abort()
+        staged.writer.abort()
         raise
-    return await in_thread(lambda: store(state, upload, b""))
+    return await in_thread(finish)
 
 
 def content_length(request: Request) -> int | None:
@@ -148,9 +161,11 @@ class Upload:
     writer: AtomicUpload
 
 
-def prepare(state: State, caller: Principal, space: str, path: str, declared: int | None) -> Upload:
+def prepare(
+    session: Session, state: State, caller: Principal, space: str, path: str, declared: int | None
+) -> Upload:
     """Check the right, the path and the quota; open the temporary file."""
-    row, files = open_space(state, caller, space, Right.WRITE, path)
+    row, files = open_space(session, state, caller, space, Right.WRITE, path)
     rel, target = files.path(path)
     if not rel:
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
@@ -169,7 +184,7 @@ def prepare(state: State, caller: Principal, space: str, path: str, declared: in
     return Upload(row.id, rel, target, writer)
 
 
-def store(state: State, upload: Upload, tail: bytes) -> FileInfo:
+def store(session: Session, state: State, upload: Upload, tail: bytes) -> FileInfo:
     """Write the last bytes, make the file visible, and record its checksum."""
     try:
         upload.writer.write(tail)
@@ -179,16 +194,15 @@ def store(state: State, upload: Upload, tail: bytes) -> FileInfo:
         raise
     state.metrics.bytes_uploaded.inc(size)
     st = upload.target.stat()
-    with state.db.session() as session:
-        session.merge(
-            tables.FileChecksum(
-                space_id=upload.space_id,
-                path=upload.rel,
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                sha256=sha256,
-            )
+    session.merge(
+        tables.FileChecksum(
+            space_id=upload.space_id,
+            path=upload.rel,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            sha256=sha256,
         )
+    )
     found = file_info(upload.rel, st)
     found.sha256 = sha256
     return found
@@ -226,42 +240,46 @@ def quota_allowance(row: tables.Space, files: SpaceFiles, target: os.PathLike[st
 
 @router.post("/mkdir", response_model=FileInfo, status_code=201)
 def mkdir(space: str, body: MkdirRequest, caller: Caller, state: State) -> FileInfo:
-    _, files = open_space(state, caller, space, Right.WRITE, body.path)
+    with state.db.session() as session:
+        _, files = open_space(session, state, caller, space, Right.WRITE, body.path)
     return files.mkdir(body.path, parents=body.parents)
 
 
 @router.post("/move", response_model=FileInfo)
 def move(space: str, body: MoveRequest, caller: Caller, state: State) -> FileInfo:
     """Move or rename a file or folder inside the space; recorded checksums follow it."""
-    row, files = open_space(state, caller, space, Right.WRITE, body.source, body.destination)
-    moved = files.move(body.source, body.destination, overwrite=body.overwrite)
-    src, dst = normalise_relpath(body.source), moved.path
+    paths = (body.source, body.destination)
     with state.db.session() as session:
-        forget_checksums(session, row.id, dst)
-        table = tables.FileChecksum
-        rows = session.scalars(
-            select(table).where(
-                table.space_id == row.id,
-                (table.path == src) | table.path.startswith(src + "/", autoescape=True),
-            )
-        ).all()
-        for each in rows:
-            session.add(
-                table(
-                    space_id=row.id,
-                    path=dst + each.path[len(src) :],
-                    size=each.size,
-                    mtime_ns=each.mtime_ns,
-                    sha256=each.sha256,
-                )
-            )
-            session.delete(each)
+        row, files = open_space(session, state, caller, space, Right.WRITE, *paths)
+        moved = files.move(body.source, body.destination, overwrite=body.overwrite)
+        move_checksums(session, row.id, normalise_relpath(body.source), moved.path)
     return moved
+
+
+def move_checksums(session: Session, space_id: int, src: str, dst: str) -> None:
+    forget_checksums(session, space_id, dst)
+    table = tables.FileChecksum
+    rows = session.scalars(
+        select(table).where(
+            table.space_id == space_id,
+            (table.path == src) | table.path.startswith(src + "/", autoescape=True),
+        )
+    ).all()
+    for each in rows:
+        moved = table(
+            space_id=space_id,
+            path=dst + each.path[len(src) :],
+            size=each.size,
+            mtime_ns=each.mtime_ns,
+            sha256=each.sha256,
+        )
+        session.delete(each)
+        session.add(moved)
 
 
 @router.delete("/files/{path:path}", status_code=204)
 def remove(space: str, path: str, caller: Caller, state: State, recursive: bool = False) -> None:
-    row, files = open_space(state, caller, space, Right.WRITE, path)
-    files.remove(path, recursive=recursive)
     with state.db.session() as session:
+        row, files = open_space(session, state, caller, space, Right.WRITE, path)
+        files.remove(path, recursive=recursive)
         forget_checksums(session, row.id, normalise_relpath(path))
