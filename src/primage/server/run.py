@@ -39,6 +39,7 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         app,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,
