@@ -3,8 +3,9 @@
     ./run bench benchmarks/transfer.py [--size-mib 1024] [--files 2000] [--repeat 3]
 
 Prints, for a file of --size-mib: upload and download MiB/s (median of --repeat runs), ``cp``'s
-MiB/s, the ratios, and the server's peak resident memory during the transfers; then the rate of
---files small files (4 KiB) uploaded with the SDK (``upload_dir``, 8 at a time).
+MiB/s, the ratios, the same transfers with ``curl`` (a C client: what the server itself
+sustains, apart from the Python SDK), and the server's peak resident memory during the transfers;
+then the rate of --files small files (4 KiB) uploaded with the SDK (``upload_dir``, 8 at a time).
 Targets (issue 2): each direction >= 0.5x cp; server < 200 MiB; >= 300 small files/s.
 """
 
@@ -55,6 +56,18 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def curl_runner(token: str) -> Callable[..., object] | None:
+    """``curl`` against the server with the admin token, when curl is installed."""
+    if shutil.which("curl") is None:
+        return None
+    auth = ["-H", f"Authorization: Bearer {token}", "-H", "Expect:"]
+
+    def run(*args: str) -> object:
+        return subprocess.run(["curl", "-sSf", *auth, *args], check=True, stdout=subprocess.DEVNULL)
+
+    return run
+
+
 def make_file(path: Path, mib: int) -> None:
     block = os.urandom(1024 * 1024)
     with open(path, "wb") as handle:
@@ -77,21 +90,38 @@ def main() -> None:
         big = work / "big.bin"
         make_file(big, args.size_mib)
         mib = args.size_mib
-        cp_s, up_s, down_s = [], [], []
+        cp_s: list[float] = []
+        up_s: list[float] = []
+        down_s: list[float] = []
+        curl_up: list[float] = []
+        curl_down: list[float] = []
+        curl = curl_runner(server.admin_token)
+        base = f"{server.url}/spaces/bench/content"
         back, copy = work / "back.bin", work / "copy.bin"
         with PeakRss(server.process.pid) as rss:
-            for i in range(args.repeat):
+            # Round 0 warms up: on a VM, the first write to fresh memory pages is several times
+            # slower than later ones, whoever does it. It is not counted.
+            for i in range(args.repeat + 1):
                 name = f"big{i}.bin"
                 cp_s.append(timed(partial(subprocess.run, ["cp", big, copy], check=True)))
                 copy.unlink()
                 up_s.append(timed(partial(sdk.upload, "bench", name, big)))
                 down_s.append(timed(partial(sdk.download, "bench", name, back)))
+                if i == 0:
+                    cp_s, up_s, down_s, curl_up, curl_down = [], [], [], [], []
                 back.unlink()
+                if curl:
+                    curl_up.append(timed(partial(curl, "-T", str(big), f"{base}/{name}")))
+                    curl_down.append(timed(partial(curl, "-o", str(back), f"{base}/{name}")))
+                    back.unlink()
                 sdk.remove("bench", name)
         cp_rate = mib / statistics.median(cp_s)
         print(f"file of {mib} MiB, median of {args.repeat} runs:")
         print(f"  cp        {cp_rate:8.0f} MiB/s")
-        for label, runs in (("upload", up_s), ("download", down_s)):
+        measured = [("upload", up_s), ("download", down_s)]
+        if curl:  # the same server through a C client: what the server itself sustains
+            measured += [("curl up", curl_up), ("curl down", curl_down)]
+        for label, runs in measured:
             rate = mib / statistics.median(runs)
             print(
                 f"  {label:9} {rate:8.0f} MiB/s   ratio to cp {rate / cp_rate:.2f} (target >= 0.5)"
