@@ -80,17 +80,23 @@ def serve(
     run(settings)
 
 
-@app.command()
-def stop(
-    data_dir: Path | None = typer.Option(None, help="Data dir of the server to stop."),
-) -> None:
-    """Stop the server running from this machine's data dir."""
+def running_server(data_dir: Path | None) -> tuple[Settings, dict[str, object]]:
+    """The settings and runtime record of the server running from this data dir, or an error."""
     from primage.server.run import read_runtime
 
     settings = settings_for(data_dir)
     running = read_runtime(settings)
     if running is None:
         raise PrimageError(f"no server is running from {settings.data_dir}")
+    return settings, running
+
+
+@app.command()
+def stop(
+    data_dir: Path | None = typer.Option(None, help="Data dir of the server to stop."),
+) -> None:
+    """Stop the server running from this machine's data dir."""
+    _, running = running_server(data_dir)
     pid = int(str(running["pid"]))
     os.kill(pid, signal.SIGTERM)
     for _ in range(150):
@@ -108,10 +114,5 @@ def status(
     data_dir: Path | None = typer.Option(None, help="Data dir of the server to check."),
 ) -> None:
     """Whether a server runs from this machine's data dir, and where."""
-    from primage.server.run import read_runtime
-
-    settings = settings_for(data_dir)
-    running = read_runtime(settings)
-    if running is None:
-        raise PrimageError(f"no server is running from {settings.data_dir}")
+    settings, running = running_server(data_dir)
     typer.echo(f"running at {running['url']} (pid {running['pid']}, data in {settings.data_dir})")

@@ -35,7 +35,7 @@ RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 class LargeChunkFileResponse(FileResponse):
-    chunk_size = 1024 * 1024  # Starlette's 64 KiB default costs a third of loopback throughput
+    chunk_size = 1024 * 1024  # fewer, larger reads than Starlette's 64 KiB default
 
 
 def open_space(
@@ -93,8 +93,10 @@ def download(space: str, path: str, caller: Caller, state: State, request: Reque
     info = files.stat(path)
     if info.type != "file":
         raise BadRequest(f"'{info.path}' is a folder; list it with GET /spaces/{space}/files/…")
-    check_range(request.headers.get("range"), info.size)
-    state.metrics.bytes_downloaded.inc(info.size)
+    ranges = request.headers.get("range")
+    check_range(ranges, info.size)
+    if ranges is None:
+        state.metrics.bytes_downloaded.inc(info.size)
     _, target = files.path(path)
     return LargeChunkFileResponse(target, filename=info.name, content_disposition_type="attachment")
 
