@@ -62,8 +62,10 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # Relationships below load on first use: eager loading chained through owners, groups and
+    # members turned one space lookup into several queries on every request.
     groups: Mapped[list[Group]] = relationship(
-        secondary="group_members", back_populates="members", lazy="selectin"
+        secondary="group_members", back_populates="members", lazy="select"
     )
 
 
@@ -75,7 +77,7 @@ class Group(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     members: Mapped[list[User]] = relationship(
-        secondary="group_members", back_populates="groups", lazy="selectin"
+        secondary="group_members", back_populates="groups", lazy="select"
     )
 
 
