@@ -174,30 +174,40 @@ class Client:
     ) -> FileInfo:
         """Stream a local file (or bytes, or an open binary file) to ``space:path``."""
         if isinstance(source, bytes):
-            return self._put(space, path, iter([source]), len(source), progress)
+            return self._put(space, path, source, progress)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                return self._put(space, path, _chunks(handle), size, progress)
-        return self._put(space, path, _chunks(source), None, progress)
+                if os.fstat(handle.fileno()).st_size <= CHUNK:  # one read, one send
+                    return self._put(space, path, handle.read(), progress)
+                return self._put(space, path, _chunks(handle), progress, handle)
+        return self._put(space, path, _chunks(source), progress)
 
     def _put(
         self,
         space: str,
         path: str,
-        chunks: Iterator[bytes],
-        size: int | None,
+        body: bytes | Iterator[bytes],
         progress: Progress | None,
+        handle: BinaryIO | None = None,
     ) -> FileInfo:
-        def counted() -> Iterator[bytes]:
+        """PUT the body; a stream of known length (an open file) says so in Content-Length."""
+        url = f"/spaces/{_q(space)}/content/{_q(path)}"
+        if isinstance(body, bytes):
+            response = self._request("PUT", url, content=body)
+            if progress:
+                progress(len(body))
+            return FileInfo.model_validate(response.json())
+
+        def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
             for chunk in chunks:
                 yield chunk
                 if progress:
                     progress(len(chunk))
 
-        headers = {"Content-Length": str(size)} if size is not None else {}
-        url = f"/spaces/{_q(space)}/content/{_q(path)}"
-        response = self._request("PUT", url, content=counted(), headers=headers)
+        headers = {}
+        if handle is not None:
+            headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
+        response = self._request("PUT", url, content=counted(body), headers=headers)
         return FileInfo.model_validate(response.json())
 
     def download(
