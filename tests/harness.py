@@ -40,10 +40,17 @@ class RunningServer:
     process: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls, data_dir: Path, database_url: str, timeout: float = 60) -> RunningServer:
+    def start(
+        cls,
+        data_dir: Path,
+        database_url: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> RunningServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
+            **(env or {}),
             "PRIMAGE_DATABASE_URL": database_url,
             "PRIMAGE_DATA_DIR": str(data_dir),
         }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,14 +64,18 @@ def test_interrupted_upload_leaves_no_file_and_old_file_intact(
             "Content-Length: 10000000\r\n\r\n"
         )
         sock.sendall(head.encode() + b"x" * 500_000)
-    # and a brand-new file interrupted the same way
+    # a brand-new file interrupted the same way, streamed and small (received whole)
     with socket.create_connection((url.hostname, url.port)) as sock:
         head = head.replace("scan.dcm", "new.dcm")
         sock.sendall(head.encode() + b"y" * 500_000)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        small = head.replace("new.dcm", "small.dcm").replace("10000000", "100000")
+        sock.sendall(small.encode() + b"z" * 50_000)
     time.sleep(0.5)
     assert sdk.read_bytes("atomic", "scan.dcm") == b"old content"
-    with pytest.raises(NotFound):
-        sdk.stat("atomic", "new.dcm")
+    for name in ("new.dcm", "small.dcm"):
+        with pytest.raises(NotFound):
+            sdk.stat("atomic", name)
     staging = sqlite_server.data_dir / "spaces" / ".staging"
     assert list(staging.iterdir()) == []
 
@@ -128,3 +134,44 @@ def test_folder_operations(sqlite_server: RunningServer, tmp_path: Path) -> None
     assert (tmp_path / "back" / "a" / "b" / "0.txt").read_text() == "top"
     sdk.remove("f", "data", recursive=True)
     assert sdk.listdir("f") == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a real filesystem that fills up."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_gives_507_and_keeps_old_file(tmp_path: Path, small_disk: Path) -> None:
+    server = RunningServer.start(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        env={"PRIMAGE_STORAGE_ROOT": str(small_disk)},
+    )
+    try:
+        sdk = server.client()
+        sdk.create_space("full")
+        sdk.upload("full", "scan.dcm", b"old" * 1000)
+        for size in (3 * 1024 * 1024, 6 * 1024 * 1024):  # received whole; streamed
+            with pytest.raises(
+                InsufficientStorage, match="disk full while writing to space 'full'"
+            ):
+                sdk.upload("full", "scan.dcm", os.urandom(size))
+        assert sdk.read_bytes("full", "scan.dcm") == b"old" * 1000
+        assert list((small_disk / ".staging").iterdir()) == []
+        sdk.upload("full", "after.txt", b"there is room again")
+    finally:
+        server.stop()

@@ -56,13 +56,23 @@ class AtomicUpload:
             )
         self._hash.update(chunk)
         try:
-            self._file.write(chunk)
+            self._write_all(chunk)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage(
                     f"disk full while writing to space '{self.space}' after {human(self.size)}"
                 ) from None
             raise
+
+    def _write_all(self, chunk: bytes) -> None:
+        # An unbuffered write may write less than asked (a disk filling up does exactly that)
+        # without raising: write the rest; the next write then reports the real error.
+        view = memoryview(chunk)
+        while view:
+            written = self._file.write(view)
+            if not written:
+                raise OSError(errno.ENOSPC, "no space left on device")
+            view = view[written:]
 
     def commit(self) -> tuple[int, str]:
         """Make the file visible at its target; returns its size and SHA-256."""
