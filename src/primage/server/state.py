@@ -22,6 +22,7 @@ class Platform:
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 
-def platform(request: Request) -> Platform:
+async def platform(request: Request) -> Platform:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread."""
     value: Platform = request.app.state.platform
     return value
