@@ -14,7 +14,7 @@ from primage.errors import PrimageError
 
 app = typer.Typer(
     name="primage",
-    help="primage: data spaces, jobs and applications for medical-imaging research.",
+    help="primage: a research cloud for medical imaging. Data spaces, sharing, tokens.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -42,7 +42,9 @@ def main_options(
     api_token: str | None = typer.Option(
         None, "--token", envvar="PRIMAGE_TOKEN", help="API token (default: local admin's)."
     ),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     ctx.obj = {"server": server_url, "token": api_token}
 
