@@ -1,8 +1,9 @@
 """Where the SDK and the CLI find the server and the token, in order of precedence.
 
-Server: the argument, ``PRIMAGE_SERVER``, the runtime file of a server running from the local data
-dir, else ``http://127.0.0.1:8642``. Token: the argument, ``PRIMAGE_TOKEN``, then, for a server on
-this machine, the admin credentials file the server wrote at first start (mode 0600).
+Server: the argument, ``PRIMAGE_SERVER``, the runtime file of a server running from the local
+data dir, else the configured host and port (``http://127.0.0.1:8642`` by default).
+Token: the argument, ``PRIMAGE_TOKEN``, then, for a server on this machine, the admin
+credentials file the server wrote at first start (mode 0600).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 from urllib.parse import urlsplit
 
-from primage.config import DEFAULT_PORT, Settings
+from primage.config import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -27,10 +28,12 @@ def server_url(explicit: str | None = None) -> str:
         return os.environ["PRIMAGE_SERVER"].rstrip("/")
     from primage.server.run import read_runtime
 
-    runtime = read_runtime(_local_settings())
+    settings = _local_settings()
+    runtime = read_runtime(settings)
     if runtime is not None:
         return str(runtime["url"])
-    return f"http://127.0.0.1:{DEFAULT_PORT}"
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}"
 
 
 def token_for(server: str, explicit: str | None = None) -> str | None:
