@@ -47,7 +47,7 @@ class AtomicUpload:
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if self.allowance is not None and self.size > self.allowance:
             raise InsufficientStorage(
@@ -64,7 +64,7 @@ class AtomicUpload:
                 ) from None
             raise
 
-    def _write_all(self, chunk: bytes) -> None:
+    def _write_all(self, chunk: bytes | memoryview) -> None:
         # An unbuffered write may write less than asked (a disk filling up does exactly that)
         # without raising: write the rest; the next write then reports the real error.
         view = memoryview(chunk)
