@@ -25,6 +25,7 @@ from primage.models.spaces import Space, SpaceDetail
 from primage.models.tokens import Token, TokenSecret
 from primage.models.users import Group, Me, User, UserWithToken
 from primage.storage.paths import normalise_relpath
+from primage.storage.transfer import Blocks
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
@@ -341,21 +342,19 @@ class Client:
 
 def _write_overlapped(chunks: Iterator[bytes], path: Path, progress: Progress | None) -> None:
     """Write to ``path`` in a second thread, so the network and the disk work at the same time."""
+    blocks = Blocks(4 * CHUNK)
     with open(path, "wb") as handle, ThreadPoolExecutor(max_workers=1) as disk:
         pending: Future[int] | None = None
-        buffer = bytearray()
         for chunk in chunks:
-            buffer += chunk
-            if progress:
-                progress(len(chunk))
-            if len(buffer) >= 4 * CHUNK:
+            for block in blocks.feed(chunk):
                 if pending is not None:
                     pending.result()
-                pending = disk.submit(handle.write, bytes(buffer))
-                buffer.clear()
+                pending = disk.submit(handle.write, block)
+            if progress:
+                progress(len(chunk))
         if pending is not None:
             pending.result()
-        handle.write(buffer)
+        handle.write(blocks.rest())
 
 
 def _chunks(handle: BinaryIO) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ from primage.server import lookup
 from primage.server.deps import Caller, State
 from primage.storage.filesystem import SpaceFiles, file_info, usage
 from primage.storage.paths import normalise_relpath
-from primage.storage.transfer import AtomicUpload, human
+from primage.storage.transfer import AtomicUpload, Blocks, human
 
 router = APIRouter(prefix="/spaces/{space}", tags=["files"])
 T = TypeVar("T")
@@ -211,30 +211,18 @@ def store(session: Session, state: State, upload: Upload, tail: bytes) -> FileIn
 
 
 async def receive_into(writer: AtomicUpload, request: Request) -> None:
-    """Feed the body to the writer in blocks: one block goes to disk while the next fills.
-
-    Two preallocated buffers take turns, so the stream never reallocates or copies to a new
-    object (on a VM, touching fresh memory costs more than the copy itself).
-    """
-    buffers, current, filled = (bytearray(CHUNK), bytearray(CHUNK)), 0, 0
+    """Feed the body to the writer in blocks: one block goes to disk while the next fills."""
+    blocks = Blocks(CHUNK)
     pending: asyncio.Future[None] | None = None
     try:
         async for chunk in request.stream():
-            view = memoryview(chunk)
-            while view:
-                taken = min(len(view), CHUNK - filled)
-                buffers[current][filled : filled + taken] = view[:taken]
-                filled, view = filled + taken, view[taken:]
-                if filled == CHUNK:
-                    if pending is not None:
-                        await pending
-                    block = memoryview(buffers[current])
-                    pending = asyncio.ensure_future(run_in_threadpool(writer.write, block))
-                    current, filled = 1 - current, 0
+            for block in blocks.feed(chunk):
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(run_in_threadpool(writer.write, block))
         if pending is not None:
             await pending
-        if filled:
-            await run_in_threadpool(writer.write, memoryview(buffers[current])[:filled])
+        await run_in_threadpool(writer.write, blocks.rest())
     finally:
         if pending is not None and not pending.done():
             await asyncio.wait({pending})  # never close the file under a running write
