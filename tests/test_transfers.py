@@ -175,3 +175,17 @@ def test_disk_full_gives_507_and_keeps_old_file(tmp_path: Path, small_disk: Path
         sdk.upload("full", "after.txt", b"there is room again")
     finally:
         server.stop()
+
+
+def test_start_clears_only_abandoned_staged_uploads(tmp_path: Path) -> None:
+    from primage.storage.spaces import STALE_AFTER, SpaceStore
+
+    store = SpaceStore(tmp_path / "root")
+    abandoned, in_flight = store.staging / "upload-old", store.staging / "upload-new"
+    abandoned.write_bytes(b"left by a crash")
+    in_flight.write_bytes(b"another server is writing this")
+    old = time.time() - STALE_AFTER - 60
+    os.utime(abandoned, (old, old))
+    SpaceStore(tmp_path / "root")  # a second server starting on the same storage root
+    assert not abandoned.exists()
+    assert in_flight.exists()

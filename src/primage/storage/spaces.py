@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from primage.storage.paths import check_name
 
 STAGING = ".staging"  # uploads in flight; same filesystem as the spaces so rename is atomic
 TRASH = ".trash"  # spaces being deleted
+STALE_AFTER = 3600  # seconds without a write after which a staged upload is abandoned
 
 
 class SpaceStore:
@@ -48,7 +51,14 @@ class SpaceStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     def _empty_trash(self) -> None:
-        """Finish deletions a crash interrupted; clear uploads a crash left half-written."""
+        """Finish deletions a crash interrupted; clear uploads a crash left half-written.
+
+        An upload in flight (perhaps another server's, on a shared storage root) is written to
+        all the time, so only staged files untouched for ``STALE_AFTER`` seconds are removed.
+        """
         shutil.rmtree(self.root / TRASH, ignore_errors=True)
+        cutoff = time.time() - STALE_AFTER
         for leftover in self.staging.iterdir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
