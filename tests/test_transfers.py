@@ -71,13 +71,15 @@ def test_interrupted_upload_leaves_no_file_and_old_file_intact(
     with socket.create_connection((url.hostname, url.port)) as sock:
         small = head.replace("new.dcm", "small.dcm").replace("10000000", "100000")
         sock.sendall(small.encode() + b"z" * 50_000)
-    time.sleep(0.5)
+    staging = sqlite_server.data_dir / "spaces" / ".staging"
+    deadline = time.monotonic() + 15  # the server notices the closed connections on its own time
+    while list(staging.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(staging.iterdir()) == []
     assert sdk.read_bytes("atomic", "scan.dcm") == b"old content"
     for name in ("new.dcm", "small.dcm"):
         with pytest.raises(NotFound):
             sdk.stat("atomic", name)
-    staging = sqlite_server.data_dir / "spaces" / ".staging"
-    assert list(staging.iterdir()) == []
 
 
 def test_quota_refuses_with_507_and_keeps_old_file(sqlite_server: RunningServer) -> None:
