@@ -47,15 +47,16 @@ class RunningServer:
         timeout: float = 60,
         env: dict[str, str] | None = None,
     ) -> RunningServer:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.parent.mkdir(parents=True, exist_ok=True)  # the server creates data_dir itself
+        log_path = data_dir.with_name(data_dir.name + ".log")
         env = {
             **os.environ,
             **(env or {}),
             "PRIMAGE_DATABASE_URL": database_url,
             "PRIMAGE_DATA_DIR": str(data_dir),
         }
-        env["PRIMAGE_CONFIG"] = str(data_dir / "absent.toml")
-        log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - the child writes to it
+        env["PRIMAGE_CONFIG"] = str(data_dir.with_name("absent.toml"))
+        log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it
         process = subprocess.Popen(
             [sys.executable, "-m", "primage", "server", "--port", "0"],
             env=env,
@@ -65,7 +66,7 @@ class RunningServer:
         runtime, deadline = data_dir / "server.json", time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError((data_dir / "server.log").read_text())
+                raise RuntimeError(log_path.read_text())
             if runtime.exists():
                 url = json.loads(runtime.read_text())["url"]
                 try:
@@ -76,7 +77,7 @@ class RunningServer:
                     pass
             time.sleep(0.05)
         process.kill()
-        raise RuntimeError("server did not start:\n" + (data_dir / "server.log").read_text())
+        raise RuntimeError("server did not start:\n" + log_path.read_text())
 
     def stop(self) -> None:
         if self.process.poll() is None:

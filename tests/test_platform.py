@@ -20,17 +20,22 @@ from primage.db.tables import Base
 from tests.harness import RunningServer
 
 
-def test_first_start_writes_private_admin_credentials(sqlite_server: RunningServer) -> None:
-    creds = sqlite_server.data_dir / "credentials.json"
-    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
-    # the CLI on this machine needs no token: it finds the file through PRIMAGE_DATA_DIR
-    env = {k: v for k, v in os.environ.items() if k != "PRIMAGE_TOKEN"}
-    env |= {"PRIMAGE_DATA_DIR": str(sqlite_server.data_dir), "PRIMAGE_SERVER": ""}
-    out = subprocess.run(
-        [sys.executable, "-m", "primage", "whoami"], env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("admin (admin)")
+def test_first_start_writes_private_admin_credentials(tmp_path: Path) -> None:
+    server = RunningServer.start(tmp_path / "fresh" / "data", f"sqlite:///{tmp_path / 'db'}")
+    try:
+        creds = server.data_dir / "credentials.json"
+        assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+        assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+        # the CLI on this machine needs no token: it finds the file through PRIMAGE_DATA_DIR
+        env = {k: v for k, v in os.environ.items() if k != "PRIMAGE_TOKEN"}
+        env |= {"PRIMAGE_DATA_DIR": str(server.data_dir), "PRIMAGE_SERVER": ""}
+        out = subprocess.run(
+            [sys.executable, "-m", "primage", "whoami"], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("admin (admin)")
+    finally:
+        server.stop()
 
 
 def test_restart_keeps_everything(tmp_path: Path) -> None:

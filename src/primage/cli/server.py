@@ -32,7 +32,7 @@ def start_background(settings: Settings, *, timeout: float = 60.0) -> str:
     running = read_runtime(settings)
     if running is not None:
         return str(running["url"])
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = open(settings.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "PRIMAGE_DATA_DIR": str(settings.data_dir)}
     command = [sys.executable, "-m", "primage", "server", "--port", str(settings.port)]

@@ -23,7 +23,8 @@ log = logging.getLogger("primage.server")
 
 def build_platform(settings: Settings) -> Platform:
     """Open the database (migrating it), the storage root, and create the admin if needed."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Patient images and the admin credentials live here: owner-only when the platform creates it.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.upgrade()
     if ensure_admin(settings, db):
