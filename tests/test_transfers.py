@@ -191,3 +191,21 @@ def test_start_clears_only_abandoned_staged_uploads(tmp_path: Path) -> None:
     SpaceStore(tmp_path / "root")  # a second server starting on the same storage root
     assert not abandoned.exists()
     assert in_flight.exists()
+
+
+def test_no_overwrite_and_files_in_the_way(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    sdk = sqlite_server.client()
+    sdk.create_space("keep")
+    sdk.upload("keep", "scan.dcm", b"first")
+    with pytest.raises(Conflict, match="already exists"):
+        sdk.upload("keep", "scan.dcm", b"second", overwrite=False)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5 * 1024 * 1024))  # the streamed path too
+    with pytest.raises(Conflict, match="already exists"):
+        sdk.upload("keep", "scan.dcm", big, overwrite=False)
+    assert sdk.read_bytes("keep", "scan.dcm") == b"first"
+    assert sdk.upload("keep", "new.dcm", b"fresh", overwrite=False).size == 5
+    with pytest.raises(Conflict, match="a file stands where a folder is needed"):
+        sdk.upload("keep", "scan.dcm/inner.dcm", b"x")
+    refused = sqlite_server.cli("put", "--no-overwrite", str(big), "keep:scan.dcm")
+    assert refused.code == 1 and "already exists" in refused.err

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -171,30 +172,35 @@ class Client:
         path: str,
         source: str | os.PathLike[str] | BinaryIO | bytes,
         *,
+        overwrite: bool = True,
         progress: Progress | None = None,
     ) -> FileInfo:
-        """Stream a local file (or bytes, or an open binary file) to ``space:path``."""
+        """Stream a local file (or bytes, or an open binary file) to ``space:path``.
+
+        With ``overwrite=False`` an existing file is left alone and Conflict is raised.
+        """
+        target = _Target(space, path, overwrite)
         if isinstance(source, bytes):
-            return self._put(space, path, source, progress)
+            return self._put(target, source, progress)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as handle:
                 if os.fstat(handle.fileno()).st_size <= CHUNK:  # one read, one send
-                    return self._put(space, path, handle.read(), progress)
-                return self._put(space, path, _chunks(handle), progress, handle)
-        return self._put(space, path, _chunks(source), progress)
+                    return self._put(target, handle.read(), progress)
+                return self._put(target, _chunks(handle), progress, handle)
+        return self._put(target, _chunks(source), progress)
 
     def _put(
         self,
-        space: str,
-        path: str,
+        target: _Target,
         body: bytes | Iterator[bytes],
         progress: Progress | None,
         handle: BinaryIO | None = None,
     ) -> FileInfo:
         """PUT the body; a stream of known length (an open file) says so in Content-Length."""
-        url = f"/spaces/{_q(space)}/content/{_q(path)}"
+        url = f"/spaces/{_q(target.space)}/content/{_q(target.path)}"
+        params = {"overwrite": target.overwrite}
         if isinstance(body, bytes):
-            response = self._request("PUT", url, content=body)
+            response = self._request("PUT", url, content=body, params=params)
             if progress:
                 progress(len(body))
             return FileInfo.model_validate(response.json())
@@ -208,7 +214,7 @@ class Client:
         headers = {}
         if handle is not None:
             headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
-        response = self._request("PUT", url, content=counted(body), headers=headers)
+        response = self._request("PUT", url, content=counted(body), headers=headers, params=params)
         return FileInfo.model_validate(response.json())
 
     def download(
@@ -257,6 +263,7 @@ class Client:
         local: str | os.PathLike[str],
         *,
         workers: int = 8,
+        overwrite: bool = True,
         progress: Progress | None = None,
     ) -> list[FileInfo]:
         """Upload every file below a local folder, several at a time."""
@@ -267,7 +274,12 @@ class Client:
             if p.is_file()
         ]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda pair: self.upload(space, *pair, progress=progress), pairs))
+            return list(
+                pool.map(
+                    lambda pair: self.upload(space, *pair, overwrite=overwrite, progress=progress),
+                    pairs,
+                )
+            )
 
     def download_dir(
         self,
@@ -338,6 +350,13 @@ class Client:
     def remove_from_group(self, group: str, user: str) -> Group:
         url = f"/groups/{_q(group)}/members/{_q(user)}"
         return Group.model_validate(self._request("DELETE", url).json())
+
+
+@dataclass(frozen=True)
+class _Target:
+    space: str
+    path: str
+    overwrite: bool
 
 
 def _write_overlapped(chunks: Iterator[bytes], path: Path, progress: Progress | None) -> None:

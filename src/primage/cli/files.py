@@ -25,6 +25,9 @@ def put(
     sources: list[Path] = typer.Argument(..., help="Local files or folders.", exists=True),
     target: str = typer.Argument(..., metavar=TARGET, help="Where to put them."),
     workers: int = typer.Option(8, help="Files sent at once for folders."),
+    no_overwrite: bool = typer.Option(
+        False, "--no-overwrite", help="Refuse to replace files that exist in the space."
+    ),
 ) -> None:
     """Upload files or folders (recursively) into a space."""
     space, path = split_target(target)
@@ -35,10 +38,19 @@ def put(
         for source in sources:
             remote = f"{path.rstrip('/')}/{source.name}".lstrip("/") if into_folder else path
             if source.is_dir():
-                sent = sdk.upload_dir(space, remote, source, workers=workers, progress=advance)
+                sent = sdk.upload_dir(
+                    space,
+                    remote,
+                    source,
+                    workers=workers,
+                    overwrite=not no_overwrite,
+                    progress=advance,
+                )
                 typer.echo(f"uploaded {len(sent)} files to {space}:{remote}/", err=True)
             else:
-                info = sdk.upload(space, remote, source, progress=advance)
+                info = sdk.upload(
+                    space, remote, source, overwrite=not no_overwrite, progress=advance
+                )
                 typer.echo(f"{space}:{info.path}  {human(info.size)}  sha256 {info.sha256}")
 
 

@@ -65,9 +65,11 @@ class AtomicUpload:
         target: Path,
         allowance: int | None,
         fsync: bool,
+        overwrite: bool = True,
     ) -> None:
         self.space = space
         self.target = target
+        self.overwrite = overwrite
         self.allowance = allowance  # bytes this upload may add before the quota is exceeded
         self.fsync = fsync
         self.size = 0
@@ -111,14 +113,28 @@ class AtomicUpload:
                 os.fsync(self._file.fileno())
             self._file.close()
             os.chmod(self._tmp, 0o644)
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            if self.target.is_dir():
-                raise Conflict(f"'{self.target.name}' is a folder in space '{self.space}'")
-            os.replace(self._tmp, self.target)
+            self._place()
         except BaseException:
             self.abort()
             raise
         return self.size, self._hash.hexdigest()
+
+    def _place(self) -> None:
+        name, space = self.target.name, self.space
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict(f"a file stands where a folder is needed for '{name}'") from None
+        if self.target.is_dir():
+            raise Conflict(f"'{name}' is a folder in space '{space}'")
+        if self.overwrite:
+            os.replace(self._tmp, self.target)
+            return
+        try:  # link, unlike rename, refuses an existing target: no window to lose a file in
+            os.link(self._tmp, self.target)
+        except FileExistsError:
+            raise Conflict(f"'{name}' appeared in space '{space}' during the upload") from None
+        self._tmp.unlink()
 
     def abort(self) -> None:
         """Drop the temporary file (safe to call more than once)."""

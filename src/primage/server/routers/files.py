@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from primage.auth import policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
 from primage.db import tables
-from primage.errors import BadRequest, InsufficientStorage, RangeNotSatisfiable
+from primage.errors import BadRequest, Conflict, InsufficientStorage, RangeNotSatisfiable
 from primage.models.files import FileInfo, Listing, MkdirRequest, MoveRequest
 from primage.server import lookup
 from primage.server.deps import Caller, State
@@ -112,7 +112,14 @@ def check_range(header: str | None, size: int) -> None:
 
 
 @router.put("/content/{path:path}", response_model=FileInfo)
-async def upload(space: str, path: str, caller: Caller, state: State, request: Request) -> FileInfo:
+async def upload(
+    space: str,
+    path: str,
+    caller: Caller,
+    state: State,
+    request: Request,
+    overwrite: bool = Query(True, description="Replace an existing file (false: 409 instead)."),
+) -> FileInfo:
     """Write the request body to the file: streamed, checksummed, visible only when complete.
 
     A body of at most one block is received whole and stored in a single worker-thread pass
@@ -124,14 +131,14 @@ async def upload(space: str, path: str, caller: Caller, state: State, request: R
 
         def whole() -> FileInfo:
             with state.db.session() as session:
-                upload = prepare(session, state, caller, space, path, declared)
+                upload = prepare(session, state, caller, space, path, declared, overwrite)
                 return store(session, state, upload, body)
 
         return await in_thread(whole)
 
     def begin() -> Upload:
         with state.db.session() as session:
-            return prepare(session, state, caller, space, path, declared)
+            return prepare(session, state, caller, space, path, declared, overwrite)
 
     def finish() -> FileInfo:
         with state.db.session() as session:
@@ -164,13 +171,21 @@ class Upload:
 
 
 def prepare(
-    session: Session, state: State, caller: Principal, space: str, path: str, declared: int | None
+    session: Session,
+    state: State,
+    caller: Principal,
+    space: str,
+    path: str,
+    declared: int | None,
+    overwrite: bool,
 ) -> Upload:
     """Check the right, the path and the quota; open the temporary file."""
     row, files = open_space(session, state, caller, space, Right.WRITE, path)
     rel, target = files.path(path)
     if not rel:
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
+    if not overwrite and os.path.lexists(target):
+        raise Conflict(f"'{rel}' already exists in space '{space}'; allow overwriting")
     allowance = quota_allowance(row, files, target)
     if allowance is not None and (declared or 0) > allowance:
         raise InsufficientStorage(
@@ -182,6 +197,7 @@ def prepare(
         target=target,
         allowance=allowance,
         fsync=state.settings.fsync_uploads,
+        overwrite=overwrite,
     )
     return Upload(row.id, rel, target, writer)
 
