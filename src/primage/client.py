@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -133,20 +133,20 @@ class Client:
 
     # -- files ------------------------------------------------------------------------------
 
+    def _files(self, space: str, path: str, recursive: bool = False) -> FileInfo | Listing:
+        """A file's info, or a folder's listing: what ``GET …/files/PATH`` answers."""
+        url = f"/spaces/{_q(space)}/files/{_q(path)}"
+        body = self._request("GET", url, params={"recursive": recursive}).json()
+        return Listing.model_validate(body) if "entries" in body else FileInfo.model_validate(body)
+
     def stat(self, space: str, path: str) -> FileInfo:
-        response = self._request("GET", f"/spaces/{_q(space)}/files/{_q(path)}")
-        body = response.json()
-        if "entries" in body:
-            return Listing.model_validate(body).folder
-        return FileInfo.model_validate(body)
+        found = self._files(space, path)
+        return found.folder if isinstance(found, Listing) else found
 
     def listdir(self, space: str, path: str = "", *, recursive: bool = False) -> list[FileInfo]:
         """A folder's entries; with ``recursive`` every file below it. A file lists itself."""
-        url = f"/spaces/{_q(space)}/files/{_q(path)}"
-        body = self._request("GET", url, params={"recursive": recursive}).json()
-        if "entries" not in body:
-            return [FileInfo.model_validate(body)]
-        return Listing.model_validate(body).entries
+        found = self._files(space, path, recursive)
+        return found.entries if isinstance(found, Listing) else [found]
 
     def mkdir(self, space: str, path: str, *, parents: bool = True) -> FileInfo:
         body = {"path": path, "parents": parents}
@@ -179,26 +179,29 @@ class Client:
 
         With ``overwrite=False`` an existing file is left alone and Conflict is raised.
         """
-        target = _Target(space, path, overwrite)
+        url = f"/spaces/{_q(space)}/content/{_q(path)}"
+        put = partial(self._put, url, overwrite=overwrite, progress=progress)
         if isinstance(source, bytes):
-            return self._put(target, source, progress)
+            return put(source)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size <= CHUNK:  # one read, one send
-                    return self._put(target, handle.read(), progress)
-                return self._put(target, _chunks(handle), progress, handle)
-        return self._put(target, _chunks(source), progress)
+                size = os.fstat(handle.fileno()).st_size
+                if size <= CHUNK:  # one read, one send
+                    return put(handle.read())
+                return put(_chunks(handle), size=size)
+        return put(_chunks(source))
 
     def _put(
         self,
-        target: _Target,
+        url: str,
         body: bytes | Iterator[bytes],
+        *,
+        overwrite: bool,
         progress: Progress | None,
-        handle: BinaryIO | None = None,
+        size: int | None = None,
     ) -> FileInfo:
-        """PUT the body; a stream of known length (an open file) says so in Content-Length."""
-        url = f"/spaces/{_q(target.space)}/content/{_q(target.path)}"
-        params = {"overwrite": target.overwrite}
+        """PUT the body; a stream of known ``size`` says so in Content-Length."""
+        params = {"overwrite": overwrite}
         if isinstance(body, bytes):
             response = self._request("PUT", url, content=body, params=params)
             if progress:
@@ -211,9 +214,7 @@ class Client:
                 if progress:
                     progress(len(chunk))
 
-        headers = {}
-        if handle is not None:
-            headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
+        headers = {"Content-Length": str(size)} if size is not None else {}
         response = self._request("PUT", url, content=counted(body), headers=headers, params=params)
         return FileInfo.model_validate(response.json())
 
@@ -350,13 +351,6 @@ class Client:
     def remove_from_group(self, group: str, user: str) -> Group:
         url = f"/groups/{_q(group)}/members/{_q(user)}"
         return Group.model_validate(self._request("DELETE", url).json())
-
-
-@dataclass(frozen=True)
-class _Target:
-    space: str
-    path: str
-    overwrite: bool
 
 
 def _write_overlapped(chunks: Iterator[bytes], path: Path, progress: Progress | None) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import typer
 
-from primage.cli.common import console, human, table, transfer_progress
+from primage.cli.common import console, table, transfer_progress
 from primage.cli.server import start_background
 from primage.client import Client
 from primage.config import Settings
 from primage.errors import NotFound
 from primage.samples import sample_images
+from primage.storage.transfer import human
 
 SPACE = "samples"
 

@@ -56,12 +56,6 @@ def parse_size(text: str) -> int:
     return int(number * 1024 ** "bkmgtp".index(unit or "b"))
 
 
-def human(n: float) -> str:
-    from primage.storage.transfer import human as _human
-
-    return _human(n)
-
-
 def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     if isinstance(data, BaseModel):
         payload: Any = data.model_dump(mode="json")

@@ -9,13 +9,13 @@ import typer
 from primage.cli.common import (
     JsonOption,
     client,
-    human,
     print_json,
     split_target,
     table,
     transfer_progress,
 )
 from primage.errors import BadRequest
+from primage.storage.transfer import human
 
 TARGET = "SPACE:PATH"
 

@@ -52,9 +52,14 @@ class SpaceFiles:
         except FileNotFoundError:
             raise NotFound(f"no file or folder '{rel}' in space '{self.space}'") from None
 
-    def stat(self, path: str) -> FileInfo:
+    def find(self, path: str) -> tuple[Path, os.stat_result, FileInfo]:
+        """The real path, its stat result and its info, resolved once; NotFound if absent."""
         rel, target = self.path(path)
-        return file_info(rel, self._stat(rel, target))
+        st = self._stat(rel, target)
+        return target, st, file_info(rel, st)
+
+    def stat(self, path: str) -> FileInfo:
+        return self.find(path)[2]
 
     def listdir(self, path: str) -> list[FileInfo]:
         rel, target = self.path(path)
@@ -69,13 +74,14 @@ class SpaceFiles:
 
     def walk(self, path: str) -> Iterator[FileInfo]:
         """Every file below ``path``, depth first, without following symlinks."""
-        rel, target = self.path(path)
-        if not stat_mod.S_ISDIR(self._stat(rel, target).st_mode):
-            yield self.stat(path)
+        target, st, info = self.find(path)
+        if not stat_mod.S_ISDIR(st.st_mode):
+            yield info
             return
+        root = self.root.resolve()
         for dirpath, dirnames, filenames in os.walk(target):
             dirnames.sort()
-            base = os.path.relpath(dirpath, self.root.resolve())
+            base = os.path.relpath(dirpath, root)
             for name in sorted(filenames):
                 child = name if base == "." else f"{base}/{name}"
                 st = os.lstat(os.path.join(dirpath, name))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,7 +27,6 @@ from primage.storage.paths import normalise_relpath
 from primage.storage.transfer import AtomicUpload, Blocks, human
 
 router = APIRouter(prefix="/spaces/{space}", tags=["files"])
-T = TypeVar("T")
 CHUNK = 4 * 1024 * 1024  # bytes handed to the writer thread at once
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -65,10 +62,6 @@ def forget_checksums(session: Session, space_id: int, rel: str) -> None:
     )
 
 
-async def in_thread(fn: Callable[[], T]) -> T:
-    return await run_in_threadpool(fn)
-
-
 @router.get("/files/{path:path}", response_model=FileInfo | Listing)
 def stat_or_list(
     space: str, path: str, caller: Caller, state: State, recursive: bool = False
@@ -76,10 +69,9 @@ def stat_or_list(
     """A file's metadata, or a folder's entries (every file below it with ``recursive``)."""
     with state.db.session() as session:
         row, files = open_space(session, state, caller, space, Right.READ, path)
-        info = files.stat(path)
+        _, st, info = files.find(path)
         if info.type != "directory":
-            _, target = files.path(path)
-            info.sha256 = recorded_sha256(session, row.id, info.path, target.stat())
+            info.sha256 = recorded_sha256(session, row.id, info.path, st)
             return info
     entries = list(files.walk(path)) if recursive else files.listdir(path)
     return Listing(space=space, folder=info, entries=entries)
@@ -90,14 +82,13 @@ def download(space: str, path: str, caller: Caller, state: State, request: Reque
     """The file's bytes, streamed; ``Range: bytes=a-b`` gives part of it (206)."""
     with state.db.session() as session:
         _, files = open_space(session, state, caller, space, Right.READ, path)
-    info = files.stat(path)
+    target, _, info = files.find(path)
     if info.type != "file":
         raise BadRequest(f"'{info.path}' is a folder; list it with GET /spaces/{space}/files/…")
     ranges = request.headers.get("range")
     check_range(ranges, info.size)
     if ranges is None:
         state.metrics.bytes_downloaded.inc(info.size)
-    _, target = files.path(path)
     return LargeChunkFileResponse(target, filename=info.name, content_disposition_type="attachment")
 
 
@@ -134,7 +125,7 @@ async def upload(
                 upload = prepare(session, state, caller, space, path, declared, overwrite)
                 return store(session, state, upload, body)
 
-        return await in_thread(whole)
+        return await run_in_threadpool(whole)
 
     def begin() -> Upload:
         with state.db.session() as session:
@@ -144,13 +135,13 @@ async def upload(
         with state.db.session() as session:
             return store(session, state, staged, b"")
 
-    staged = await in_thread(begin)
+    staged = await run_in_threadpool(begin)
     try:
         await receive_into(staged.writer, request)
     except BaseException:
         staged.writer.abort()
         raise
-    return await in_thread(finish)
+    return await run_in_threadpool(finish)
 
 
 def content_length(request: Request) -> int | None:
@@ -184,7 +175,7 @@ def prepare(
     rel, target = files.path(path)
     if not rel:
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
-    if not overwrite and os.path.lexists(target):
+    if not overwrite and os.path.lexists(target):  # early, before the body; commit re-checks
         raise Conflict(f"'{rel}' already exists in space '{space}'; allow overwriting")
     allowance = quota_allowance(row, files, target)
     if allowance is not None and (declared or 0) > allowance:

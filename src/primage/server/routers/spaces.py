@@ -51,8 +51,6 @@ def create(body: m.SpaceCreate, caller: Caller, state: State) -> m.Space:
     policy.check_create_space(caller)
     check_name("space", body.name)
     with state.db.session() as session:
-        if session.scalar(select(tables.Space.id).where(tables.Space.name == body.name)):
-            raise Conflict(f"space '{body.name}' already exists; choose another name")
         row = tables.Space(
             name=body.name,
             owner_id=caller.user_id,
@@ -61,7 +59,7 @@ def create(body: m.SpaceCreate, caller: Caller, state: State) -> m.Space:
         )
         session.add(row)
         try:
-            session.flush()
+            session.flush()  # the unique name is the one check, also against concurrent creates
         except IntegrityError:
             raise Conflict(f"space '{body.name}' already exists; choose another name") from None
         state.store.create(body.name)  # inside the transaction: a failure here rolls back the row

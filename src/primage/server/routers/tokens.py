@@ -35,13 +35,9 @@ def to_model(row: tables.Token) -> m.Token:
     )
 
 
-def unrestricted(caller: Principal) -> bool:
-    return not caller.caveats.restricted and caller.caveats.path_prefix is None
-
-
 def visible(session: Session, caller: Principal) -> list[tables.Token]:
     """An unrestricted token sees all its user's tokens; a restricted one, those it made."""
-    if unrestricted(caller):
+    if not caller.caveats.restricted:
         query = select(tables.Token).where(tables.Token.user_id == caller.user_id)
         return list(session.scalars(query.order_by(tables.Token.created_at)))
     assert caller.token_id is not None
@@ -89,7 +85,7 @@ def revoke(token_id: str, caller: Caller, state: State) -> m.Token:
         row = session.get(tables.Token, token_id)
         if row is None or (row.user_id != caller.user_id and not caller.is_admin):
             raise NotFound(f"no token with id '{token_id}' (primage token ls lists yours)")
-        if not unrestricted(caller) and row not in visible(session, caller):
+        if caller.caveats.restricted and row not in visible(session, caller):
             raise Forbidden("a restricted token may revoke only itself and tokens it made")
         tokens.revoke(session, row)
         revoked = to_model(row)
