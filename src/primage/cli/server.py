@@ -19,6 +19,8 @@ app = typer.Typer(help="Run the platform on this machine.", no_args_is_help=Fals
 
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
+    """Settings with the command's options on top. ``--data-dir`` goes into the environment on
+    purpose: a background server and this process's client must agree on it."""
     if data_dir is not None:
         os.environ["PRIMAGE_DATA_DIR"] = str(data_dir.resolve())
     values = {k: v for k, v in overrides.items() if v is not None}
