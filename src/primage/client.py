@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Callable, Iterator
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -21,7 +24,9 @@ import httpx
 
 from primage import credentials
 from primage.errors import PrimageError, ServerUnavailable, from_response
+from primage.jobs.states import JOB_DONE, JobState
 from primage.models.files import FileInfo, Listing
+from primage.models.jobs import JobDetail, JobPage, JobSpec, TaskPage
 from primage.models.spaces import Space, SpaceDetail
 from primage.models.tokens import Token, TokenSecret
 from primage.models.users import Group, Me, User, UserWithToken
@@ -249,9 +254,9 @@ class Client:
         return self._request("GET", url, headers=headers).content
 
     @contextmanager
-    def _stream(self, method: str, url: str) -> Iterator[httpx.Response]:
+    def _stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
         try:
-            with self.http.stream(method, url) as response:
+            with self.http.stream(method, url, **kwargs) as response:
                 self._raise_for(response)
                 yield response
         except httpx.TransportError as exc:
@@ -351,6 +356,120 @@ class Client:
     def remove_from_group(self, group: str, user: str) -> Group:
         url = f"/groups/{_q(group)}/members/{_q(user)}"
         return Group.model_validate(self._request("DELETE", url).json())
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def submit_job(self, spec: JobSpec | dict[str, Any]) -> JobDetail:
+        """Submit a job; checked and expanded into tasks by the server before this returns."""
+        body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
+        return JobDetail.model_validate(self._request("POST", "/jobs", json=body).json())
+
+    def list_jobs(
+        self,
+        *,
+        state: Sequence[str] = (),
+        owner: str | None = None,
+        space: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> JobPage:
+        params: dict[str, Any] = {"state": list(state), "limit": limit, "offset": offset}
+        params |= {k: v for k, v in (("owner", owner), ("space", space)) if v is not None}
+        return JobPage.model_validate(self._request("GET", "/jobs", params=params).json())
+
+    def job(self, job_id: int) -> JobDetail:
+        return JobDetail.model_validate(self._request("GET", f"/jobs/{job_id}").json())
+
+    def tasks(
+        self, job_id: int, *, state: Sequence[str] = (), limit: int = 100, offset: int = 0
+    ) -> TaskPage:
+        params = {"state": list(state), "limit": limit, "offset": offset}
+        response = self._request("GET", f"/jobs/{job_id}/tasks", params=params)
+        return TaskPage.model_validate(response.json())
+
+    def logs(
+        self,
+        job_id: int,
+        task: int = 0,
+        *,
+        stream: str = "stdout",
+        follow: bool = False,
+        attempt: int | None = None,
+    ) -> Iterator[bytes]:
+        """A task's stdout or stderr; with ``follow``, chunks arrive until the task ends."""
+        params: dict[str, Any] = {"stream": stream, "follow": follow}
+        if attempt is not None:
+            params["attempt"] = attempt
+        url = f"/jobs/{job_id}/tasks/{task}/logs"
+        with self._stream("GET", url, params=params, timeout=None if follow else 60) as response:
+            yield from response.iter_bytes()
+
+    def cancel_job(self, job_id: int) -> JobDetail:
+        return JobDetail.model_validate(self._request("POST", f"/jobs/{job_id}/cancel").json())
+
+    def remove_job(self, job_id: int) -> None:
+        self._request("DELETE", f"/jobs/{job_id}")
+
+    def wait_job(
+        self,
+        job_id: int,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        on_update: Callable[[JobDetail], None] | None = None,
+    ) -> JobDetail:
+        """Poll until the job has finished (any end state) and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if JobState(job.state) in JOB_DONE:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout:g} s")
+            time.sleep(poll)
+
+    def download_output(
+        self, job_id: int, dest: str | os.PathLike[str], *, as_tar: bool = False
+    ) -> Path:
+        """The job's output folder: extracted into ``dest/job-<id>/``, or saved as a tar file."""
+        target = Path(dest)
+        with self._stream("GET", f"/jobs/{job_id}/output") as response:
+            if as_tar:
+                tmp = target.with_name(f".{target.name}.part")
+                try:
+                    _write_overlapped(response.iter_raw(), tmp, None)
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                return target
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=_Reader(response.iter_raw()), mode="r|") as archive:
+                archive.extractall(target, filter="data")  # refuses links and paths outside
+        return target / f"job-{job_id}"
+
+
+class _Reader(io.RawIOBase):
+    """Chunks from the network as a file, for tarfile's streaming mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
 
 
 def _write_overlapped(chunks: Iterator[bytes], path: Path, progress: Progress | None) -> None:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     fsync_uploads: bool = Field(
         True, description="fsync each uploaded file before it becomes visible (crash-safe)."
     )
+    concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Cores' worth of tasks the local executor runs at once (default: all).",
+    )
+    max_tasks_per_job: int = Field(100_000, ge=1, description="Largest number of tasks in a job.")
     log_level: str = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every HTTP request (costs ~10% throughput).")
 
@@ -87,6 +93,11 @@ class Settings(BaseSettings):
     @property
     def admin_credentials_file(self) -> Path:
         return self.data_dir / "credentials.json"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Task working folders and logs (the local executor's)."""
+        return self.data_dir / "jobs"
 
     @property
     def runtime_file(self) -> Path:

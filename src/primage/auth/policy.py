@@ -99,3 +99,24 @@ def check_share(principal: Principal, space: Space, role: Role) -> None:
         raise Forbidden(f"role '{role}' cannot be given; choose viewer, editor or manager")
     if role is Role.MANAGER and mine is not Role.OWNER:
         raise Forbidden(f"only the owner of space '{space.name}' may appoint managers")
+
+
+def check_job(principal: Principal, owner_id: int, output_space: Space | None, what: str) -> None:
+    """Seeing, cancelling or removing a job: its owner, a manager of its output space, admins."""
+    if principal.caveats.space is not None and (
+        output_space is None or output_space.name != principal.caveats.space
+    ):
+        raise Forbidden(f"this token is restricted to space '{principal.caveats.space}'")
+    if owner_id == principal.user_id or principal.is_admin:
+        return
+    role = role_on(principal, output_space) if output_space is not None else None
+    if role is None or RANK[role] < RANK[Role.MANAGER]:
+        raise Forbidden(f"only the job's owner or a manager of its space may {what} it")
+
+
+def can_see_job(principal: Principal, owner_id: int, output_space: Space | None) -> bool:
+    try:
+        check_job(principal, owner_id, output_space, "see")
+    except Forbidden:
+        return False
+    return True

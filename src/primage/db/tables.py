@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -156,3 +157,54 @@ class FileChecksum(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Job(Base):
+    """A submitted job; its spec is kept as JSON exactly as validated."""
+
+    __tablename__ = "jobs"
+    # Ids are never reused (SQLite would otherwise reuse the highest after a delete), so a new
+    # job never meets an old job's outputs/<id> folder.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy's declaration)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    spec: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    executor: Mapped[str] = mapped_column(String(32))
+    output_space: Mapped[str | None] = mapped_column(String(64), index=True)
+    output_path: Mapped[str | None] = mapped_column(Text)
+    spaces: Mapped[str] = mapped_column(Text, default=",")  # mounted spaces: ",a,b,"
+    task_count: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    owner: Mapped[User] = relationship(lazy="joined")
+
+
+class Task(Base):
+    """One unit of work of a job (job id + index): its inputs, state, and where it runs."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_job_state", "job_id", "state"),
+        Index("ix_tasks_state_job_index", "state", "job_id", "index"),
+    )
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inputs: Mapped[str] = mapped_column(Text, default="")  # relative paths, newline-separated
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # times handed to the executor
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # retry backoff
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

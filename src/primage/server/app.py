@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from primage import __version__
 from primage.config import Settings
 from primage.db import Database
+from primage.executors.local import LocalExecutor
+from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
 from primage.server.metrics import Metrics, MetricsMiddleware
-from primage.server.routers import files, health, spaces, tokens, users
+from primage.server.routers import files, health, jobs, spaces, tokens, users
 from primage.server.state import Platform
 from primage.storage.spaces import SpaceStore
 
@@ -29,8 +31,14 @@ def build_platform(settings: Settings) -> Platform:
     db.upgrade()
     if ensure_admin(settings, db):
         log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
+    executor = LocalExecutor(settings.jobs_dir, settings.storage_path, settings.concurrency)
     return Platform(
-        settings=settings, db=db, store=SpaceStore(settings.storage_path), metrics=Metrics()
+        settings=settings,
+        db=db,
+        store=SpaceStore(settings.storage_path),
+        metrics=Metrics(),
+        executor=executor,
+        reconciler=Reconciler(db, executor),
     )
 
 
@@ -39,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await platform.reconciler.start()
         yield
+        await platform.reconciler.stop()
         platform.db.dispose()
 
     app = FastAPI(
@@ -50,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (health, users, tokens, spaces, files):
+    for module in (health, users, tokens, spaces, files, jobs):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)
     return app

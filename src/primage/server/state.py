@@ -1,4 +1,4 @@
-"""What every request handler shares: settings, the database and the storage root."""
+"""What every request handler shares: settings, database, storage root, executor, reconciler."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from fastapi import Request
 from primage.auth.cache import PrincipalCache
 from primage.config import Settings
 from primage.db import Database
+from primage.executors.base import Executor
+from primage.jobs.reconciler import Reconciler
 from primage.server.metrics import Metrics
 from primage.storage.spaces import SpaceStore
 
@@ -19,6 +21,8 @@ class Platform:
     db: Database
     store: SpaceStore
     metrics: Metrics
+    executor: Executor
+    reconciler: Reconciler
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 

@@ -1,0 +1,1 @@
+"""Executors run tasks somewhere (this machine, Kubernetes, Slurm) behind one small contract."""

@@ -1,0 +1,142 @@
+"""The executor contract: what the reconciler asks of every place that runs tasks.
+
+The database is the single source of truth and executors never write it. The reconciler hands
+them :class:`TaskRun` s, they report back through :class:`TaskEvent` s that the reconciler drains,
+and each started task gets an external id (a PID, a pod name, a Slurm job id) that is stored with
+the task, so that a restarted server can re-attach to work that kept running (``adopt``).
+
+Subclasses override every abstract method; one that forgets fails when it is instantiated.
+Capabilities an executor lacks are refused with its name (:meth:`Executor.require`), never faked.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from primage.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """One attempt of one task: a task handed to an executor twice is two attempts."""
+
+    job_id: int
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """Everything an executor needs to run one attempt of a task, already rendered."""
+
+    key: TaskKey
+    command: str
+    env: Mapping[str, str]
+    mounts: Mapping[str, bool]  # space name → read-only
+    cpus: int = 1
+    memory_bytes: int | None = None
+    timeout_s: float | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """How an executor finds a task attempt again; ``value`` is None until it started."""
+
+    key: TaskKey
+    value: str | None
+    timeout_s: float | None = None  # the attempt's wall-time limit, still enforced once adopted
+
+
+def utc(timestamp: float | None = None) -> dt.datetime:
+    """Now, or a Unix timestamp, as an aware UTC datetime."""
+    if timestamp is None:
+        return dt.datetime.now(dt.UTC)
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+class Outcome(StrEnum):
+    EXITED = "exited"  # exit_code says how
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # the executor lost track of it (e.g. its process vanished while we were down)
+    NOT_STARTED = "not_started"  # handed over but never started; may be handed over again
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    key: TaskKey
+    kind: Literal["started", "finished"]
+    at: dt.datetime
+    external_id: str | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    message: str = ""
+
+
+class Executor(abc.ABC):
+    """Runs task attempts and reports what happened to them.
+
+    - ``submit(runs)``: accept attempts; may return before they run. Queued attempts start as
+      capacity frees up; each reports ``started`` (with its external id) then ``finished``.
+    - ``events()``: drain what happened since the last call (never blocks).
+    - ``cancel(keys)``: stop these attempts; each reports ``finished`` with ``CANCELLED``.
+    - ``adopt(refs)``: re-attach to attempts started before a restart; returns the refs it could
+      NOT adopt (never started, or gone), for the reconciler to run again.
+    - ``logs(key, stream, follow)``: the attempt's stdout or stderr, as it grows when following.
+    - ``forget(job_id)``: remove what it keeps of a finished job (logs, working folders).
+    - ``close()``: stop accepting work; running attempts may keep running, to be adopted later.
+    """
+
+    name: ClassVar[str]
+    supports: ClassVar[frozenset[str]]
+
+    def __init__(self) -> None:
+        #: Called (from any thread) when events are waiting; the reconciler sets it.
+        self.wake: Callable[[], None] = lambda: None
+
+    def require(self, capability: str, why: str) -> None:
+        if capability not in self.supports:
+            have = ", ".join(sorted(self.supports)) or "none"
+            raise BadRequest(
+                f"{why}, but the '{self.name}' executor has no {capability} support "
+                f"(it supports: {have})"
+            )
+
+    @property
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """Cores' worth of tasks that run at once."""
+
+    @abc.abstractmethod
+    def space_path(self, space: str) -> str:
+        """The path at which tasks see a space (a real folder, or /spaces/<name> in a container)."""
+
+    @abc.abstractmethod
+    async def submit(self, runs: Sequence[TaskRun]) -> None: ...
+
+    @abc.abstractmethod
+    async def events(self) -> list[TaskEvent]: ...
+
+    @abc.abstractmethod
+    async def cancel(self, keys: Sequence[TaskKey]) -> None: ...
+
+    @abc.abstractmethod
+    async def adopt(self, refs: Sequence[ExternalRef]) -> list[ExternalRef]: ...
+
+    @abc.abstractmethod
+    def logs(
+        self, key: TaskKey, stream: Literal["stdout", "stderr"], *, follow: bool
+    ) -> AsyncIterator[bytes]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def forget(self, job_id: int) -> None:
+        """Remove what the executor keeps of a finished job (logs, working folders)."""

@@ -1,0 +1,284 @@
+"""The local executor: tasks run as processes on this machine, through a runner process.
+
+Each attempt gets its own folder, ``<data_dir>/jobs/<job>/<index>.<attempt>/``, which is its
+working directory and holds ``stdout.log``, ``stderr.log``, ``pid`` (PID and start time: the
+external id) and ``exit`` (its exit code, written by the runner when it ends). Spaces are the real
+folders under the storage root (``PRIMAGE_SPACE_<NAME>`` and ``{spaces.NAME}``). Tasks run as the
+server's user: this executor is for one machine and trusted users; containers add isolation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from primage.executors.base import (
+    Executor,
+    ExternalRef,
+    Outcome,
+    TaskEvent,
+    TaskKey,
+    TaskRun,
+    utc,
+)
+from primage.executors.local import procs
+
+log = logging.getLogger("primage.executors.local")
+
+PASS_THROUGH = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
+
+
+def base_env() -> dict[str, str]:
+    """What tasks inherit from the server: locale and home, and a PATH that starts with the
+    server's Python environment so tools installed beside the platform are found. Never the
+    server's PRIMAGE_* settings (they may hold the database password)."""
+    env = {k: v for k, v in os.environ.items() if k in PASS_THROUGH}
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "/usr/bin:/bin")])
+    return env
+
+
+class LocalExecutor(Executor):
+    name = "local"
+    supports = frozenset({"arrays"})
+
+    def __init__(self, runs_dir: Path, storage_root: Path, slots: int) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.storage_root = storage_root
+        self.slots = slots
+        self._events: deque[TaskEvent] = deque()
+        self._inflight: dict[TaskKey, str | None] = {}  # attempts the runner has, → external id
+        self._timeouts: dict[TaskKey, float | None] = {}
+        self._runner: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._closing = False
+        self._env = base_env()
+
+    @property
+    def capacity(self) -> int:
+        return self.slots
+
+    def space_path(self, space: str) -> str:
+        return str(self.storage_root / space)
+
+    def folder(self, key: TaskKey) -> Path:
+        return self.runs_dir / str(key.job_id) / f"{key.index}.{key.attempt}"
+
+    # -- the runner process ---------------------------------------------------------------------
+
+    def _ensure_runner(self) -> subprocess.Popen[bytes]:
+        if self._runner is None or self._runner.poll() is not None:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._runner = subprocess.Popen(
+                [sys.executable, "-m", "primage.executors.local.runner", str(self.slots)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,  # outlives the server, to see running tasks to their end
+            )
+            reader = threading.Thread(
+                target=self._read, args=(self._runner,), name="local-runner-events", daemon=True
+            )
+            reader.start()
+        return self._runner
+
+    def _send(self, requests: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r) + "\n" for r in requests).encode()
+        with self._lock:
+            runner = self._ensure_runner()
+            assert runner.stdin is not None
+            runner.stdin.write(data)
+            runner.stdin.flush()
+
+    def _read(self, runner: subprocess.Popen[bytes]) -> None:
+        stream: IO[bytes] | None = runner.stdout
+        assert stream is not None
+        for line in stream:
+            self._push(self._event(json.loads(line)))
+        runner.wait()
+        if not self._closing:
+            log.error(
+                "the local runner exited (code %s); re-attaching its tasks", runner.returncode
+            )
+            refs = [
+                ExternalRef(key, value, self._timeouts.get(key))
+                for key, value in list(self._inflight.items())
+            ]
+            events, watches, orphans = self._recover(refs)
+            events += [lost(ref) for ref in orphans]
+            self._events.extend(events)
+            if watches:
+                self._send(watches)
+            self.wake()
+
+    def _event(self, raw: dict[str, Any]) -> TaskEvent:
+        key = TaskKey(*raw["key"])
+        at = utc(raw["at"])
+        if raw["ev"] == "started":
+            self._inflight[key] = raw["ref"]
+            return TaskEvent(key, "started", at, external_id=raw["ref"])
+        self._inflight.pop(key, None)
+        self._timeouts.pop(key, None)
+        return TaskEvent(
+            key,
+            "finished",
+            at,
+            outcome=Outcome(raw["outcome"]),
+            exit_code=raw.get("exit_code"),
+            message=raw.get("message", ""),
+        )
+
+    def _push(self, event: TaskEvent) -> None:
+        self._events.append(event)
+        self.wake()
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def submit(self, runs: Sequence[TaskRun]) -> None:
+        requests = []
+        for run in runs:
+            self._inflight[run.key] = None
+            self._timeouts[run.key] = run.timeout_s
+            requests.append(
+                {
+                    "op": "run",
+                    "key": [run.key.job_id, run.key.index, run.key.attempt],
+                    "dir": str(self.folder(run.key)),
+                    "argv": self._argv(run),
+                    "env": self._env | dict(run.env),
+                    "cpus": run.cpus,
+                    "timeout": run.timeout_s,
+                }
+            )
+        await asyncio.to_thread(self._send, requests)
+
+    @staticmethod
+    def _argv(run: TaskRun) -> list[str]:
+        argv = procs.argv_for(run.command)
+        limits = []
+        if run.memory_bytes:
+            limits.append(f"--as={run.memory_bytes}")
+        if run.timeout_s:  # a CPU-time ceiling that holds even while the server is down
+            limits.append(f"--cpu={int(run.timeout_s * run.cpus) + 1}")
+        return ["prlimit", *limits, "--", *argv] if limits else argv
+
+    async def events(self) -> list[TaskEvent]:
+        drained = []
+        while self._events:
+            drained.append(self._events.popleft())
+        return drained
+
+    async def cancel(self, keys: Sequence[TaskKey]) -> None:
+        requests = [{"op": "cancel", "key": [k.job_id, k.index, k.attempt]} for k in keys]
+        await asyncio.to_thread(self._send, requests)
+
+    async def adopt(self, refs: Sequence[ExternalRef]) -> list[ExternalRef]:
+        events, watches, orphans = await asyncio.to_thread(self._recover, refs)
+        self._events.extend(events)
+        if watches:
+            await asyncio.to_thread(self._send, watches)
+        self.wake()
+        return orphans
+
+    def _recover(
+        self, refs: Sequence[ExternalRef]
+    ) -> tuple[list[TaskEvent], list[dict[str, Any]], list[ExternalRef]]:
+        """Sort attempts from before a restart: ended (events), still running (watch), lost."""
+        events: list[TaskEvent] = []
+        watches: list[dict[str, Any]] = []
+        orphans: list[ExternalRef] = []
+        now = utc()
+        for ref in refs:
+            folder = self.folder(ref.key)
+            value = ref.value or procs.read_pid(folder)
+            code = procs.read_exit(folder)
+            if value is not None and ref.value is None:
+                events.append(TaskEvent(ref.key, "started", now, external_id=value))
+            if code is not None:
+                message = (
+                    "" if code == 0 else f"exit code {code}\n{procs.tail(folder / 'stderr.log')}"
+                )
+                events.append(
+                    TaskEvent(
+                        ref.key,
+                        "finished",
+                        now,
+                        outcome=Outcome.EXITED,
+                        exit_code=code,
+                        message=message.strip(),
+                    )
+                )
+            elif value is not None and procs.alive(value):
+                self._inflight[ref.key] = value
+                self._timeouts[ref.key] = ref.timeout_s
+                watches.append(self._watch(ref.key, value, folder))
+            else:
+                orphans.append(ExternalRef(ref.key, value))
+        return events, watches, orphans
+
+    def _watch(self, key: TaskKey, value: str, folder: Path) -> dict[str, Any]:
+        timeout = self._timeouts.get(key)
+        started = (folder / "pid").stat().st_mtime if (folder / "pid").exists() else None
+        remaining = None
+        if timeout is not None and started is not None:
+            remaining = timeout - (utc().timestamp() - started)
+        return {
+            "op": "watch",
+            "key": [key.job_id, key.index, key.attempt],
+            "dir": str(folder),
+            "ref": value,
+            "timeout": timeout,
+            "remaining": remaining,
+        }
+
+    async def logs(
+        self, key: TaskKey, stream: Literal["stdout", "stderr"], *, follow: bool
+    ) -> AsyncIterator[bytes]:
+        path = self.folder(key) / f"{stream}.log"
+        offset = 0
+        while True:
+            data = await asyncio.to_thread(read_from, path, offset)
+            offset += len(data)
+            if data:
+                yield data
+                continue
+            if not follow or key not in self._inflight:
+                return
+            await asyncio.sleep(0.25)
+
+    async def forget(self, job_id: int) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.runs_dir / str(job_id), True)
+
+    async def close(self) -> None:
+        """Stop the runner taking work; it sees running tasks to their end, then exits."""
+        self._closing = True
+        with self._lock:
+            if self._runner is not None and self._runner.stdin is not None:
+                self._runner.stdin.close()
+
+
+def lost(ref: ExternalRef) -> TaskEvent:
+    if ref.value is None:
+        return TaskEvent(ref.key, "finished", utc(), outcome=Outcome.NOT_STARTED)
+    return TaskEvent(
+        ref.key, "finished", utc(), outcome=Outcome.LOST, message="its process vanished"
+    )
+
+
+def read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""

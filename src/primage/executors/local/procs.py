@@ -1,0 +1,86 @@
+"""Processes on this machine: identity (PID + start time), liveness, and how commands are run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+# Characters that make a command shell syntax; without them it is run directly (no /bin/sh),
+# which halves the cost of launching a short task. GNU make decides the same way.
+SHELL_CHARS = frozenset("#;&|<>(){}$`\\*?[]~!\n^")
+_BUILTINS = """
+    . : [ alias break case cd command continue eval exec exit export for getopts if read readonly
+    return set shift source test times trap type ulimit umask unalias unset until wait while
+"""
+SHELL_WORDS = frozenset(_BUILTINS.split())
+
+
+def argv_for(command: str) -> list[str]:
+    """The argv that runs ``command``: itself when it is a plain command line, else via sh."""
+    if not SHELL_CHARS.intersection(command):
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = []
+        if words and words[0] not in SHELL_WORDS and "=" not in words[0]:
+            return words
+    return ["/bin/sh", "-c", command]
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot; None when it does not exist.
+
+    A PID is reused once its process is gone; PID and start time together name one process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped: as good as gone
+        return None
+    return int(fields[19])
+
+
+def ref(pid: int, started: int) -> str:
+    return f"{pid}:{started}"
+
+
+def parse_ref(value: str) -> tuple[int, int]:
+    pid, _, started = value.partition(":")
+    return int(pid), int(started)
+
+
+def alive(value: str) -> bool:
+    """Is the process this ref names still running (and not a newer one with its PID)?"""
+    pid, started = parse_ref(value)
+    return start_time(pid) == started
+
+
+def read_exit(folder: Path) -> int | None:
+    """The exit code the runner recorded for an attempt, or None if it has not (yet)."""
+    try:
+        text = (folder / "exit").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def read_pid(folder: Path) -> str | None:
+    try:
+        text = (folder / "pid").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def tail(path: Path, limit: int = 2048, lines: int = 10) -> str:
+    """The last lines of a log file, for a failed task's message."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])

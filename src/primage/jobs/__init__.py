@@ -1,0 +1,1 @@
+"""Jobs: specifications expanded into tasks, their states, and the reconciler that runs them."""

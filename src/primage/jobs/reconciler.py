@@ -1,0 +1,379 @@
+"""The reconciler: a loop in the server that moves tasks from the database to the executor and back.
+
+Each turn drains the executor's events, records them, hands ready tasks to the executor so that it
+never runs dry, asks it to stop the tasks of cancelled jobs, and closes finished jobs, all in one
+transaction. Turns are triggered by events (a short pause lets them batch) and by a heartbeat. At
+start it first re-attaches to the tasks an earlier server left running (``adopt``).
+
+The executor keeps up to ``capacity`` tasks running; the reconciler keeps a few more queued in it
+(``prefetch``) so that a task ending starts the next one without waiting for a database turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from primage.db import Database, tables
+from primage.db.tables import UTCDateTime
+from primage.executors.base import (
+    Executor,
+    ExternalRef,
+    Outcome,
+    TaskEvent,
+    TaskKey,
+    TaskRun,
+    utc,
+)
+from primage.jobs import states
+from primage.jobs.expand import task_run
+from primage.jobs.states import JobState, TaskState
+from primage.jobs.submit import parse_spec
+from primage.models.jobs import JobSpec, Retries
+
+log = logging.getLogger("primage.jobs")
+
+HEARTBEAT_S = 1.0
+BATCH_PAUSE_S = 0.02  # after a wake-up, let more events arrive so that they share a transaction
+LOST_LIMIT = 3  # times a task may vanish with its process (not its fault) before it fails
+
+T = tables.Task
+
+
+@dataclass
+class Turn:
+    """What one transaction decided for the executor to do next."""
+
+    runs: list[TaskRun] = field(default_factory=list)
+    cancel: list[TaskKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    spec: JobSpec
+    output_path: str | None
+
+
+class Reconciler:
+    def __init__(self, db: Database, executor: Executor, prefetch: int | None = None) -> None:
+        self.db = db
+        self.executor = executor
+        self.prefetch = prefetch or max(2 * executor.capacity, 32)
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: dict[int, JobInfo] = {}
+        self._cancel_sent: set[TaskKey] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._carry: list[TaskEvent] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.executor.wake = self.poke
+        await self.adopt()
+        self._task = asyncio.create_task(self._run(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.executor.close()
+
+    def poke(self) -> None:
+        """Ask for a turn soon; safe from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), HEARTBEAT_S)
+                await asyncio.sleep(BATCH_PAUSE_S)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                await self.turn()
+            except Exception:  # one bad turn must not stop the platform's jobs
+                log.exception("reconciler turn failed; retrying at the next one")
+
+    async def turn(self) -> None:
+        events = self._carry + await self.executor.events()
+        self._carry = []
+        try:
+            decided = await asyncio.to_thread(self._transaction, events)
+        except Exception:
+            self._carry = events  # nothing was recorded: try them again at the next turn
+            raise
+        if decided.cancel:
+            await self.executor.cancel(decided.cancel)
+        if decided.runs:
+            await self.executor.submit(decided.runs)
+
+    async def adopt(self) -> None:
+        """Re-attach to what an earlier server left queued or running; requeue what is gone."""
+        refs = await asyncio.to_thread(self._active_refs)
+        if not refs:
+            return
+        orphans = await self.executor.adopt(refs)
+        now = utc()
+        events = [
+            TaskEvent(
+                ref.key,
+                "finished",
+                now,
+                outcome=Outcome.NOT_STARTED if ref.value is None else Outcome.LOST,
+                message="" if ref.value is None else "its process ended while the server was down",
+            )
+            for ref in orphans
+        ]
+        log.info("adopted %d task(s), %d to run again", len(refs) - len(orphans), len(orphans))
+        await asyncio.to_thread(self._transaction, events, hand_out=False)
+
+    def _active_refs(self) -> list[ExternalRef]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(T.job_id, T.index, T.attempt, T.external_id).where(
+                    T.state.in_(states.TASK_ACTIVE)
+                )
+            ).all()
+            return [
+                ExternalRef(
+                    TaskKey(job_id, index, attempt),
+                    external_id,
+                    self._job(session, job_id).spec.timeout,
+                )
+                for job_id, index, attempt, external_id in rows
+            ]
+
+    # -- one transaction ------------------------------------------------------------------------
+
+    def _transaction(self, events: Sequence[TaskEvent], *, hand_out: bool = True) -> Turn:
+        decided = Turn()
+        with self.db.session() as session:
+            touched = self._record(session, events)
+            decided.cancel = self._cancellations(session)
+            if hand_out:
+                decided.runs = self._hand_out(session)
+            self._close_jobs(session, touched)
+        return decided
+
+    def _record(self, session: Session, events: Sequence[TaskEvent]) -> set[int]:
+        """Apply the executor's events; returns the jobs they touched."""
+        started: dict[TaskKey, TaskEvent] = {}
+        finished: dict[TaskKey, TaskEvent] = {}
+        for event in events:
+            (started if event.kind == "started" else finished)[event.key] = event
+        if started:
+            self._mark_started(session, [e for k, e in started.items() if k not in finished])
+        successes = [e for e in finished.values() if ok(e)]
+        if successes:
+            self._mark_succeeded(session, successes, started)
+        others = [e for e in finished.values() if not ok(e)]
+        if others:
+            self._mark_failed(session, others, started)
+        jobs = {k.job_id for k in started} | {k.job_id for k in finished}
+        if started:
+            session.execute(
+                update(tables.Job)
+                .where(tables.Job.id.in_({k.job_id for k in started}))
+                .where(tables.Job.state == JobState.PENDING)
+                .values(state=JobState.RUNNING, started_at=min(e.at for e in started.values())),
+            )
+        return jobs
+
+    @staticmethod
+    def _key_match() -> Any:
+        return and_(
+            T.job_id == bindparam("k_job"),
+            T.index == bindparam("k_index"),
+            T.attempt == bindparam("k_attempt"),
+        )
+
+    def _mark_started(self, session: Session, events: Sequence[TaskEvent]) -> None:
+        if not events:
+            return
+        stmt = (
+            update(T)
+            .where(self._key_match(), T.state == TaskState.QUEUED)
+            .values(
+                state=TaskState.RUNNING,
+                started_at=bindparam("s", type_=UTCDateTime()),
+                external_id=bindparam("x"),
+            )
+        )
+        session.connection().execute(
+            stmt, [key_params(e.key) | {"s": e.at, "x": e.external_id} for e in events]
+        )
+
+    def _mark_succeeded(
+        self, session: Session, events: Sequence[TaskEvent], started: dict[TaskKey, TaskEvent]
+    ) -> None:
+        stmt = (
+            update(T)
+            .where(self._key_match(), or_(*(T.state == s for s in states.TASK_ACTIVE)))
+            .values(
+                state=TaskState.SUCCEEDED,
+                exit_code=0,
+                message="",
+                finished_at=bindparam("f", type_=UTCDateTime()),
+                started_at=func.coalesce(T.started_at, bindparam("s", type_=UTCDateTime())),
+                external_id=func.coalesce(bindparam("x"), T.external_id),
+            )
+        )
+        params = []
+        for e in events:
+            begin = started.get(e.key)
+            params.append(
+                key_params(e.key)
+                | {
+                    "f": e.at,
+                    "s": begin.at if begin else e.at,
+                    "x": begin.external_id if begin else None,
+                }
+            )
+        session.connection().execute(stmt, params)
+
+    def _mark_failed(
+        self, session: Session, events: Sequence[TaskEvent], started: dict[TaskKey, TaskEvent]
+    ) -> None:
+        """Failures, timeouts, cancellations and lost tasks: few, so decided row by row."""
+        for event in events:
+            row = session.get(T, (event.key.job_id, event.key.index))
+            if row is None or row.attempt != event.key.attempt:
+                continue  # a late event from an attempt that was already replaced
+            if row.state not in states.TASK_ACTIVE:
+                continue
+            begin = started.get(event.key)
+            if begin is not None:
+                row.external_id = begin.external_id
+                row.started_at = row.started_at or begin.at
+            self._fail(row, event, self._job(session, row.job_id).spec.retries)
+
+    @staticmethod
+    def _fail(row: tables.Task, event: TaskEvent, retries: Retries) -> None:
+        row.exit_code = event.exit_code
+        row.finished_at = event.at
+        if event.outcome is Outcome.CANCELLED:
+            row.state = TaskState.CANCELLED
+            row.message = "cancelled"
+            return
+        lost_too_often = row.attempt > retries.count + LOST_LIMIT
+        if event.outcome is Outcome.NOT_STARTED or (
+            event.outcome is Outcome.LOST and not lost_too_often
+        ):
+            row.state = TaskState.PENDING  # not the task's fault: not counted as a failure
+            row.message = event.message
+            return
+        row.failures += 1
+        if row.failures <= retries.count:
+            row.state = TaskState.PENDING
+            wait = retries.backoff * 2 ** (row.failures - 1)
+            row.not_before = event.at + dt.timedelta(seconds=wait)
+            row.message = f"attempt {row.attempt} failed, retrying in {wait:g} s: {event.message}"
+        else:
+            row.state = TaskState.FAILED
+            row.message = event.message or f"failed ({event.outcome})"
+
+    def _cancellations(self, session: Session) -> list[TaskKey]:
+        rows = session.execute(
+            select(T.job_id, T.index, T.attempt)
+            .join(tables.Job, tables.Job.id == T.job_id)
+            .where(tables.Job.cancel_requested, T.state.in_(states.TASK_ACTIVE))
+        ).all()
+        keys = [TaskKey(job, index, attempt) for job, index, attempt in rows]
+        fresh = [k for k in keys if k not in self._cancel_sent]
+        self._cancel_sent = set(keys)
+        return fresh
+
+    def _hand_out(self, session: Session) -> list[TaskRun]:
+        active = session.scalar(select(func.count()).where(T.state.in_(states.TASK_ACTIVE)))
+        room = self.prefetch - (active or 0)
+        if room <= 0:
+            return []
+        now = utc()
+        rows = session.execute(
+            select(T.job_id, T.index, T.attempt, T.inputs)
+            .join(tables.Job, tables.Job.id == T.job_id)
+            .where(T.state == TaskState.PENDING, ~tables.Job.cancel_requested)
+            .where((T.not_before.is_(None)) | (T.not_before <= now))
+            .order_by(T.job_id, T.index)
+            .limit(room)
+        ).all()
+        if not rows:
+            return []
+        session.connection().execute(
+            update(T)
+            .where(T.job_id == bindparam("k_job"), T.index == bindparam("k_index"))
+            .where(T.state == TaskState.PENDING)
+            .values(state=TaskState.QUEUED, attempt=bindparam("a")),
+            [{"k_job": job, "k_index": index, "a": attempt + 1} for job, index, attempt, _ in rows],
+        )
+        runs = []
+        for job, index, attempt, inputs in rows:  # (a Row's .index is tuple.index: unpack)
+            info = self._job(session, job)
+            paths = {name: self.executor.space_path(name) for name in info.spec.mounts()}
+            key = TaskKey(job, index, attempt + 1)
+            files = inputs.split("\n") if inputs else []
+            runs.append(task_run(key, info.spec, files, info.output_path, paths))
+        return runs
+
+    def _close_jobs(self, session: Session, jobs: Iterable[int]) -> None:
+        for job_id in jobs:
+            close_if_done(session, job_id)
+            job = session.get(tables.Job, job_id)
+            if job is not None and job.state in states.JOB_DONE:
+                self._jobs.pop(job_id, None)
+
+    def _job(self, session: Session, job_id: int) -> JobInfo:
+        info = self._jobs.get(job_id)
+        if info is None:
+            job = session.get(tables.Job, job_id)
+            assert job is not None
+            info = JobInfo(parse_spec(job.spec), job.output_path)
+            self._jobs[job_id] = info
+        return info
+
+
+def close_if_done(session: Session, job_id: int) -> None:
+    """When no task of the job is left to run, record how the job ended."""
+    unfinished = session.scalar(
+        select(T.index)
+        .where(T.job_id == job_id, T.state.in_([TaskState.PENDING, *states.TASK_ACTIVE]))
+        .limit(1)
+    )
+    if unfinished is not None:
+        return
+    job = session.get(tables.Job, job_id)
+    if job is None or job.state in states.JOB_DONE:
+        return
+    counts = task_counts(session, job_id)
+    state = states.job_state(counts, job.cancel_requested)
+    job.state = state
+    job.finished_at = utc()
+    job.message = states.summary(state, counts)
+
+
+def task_counts(session: Session, job_id: int) -> dict[TaskState, int]:
+    rows = session.execute(
+        select(T.state, func.count()).where(T.job_id == job_id).group_by(T.state)
+    ).all()
+    return {TaskState(state): n for state, n in rows}
+
+
+def ok(event: TaskEvent) -> bool:
+    return event.outcome is Outcome.EXITED and event.exit_code == 0
+
+
+def key_params(key: TaskKey) -> dict[str, int]:
+    return {"k_job": key.job_id, "k_index": key.index, "k_attempt": key.attempt}

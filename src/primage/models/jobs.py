@@ -1,0 +1,233 @@
+"""Jobs: the specification a user submits and what the API tells about a job and its tasks.
+
+The specification is one pydantic model: it validates job files (YAML or JSON), CLI flags and API
+bodies alike, and its field descriptions are the documentation (``primage job spec``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from primage.jobs.template import check_template
+
+UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_bytes(value: Any) -> Any:
+    """'512MiB', '2G', '1.5Gi' or a number of bytes → bytes."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]i?)?b?\s*", value.lower())
+    if match is None:
+        raise ValueError(f"'{value}' is not a size; write e.g. 512MiB, 2GiB or 4G")
+    return int(float(match[1]) * UNITS[match[2] or ""])
+
+
+def parse_seconds(value: Any) -> Any:
+    """'90s', '10m', '2h', '1d' or a number of seconds → seconds."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([smhd]?)\s*", value.lower())
+    if match is None:
+        raise ValueError(f"'{value}' is not a duration; write e.g. 90s, 10m or 2h")
+    return float(match[1]) * SECONDS[match[2]]
+
+
+def parse_mount(value: Any) -> Any:
+    """The short form ``NAME`` or ``NAME:ro`` / ``NAME:rw`` of a space mount."""
+    if isinstance(value, str):
+        name, _, mode = value.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise ValueError(f"'{value}': a mount is NAME, NAME:ro or NAME:rw")
+        return {"name": name, "read_only": mode == "ro"}
+    return value
+
+
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Mount(Strict):
+    name: str = Field(description="The space.")
+    read_only: bool = Field(False, description="Mount it read-only.")
+
+
+class Inputs(Strict):
+    """The files of an HTC job: a glob or a list, in one space; one task per file (or batch)."""
+
+    space: str = Field(description="The space holding the input files.")
+    glob: str | None = Field(
+        None, description="Pattern relative to the space, e.g. 'ct/**/*.dcm' ('**' recurses)."
+    )
+    files: list[str] | None = Field(None, description="Explicit paths relative to the space.")
+
+    @model_validator(mode="after")
+    def one_source(self) -> Inputs:
+        if (self.glob is None) == (self.files is None):
+            raise ValueError("give exactly one of inputs.glob or inputs.files")
+        if self.files is not None and not self.files:
+            raise ValueError("inputs.files is empty; list at least one file")
+        return self
+
+
+class Resources(Strict):
+    cpus: int = Field(1, ge=1, le=1024, description="Cores one task uses (counts against slots).")
+    memory: Bytes | None = Field(None, description="Memory limit per task, e.g. '2GiB'.")
+
+
+class Retries(Strict):
+    count: int = Field(0, ge=0, le=20, description="How many times a failed task is re-run.")
+    backoff: Seconds = Field(10.0, description="Wait before the first retry; doubles each time.")
+
+
+class Output(Strict):
+    space: str | None = Field(
+        None, description="Space receiving the outputs; default: the input space."
+    )
+    path: str | None = Field(None, description="Folder in that space; default outputs/<job-id>.")
+
+
+class JobSpec(Strict):
+    """What to run, on which data, with which resources."""
+
+    name: str = Field("job", max_length=128, description="A label for listings.")
+    kind: Literal["batch", "htc"] = Field(
+        "batch", description="batch: one task; htc: one task per input file (or per --array index)."
+    )
+    command: str = Field(
+        min_length=1,
+        description=(
+            "Shell command of each task. Variables: {input}, {inputs}, {input_stem}, "
+            "{output_dir}, {task_index}, {spaces.NAME}; other braces are left alone."
+        ),
+    )
+    image: str | None = Field(None, description="Container image (executors with containers).")
+    spaces: list[Annotated[Mount, BeforeValidator(parse_mount)]] = Field(
+        default_factory=list, description="Spaces the tasks see, e.g. ['ct:ro', 'results']."
+    )
+    inputs: Inputs | None = Field(None, description="HTC: the files to process.")
+    array: int | None = Field(
+        None, ge=1, le=1_000_000, description="HTC: run N tasks with {task_index} 0..N-1."
+    )
+    files_per_task: int = Field(1, ge=1, le=10_000, description="HTC: input files per task.")
+    resources: Resources = Field(default_factory=Resources)
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    timeout: Seconds | None = Field(None, description="Wall-time limit per task, e.g. '30m'.")
+    retries: Retries = Field(default_factory=Retries)
+    output: Output = Field(default_factory=Output)
+    overwrite: bool = Field(False, description="Allow writing into an existing output folder.")
+
+    @model_validator(mode="after")
+    def consistent(self) -> JobSpec:
+        if self.kind == "htc" and (self.inputs is None) == (self.array is None):
+            raise ValueError("an htc job needs exactly one of inputs (files) or array (a count)")
+        if self.kind == "batch" and (self.inputs is not None or self.array is not None):
+            raise ValueError("a batch job runs one task; use kind: htc for inputs or array")
+        if self.files_per_task > 1 and self.inputs is None:
+            raise ValueError("files_per_task needs inputs")
+        for key in self.env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"env: '{key}' is not a variable name (letters, digits, '_')")
+            if key.startswith("PRIMAGE_"):
+                raise ValueError(f"env: '{key}': PRIMAGE_* variables are set by the platform")
+        names = [m.name for m in self.spaces]
+        if len(names) != len(set(names)):
+            raise ValueError("spaces: a space is listed twice")
+        check_template(
+            self.command,
+            spaces=set(names) | self.implied_spaces(),
+            has_inputs=self.inputs is not None,
+            batched=self.files_per_task > 1,
+            has_output=self.output_space is not None,
+        )
+        return self
+
+    def implied_spaces(self) -> set[str]:
+        found = {self.inputs.space} if self.inputs else set()
+        if self.output.space:
+            found.add(self.output.space)
+        return found
+
+    @property
+    def output_space(self) -> str | None:
+        """Where outputs go: the named space, else the input space, else the one writable mount."""
+        if self.output.space:
+            return self.output.space
+        if self.inputs:
+            return self.inputs.space
+        writable = [m.name for m in self.spaces if not m.read_only]
+        return writable[0] if len(writable) == 1 else None
+
+    def mounts(self) -> dict[str, bool]:
+        """Every space the tasks see → read-only?; inputs are read-only, the output writable."""
+        found = {m.name: m.read_only for m in self.spaces}
+        if self.inputs:
+            found.setdefault(self.inputs.space, True)
+        if self.output_space:
+            found[self.output_space] = False
+        return found
+
+
+class JobCounts(BaseModel):
+    pending: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class Job(BaseModel):
+    id: int
+    name: str
+    kind: str
+    owner: str
+    state: str
+    executor: str
+    output_space: str | None
+    output_path: str | None
+    task_count: int
+    counts: JobCounts
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    message: str = Field("", description="Why the job ended as it did.")
+
+
+class JobDetail(Job):
+    spec: JobSpec
+
+
+class Task(BaseModel):
+    index: int
+    state: str
+    inputs: list[str]
+    attempt: int
+    failures: int
+    exit_code: int | None
+    external_id: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    message: str
+
+
+class TaskPage(BaseModel):
+    tasks: list[Task]
+    total: int
+    offset: int
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    total: int
+    offset: int
