@@ -38,6 +38,8 @@ class RunningServer:
     data_dir: Path
     admin_token: str
     process: subprocess.Popen[bytes]
+    database_url: str
+    env: dict[str, str] | None = None
 
     @classmethod
     def start(
@@ -49,17 +51,17 @@ class RunningServer:
     ) -> RunningServer:
         data_dir.parent.mkdir(parents=True, exist_ok=True)  # the server creates data_dir itself
         log_path = data_dir.with_name(data_dir.name + ".log")
-        env = {
+        full_env = {
             **os.environ,
             **(env or {}),
             "PRIMAGE_DATABASE_URL": database_url,
             "PRIMAGE_DATA_DIR": str(data_dir),
         }
-        env["PRIMAGE_CONFIG"] = str(data_dir.with_name("absent.toml"))
+        full_env["PRIMAGE_CONFIG"] = str(data_dir.with_name("absent.toml"))
         log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it
         process = subprocess.Popen(
             [sys.executable, "-m", "primage", "server", "--port", "0"],
-            env=env,
+            env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -72,7 +74,7 @@ class RunningServer:
                 try:
                     if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                         creds = json.loads((data_dir / "credentials.json").read_text())
-                        return cls(url, data_dir, creds["token"], process)
+                        return cls(url, data_dir, creds["token"], process, database_url, env)
                 except httpx.HTTPError:
                     pass
             time.sleep(0.05)
@@ -87,6 +89,16 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when a machine or an OOM killer stops the server."""
+        self.process.kill()
+        self.process.wait()
+        (self.data_dir / "server.json").unlink(missing_ok=True)
+
+    def restart(self) -> RunningServer:
+        """A new server process on the same data dir and database."""
+        return RunningServer.start(self.data_dir, self.database_url, env=self.env)
 
     def client(self, token: str | None = None) -> Client:
         return Client(self.url, token or self.admin_token)

@@ -7,7 +7,8 @@ prints ``detail`` as one line and exits non-zero.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 
 class PrimageError(Exception):
@@ -94,3 +95,13 @@ def from_response(status: int, code: str | None, detail: str) -> PrimageError:
             return cls(detail)
     error = PrimageError(detail)
     return error
+
+
+def describe_invalid(errors: Iterable[Mapping[str, Any]], skip: tuple[str, ...] = ()) -> str:
+    """pydantic's validation errors as one line: ``field.path: what is wrong; …``."""
+    problems = []
+    for error in errors:
+        where = ".".join(str(p) for p in error["loc"] if p not in skip) or "value"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(message if where == "value" else f"{where}: {message}")
+    return "; ".join(problems)

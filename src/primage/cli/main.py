@@ -8,13 +8,13 @@ import typer
 from rich.console import Console
 
 from primage import __version__
-from primage.cli import admin, config, files, server, space, token
+from primage.cli import admin, config, files, job, server, space, token
 from primage.cli.common import client, print_json
 from primage.errors import PrimageError
 
 app = typer.Typer(
     name="primage",
-    help="primage: a research cloud for medical imaging. Data spaces, sharing, tokens.",
+    help="primage: a research cloud for medical imaging. Data spaces, jobs, sharing, tokens.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(server.app, name="server")
 app.add_typer(config.app, name="config")
 app.add_typer(space.app, name="space")
+app.add_typer(job.app, name="job")
 app.add_typer(token.app, name="token")
 app.add_typer(admin.app, name="admin")
 files.register(app)

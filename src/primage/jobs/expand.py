@@ -41,7 +41,7 @@ def expand(spec: JobSpec, space_root: Path | None, max_tasks: int) -> list[list[
         if not files:
             raise BadRequest(
                 f"inputs.glob '{spec.inputs.glob}' matches no file in space "
-                f"'{spec.inputs.space}' (primage ls {spec.inputs.space}: shows what is there)"
+                f"'{spec.inputs.space}' (primage ls {spec.inputs.space} shows what is there)"
             )
     else:
         files = listed(space_root, spec.inputs.space, spec.inputs.files or [])

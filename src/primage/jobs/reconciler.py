@@ -269,9 +269,11 @@ class Reconciler:
             row.message = "cancelled"
             return
         lost_too_often = row.attempt > retries.count + LOST_LIMIT
-        if event.outcome is Outcome.NOT_STARTED or (
-            event.outcome is Outcome.LOST and not lost_too_often
-        ):
+        if event.outcome is Outcome.NOT_STARTED:
+            row.state = TaskState.PENDING
+            row.attempt -= 1  # it never ran: its number (and folder) are free for the next one
+            return
+        if event.outcome is Outcome.LOST and not lost_too_often:
             row.state = TaskState.PENDING  # not the task's fault: not counted as a failure
             row.message = event.message
             return

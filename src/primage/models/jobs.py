@@ -10,8 +10,16 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from primage.errors import BadRequest, describe_invalid
 from primage.jobs.template import check_template
 
 UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -176,6 +184,16 @@ class JobSpec(Strict):
         if self.output_space:
             found[self.output_space] = False
         return found
+
+
+def spec_from(data: Any, source: str = "job") -> JobSpec:
+    """A validated spec, or BadRequest naming each wrong field and what to write instead."""
+    if not isinstance(data, dict):
+        raise BadRequest(f"{source}: a job is a mapping of fields (name, kind, command, …)")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(f"{source}: {describe_invalid(exc.errors())}") from None
 
 
 class JobCounts(BaseModel):

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from primage.errors import PrimageError
+from primage.errors import PrimageError, describe_invalid
 
 log = logging.getLogger("primage.server")
 
@@ -17,11 +17,7 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
-        problems.append(f"{where}: {error['msg']}")
-    return "invalid request: " + "; ".join(problems)
+    return "invalid request: " + describe_invalid(exc.errors(), skip=("body",))
 
 
 def install(app: FastAPI) -> None:

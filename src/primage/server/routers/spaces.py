@@ -13,6 +13,7 @@ from primage.auth.policy import Right, Role
 from primage.auth.principal import Principal
 from primage.db import tables
 from primage.errors import Conflict, NotFound
+from primage.jobs.states import JOB_DONE
 from primage.models import spaces as m
 from primage.server import lookup
 from primage.server.deps import Caller, State
@@ -119,6 +120,18 @@ async def delete(name: str, caller: Caller, state: State, force: bool = False) -
         with state.db.session() as session:
             row = lookup.space(session, name)
             policy.check_space(caller, row, Right.DELETE)
+            running = session.scalars(
+                select(tables.Job.id).where(
+                    tables.Job.spaces.contains(f",{name},"),
+                    tables.Job.state.not_in(JOB_DONE),
+                )
+            ).all()
+            if running:
+                ids = ", ".join(map(str, running))
+                raise Conflict(
+                    f"space '{name}' is used by unfinished job(s) {ids}; "
+                    "wait for them or cancel them (primage job cancel)"
+                )
             _, count = usage(state.store.folder(name))
             if count and not force:
                 raise Conflict(

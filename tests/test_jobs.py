@@ -1,0 +1,314 @@
+"""Jobs end to end: a real server runs real processes through its local executor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from primage.client import Client
+from primage.errors import BadRequest, Conflict, Forbidden, NotFound
+from primage.executors.local.procs import alive, parse_ref
+from tests.harness import RunningServer
+
+TWO_SLOTS = {"PRIMAGE_CONCURRENCY": "2"}
+
+
+@pytest.fixture
+def jobs_server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer.start(
+        tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=TWO_SLOTS
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def space_with_files(api: Client, tmp_path: Path, name: str, count: int) -> list[str]:
+    api.create_space(name)
+    local = tmp_path / f"{name}-files"
+    local.mkdir()
+    for i in range(count):
+        (local / f"scan{i:02d}.txt").write_text(f"image {i}\n")
+    api.upload_dir(name, "in", local)
+    return [f"scan{i:02d}" for i in range(count)]
+
+
+def test_htc_job_through_the_cli_writes_one_result_per_input(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    api = server.client()
+    stems = space_with_files(api, tmp_path, "ct", 6)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        "name: checksums\n"
+        "kind: htc\n"
+        "command: sha256sum {input} > {output_dir}/{input_stem}.sha256\n"
+        "inputs: {space: ct, glob: 'in/*.txt'}\n"
+    )
+
+    submitted = server.cli("job", "submit", str(job_file), "--wait")
+
+    assert submitted.code == 0, submitted.err
+    assert "submitted job 1 (6 tasks)" in submitted.out
+    assert "succeeded: 6/6 tasks succeeded" in submitted.out
+    results = sorted(f.path for f in api.listdir("ct", "outputs/1"))
+    assert results == [f"outputs/1/{s}.sha256" for s in stems]
+    assert "in/scan03.txt" in api.read_bytes("ct", "outputs/1/scan03.sha256").decode()
+
+    shown = server.cli("job", "show", "1")
+    assert "succeeded 6" in shown.out and "in/scan05.txt" in shown.out
+    listed = server.cli("job", "ls", "--space", "ct")
+    assert "checksums" in listed.out and "6/6" in listed.out
+
+    fetched = server.cli("job", "output", "1", "-o", str(tmp_path / "got"))
+    assert fetched.code == 0, fetched.err
+    got = sorted(p.name for p in (tmp_path / "got" / "job-1").iterdir())
+    assert got == [f"{s}.sha256" for s in stems]
+
+    removed = server.cli("job", "rm", "1")
+    assert removed.code == 0
+    assert len(api.listdir("ct", "outputs/1")) == 6  # outputs are never removed with the job
+    with pytest.raises(NotFound):
+        api.job(1)
+
+
+def test_failures_are_retried_then_reported_with_exit_code_and_stderr(
+    jobs_server: RunningServer,
+) -> None:
+    api = jobs_server.client()
+    api.create_space("work")
+    job = api.submit_job(
+        {
+            "kind": "htc",
+            "array": 3,
+            "spaces": ["work"],
+            "command": 'if [ {task_index} = 1 ]; then echo "no lesion found" >&2; exit 3; fi',
+            "retries": {"count": 2, "backoff": "0.1s"},
+        }
+    )
+    done = api.wait_job(job.id, poll=0.2, timeout=60)
+
+    assert done.state == "partial"
+    assert done.message == "2/3 tasks succeeded, 1 failed"
+    failed = api.tasks(job.id, state=["failed"]).tasks
+    assert [t.index for t in failed] == [1]
+    assert failed[0].exit_code == 3
+    assert failed[0].attempt == 3 and failed[0].failures == 3
+    assert "exit code 3" in failed[0].message and "no lesion found" in failed[0].message
+    shown = jobs_server.cli("job", "show", str(job.id), "--state", "failed")
+    assert "no lesion found" in shown.out
+    assert b"no lesion found" in b"".join(api.logs(job.id, 1, stream="stderr"))
+
+
+def test_a_task_past_its_timeout_is_stopped_and_fails(jobs_server: RunningServer) -> None:
+    api = jobs_server.client()
+    api.create_space("work")
+    start = time.monotonic()
+    job = api.submit_job({"command": "sleep 60", "spaces": ["work"], "timeout": "1s"})
+    done = api.wait_job(job.id, poll=0.2, timeout=30)
+
+    assert done.state == "failed"
+    task = api.tasks(job.id).tasks[0]
+    assert task.message.startswith("timed out after 1 s")
+    assert time.monotonic() - start < 15
+    assert not alive(task.external_id or "0:0")
+
+
+def test_cancel_stops_running_tasks_and_never_starts_the_rest(jobs_server: RunningServer) -> None:
+    api = jobs_server.client()
+    api.create_space("work")
+    job = api.submit_job({"kind": "htc", "array": 10, "spaces": ["work"], "command": "sleep 60"})
+    deadline = time.monotonic() + 20
+    while api.job(job.id).counts.running < 2:
+        assert time.monotonic() < deadline, "tasks did not start"
+        time.sleep(0.1)
+    running = api.tasks(job.id, state=["running"]).tasks
+
+    cancelled = jobs_server.cli("job", "cancel", str(job.id))
+    done = api.wait_job(job.id, poll=0.2, timeout=30)
+
+    assert cancelled.code == 0
+    assert done.state == "cancelled" and done.counts.cancelled == 10
+    for task in running:
+        assert task.external_id is not None
+        assert not alive(task.external_id)
+
+
+def test_logs_follow_a_running_task_to_its_end(jobs_server: RunningServer) -> None:
+    api = jobs_server.client()
+    api.create_space("work")
+    job = api.submit_job(
+        {"spaces": ["work"], "command": "for i in 1 2 3; do echo line $i; sleep 0.3; done"}
+    )
+    followed = b"".join(api.logs(job.id, 0, follow=True))
+    assert followed == b"line 1\nline 2\nline 3\n"
+    cli = jobs_server.cli("job", "logs", str(job.id), "--follow")
+    assert cli.out == "line 1\nline 2\nline 3\n"
+
+
+def test_tasks_see_their_spaces_and_environment(jobs_server: RunningServer, tmp_path: Path) -> None:
+    api = jobs_server.client()
+    space_with_files(api, tmp_path, "ct", 1)
+    api.create_space("notes")
+    job = api.submit_job(
+        {
+            "spaces": ["ct:ro", "notes"],
+            "env": {"SITE": "valencia"},
+            "command": (
+                'echo "$SITE $PRIMAGE_JOB_ID" > {spaces.notes}/env.txt; '
+                'ls "$PRIMAGE_SPACE_CT/in" >> {output_dir}/../listing.txt; pwd'
+            ),
+        }
+    )
+    done = api.wait_job(job.id, poll=0.2, timeout=30)
+    assert done.state == "succeeded", api.tasks(job.id).tasks[0].message
+    assert done.output_space == "notes"
+    assert api.read_bytes("notes", "env.txt") == f"valencia {job.id}\n".encode()
+    assert api.read_bytes("notes", "outputs/listing.txt") == b"scan00.txt\n"
+    workdir = b"".join(api.logs(job.id, 0)).decode().strip()
+    assert workdir.endswith(f"jobs/{job.id}/0.1")  # each task runs in its own folder
+
+
+def test_bad_jobs_are_refused_before_anything_runs(
+    jobs_server: RunningServer, tmp_path: Path
+) -> None:
+    api = jobs_server.client()
+    space_with_files(api, tmp_path, "ct", 2)
+    glob = {"kind": "htc", "command": "true", "inputs": {"space": "ct", "glob": "in/*.dcm"}}
+    with pytest.raises(BadRequest, match="matches no file in space 'ct'"):
+        api.submit_job(glob)
+    with pytest.raises(NotFound, match="no space named 'nope'"):
+        api.submit_job({"command": "true", "spaces": ["nope"]})
+    with pytest.raises(BadRequest, match=r"unknown variable \{inptu\}"):
+        api.submit_job({"command": "cat {inptu}", "spaces": ["ct"]})
+    with pytest.raises(BadRequest, match="'local' executor has no containers support"):
+        api.submit_job({"command": "true", "image": "python:3.11", "spaces": ["ct"]})
+    with pytest.raises(BadRequest, match="memory: .*'lots' is not a size"):
+        api.submit_job({"command": "true", "resources": {"memory": "lots"}})
+    with pytest.raises(BadRequest, match="kind: htc"):
+        api.submit_job({"command": "true", "inputs": {"space": "ct", "glob": "*"}})
+
+    api.mkdir("ct", "results")
+    taken = {"command": "true", "spaces": ["ct"], "output": {"space": "ct", "path": "results"}}
+    with pytest.raises(Conflict, match="'results' already exists.*overwrite"):
+        api.submit_job(taken)
+    assert api.submit_job({**taken, "overwrite": True}).output_path == "results"
+    assert api.list_jobs().total == 1  # the refused ones left nothing behind
+
+    bad_file = tmp_path / "bad.yaml"
+    bad_file.write_text("command: true\nkind: htc\narray: 0\n")
+    refused = jobs_server.cli("job", "submit", str(bad_file))
+    assert refused.code == 1
+    assert refused.err.strip().startswith("error:") and "array" in refused.err
+
+
+def test_who_may_submit_see_and_cancel_jobs(jobs_server: RunningServer, tmp_path: Path) -> None:
+    admin = jobs_server.client()
+    space_with_files(admin, tmp_path, "ct", 2)
+    viewer_token = admin.create_user("vera").token
+    manager_token = admin.create_user("mani").token
+    admin.share("ct", "vera", "viewer")
+    admin.share("ct", "mani", "manager")
+    vera, mani = jobs_server.client(viewer_token), jobs_server.client(manager_token)
+    htc = {"kind": "htc", "command": "true", "inputs": {"space": "ct", "glob": "in/*"}}
+
+    with pytest.raises(Forbidden, match="write access to space 'ct'"):
+        vera.submit_job(htc)  # a viewer cannot write the outputs into the space
+    own = vera.submit_job({**htc, "output": {"space": vera_space(vera)}})
+    admins = admin.submit_job(htc)
+
+    assert [j.id for j in vera.list_jobs().jobs] == [own.id]
+    with pytest.raises(Forbidden, match="owner or a manager"):
+        vera.job(admins.id)
+    assert {j.id for j in mani.list_jobs().jobs} == {admins.id}  # jobs in the space mani manages
+    assert mani.job(admins.id).id == admins.id
+    read_only = admin.create_token(read_only=True).token
+    with pytest.raises(Forbidden, match="read-only"):
+        jobs_server.client(read_only).submit_job(htc)
+    for job in (own, admins):
+        admin.wait_job(job.id, poll=0.2, timeout=30)
+
+
+def vera_space(api: Client) -> str:
+    api.create_space("vera-results")
+    return "vera-results"
+
+
+def test_a_space_in_use_by_a_job_cannot_be_deleted(jobs_server: RunningServer) -> None:
+    api = jobs_server.client()
+    api.create_space("busy")
+    job = api.submit_job({"command": "sleep 60", "spaces": ["busy"]})
+    with pytest.raises(Conflict, match="unfinished job"):
+        api.delete_space("busy", force=True)
+    api.cancel_job(job.id)
+    api.wait_job(job.id, poll=0.2, timeout=30)
+    api.delete_space("busy", force=True)
+
+
+def wait_for_running(api: Client, job_id: int, exclude: set[int]) -> list[int]:
+    """Indexes of two running tasks not in ``exclude``, once some tasks have succeeded."""
+    deadline = time.monotonic() + 30
+    while True:
+        running = [t for t in api.tasks(job_id, state=["running"]).tasks if t.index not in exclude]
+        if len(running) == 2 and api.job(job_id).counts.succeeded >= 2:
+            return [t.index for t in running]
+        assert time.monotonic() < deadline, "the job did not get going"
+        time.sleep(0.05)
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def test_sigkill_mid_job_then_restart_adopts_running_tasks_and_reruns_dead_ones(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Kill -9 the server mid-job and restart it; then crash it with its runner and tasks."""
+    servers = [RunningServer.start(tmp_path / "data", database_url, env=TWO_SLOTS)]
+    try:
+        api = servers[-1].client()
+        stems = space_with_files(api, tmp_path, "ct", 10)
+        # Each result is appended to: a task that ran to its end twice would leave two lines.
+        command = "sleep 1.5; echo attempt $PRIMAGE_ATTEMPT >> {output_dir}/{input_stem}.out"
+        job = api.submit_job(
+            {"kind": "htc", "command": command, "inputs": {"space": "ct", "glob": "in/*"}}
+        )
+
+        # 1. Only the server dies: its running tasks carry on and are adopted.
+        adopted = wait_for_running(api, job.id, set())
+        servers[-1].kill()
+        servers.append(servers[-1].restart())
+        api = servers[-1].client()
+
+        # 2. Server, runner and running tasks all die (as in a crash): those tasks run again.
+        crashed = wait_for_running(api, job.id, set(adopted))
+        refs = [t.external_id for t in api.tasks(job.id).tasks if t.index in crashed]
+        pids = [parse_ref(ref)[0] for ref in refs if ref]
+        runner = parent_of(pids[0])
+        servers[-1].kill()
+        os.kill(runner, signal.SIGKILL)
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+        servers.append(servers[-1].restart())
+        api = servers[-1].client()
+
+        done = api.wait_job(job.id, poll=0.2, timeout=90)
+        tasks = {t.index: t for t in api.tasks(job.id).tasks}
+        assert done.state == "succeeded", done.message
+        assert [tasks[i].attempt for i in adopted] == [1, 1]  # adopted, never run twice
+        assert [tasks[i].attempt for i in crashed] == [2, 2]  # died with the server: rerun
+        assert all(t.failures == 0 for t in tasks.values())  # not counted against retries
+        outputs = sorted(f.path for f in api.listdir("ct", f"outputs/{job.id}"))
+        assert outputs == [f"outputs/{job.id}/{s}.out" for s in stems]
+        for stem in stems:
+            lines = api.read_bytes("ct", f"outputs/{job.id}/{stem}.out").decode().splitlines()
+            assert len(lines) == 1, f"{stem}: {lines}"
+    finally:
+        for running_server in servers:
+            running_server.stop()
