@@ -189,14 +189,14 @@ def test_bad_jobs_are_refused_before_anything_runs(
         api.submit_job({"command": "cat {inptu}", "spaces": ["ct"]})
     with pytest.raises(BadRequest, match="'local' executor has no containers support"):
         api.submit_job({"command": "true", "image": "python:3.11", "spaces": ["ct"]})
-    with pytest.raises(BadRequest, match="memory: .*'lots' is not a size"):
+    with pytest.raises(BadRequest, match=r"memory: .*'lots' is not a size"):
         api.submit_job({"command": "true", "resources": {"memory": "lots"}})
     with pytest.raises(BadRequest, match="kind: htc"):
         api.submit_job({"command": "true", "inputs": {"space": "ct", "glob": "*"}})
 
     api.mkdir("ct", "results")
     taken = {"command": "true", "spaces": ["ct"], "output": {"space": "ct", "path": "results"}}
-    with pytest.raises(Conflict, match="'results' already exists.*overwrite"):
+    with pytest.raises(Conflict, match=r"'results' already exists.*overwrite"):
         api.submit_job(taken)
     assert api.submit_job({**taken, "overwrite": True}).output_path == "results"
     assert api.list_jobs().total == 1  # the refused ones left nothing behind
