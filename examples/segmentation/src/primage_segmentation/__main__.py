@@ -1,0 +1,5 @@
+import sys
+
+from primage_segmentation.cli import main
+
+sys.exit(main())
