@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create the virtual environment and install primage into it, on a fresh Debian machine too.
-# usage: scripts/venv.sh PYTHON VENV "EXTRAS-SPEC"
+# usage: scripts/venv.sh PYTHON VENV SPEC...   (each SPEC installed editable, e.g. ".[test]")
 set -euo pipefail
-python=$1 venv=$2 spec=$3
+python=$1 venv=$2
+shift 2
 
 if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   echo "primage needs Python 3.11 or newer; '$python' is $("$python" --version 2>&1)" >&2
@@ -19,4 +20,6 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+editable=()
+for spec in "$@"; do editable+=(-e "$spec"); done
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${editable[@]}"

@@ -1,18 +1,23 @@
-"""The quick start: a platform on this machine, a space, real images in it, and back again."""
+"""The quick start: a platform on this machine, real images in a space, and the canonical HTC job
+(tumour segmentation, one task per image) run over them, its results shown as a table."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 import typer
 
 from primage.cli.common import console, table, transfer_progress
+from primage.cli.job import follow, read_file
 from primage.cli.server import start_background
 from primage.client import Client
 from primage.config import Settings
 from primage.errors import NotFound
+from primage.jobs.states import JobState
+from primage.models.jobs import spec_from
 from primage.samples import sample_images
 from primage.storage.transfer import human
 
@@ -34,7 +39,40 @@ def ensure_space(sdk: Client) -> None:
         sdk.create_space(SPACE, description="Sample CT, MR and fMRI images (pydicom, nibabel)")
 
 
-def run(ctx: typer.Context) -> None:
+def run_job(sdk: Client, job_file: Path) -> bool:
+    """Submit the job file over the space, follow it, and print one row per result."""
+    data = read_file(job_file)
+    data.setdefault("inputs", {})["space"] = SPACE
+    job = sdk.submit_job(spec_from(data, str(job_file)))
+    console.print(f"\nsubmitted job {job.id} '{job.name}': {job.task_count} tasks, one per image")
+    finished = follow(sdk, job.id)
+    rows = []
+    for info in sorted(sdk.listdir(SPACE, finished.output_path or ""), key=lambda i: i.path):
+        if info.path.endswith(".json"):
+            report = json.loads(sdk.read_bytes(SPACE, info.path))
+            found = report.get("lesion_found")
+            rows.append(
+                (
+                    Path(report["input"]).name,
+                    f"{report['volume_ml']:.2f}" if found else "none",
+                    report.get("voxel_count", 0),
+                    "x".join(map(str, report.get("size", []))),
+                    f"{report['seconds']:.2f}",
+                )
+            )
+    table(["image", "lesion (mL)", "voxels", "size", "time (s)"], rows)
+    for task in sdk.tasks(job.id, state=["failed"]).tasks:
+        console.print(
+            f"[red]task {task.index} failed[/red] ({', '.join(task.inputs)}): {task.message}"
+        )
+    console.print(
+        f"masks, overlays and reports: {SPACE}:{finished.output_path}/   "
+        f"(primage job output {job.id} -o . fetches them)"
+    )
+    return finished.state == JobState.SUCCEEDED
+
+
+def run(ctx: typer.Context, job_file: Path | None = None) -> None:
     settings = Settings()
     console.rule("primage quick start")
     url = start_background(settings)
@@ -53,15 +91,16 @@ def run(ctx: typer.Context) -> None:
             fetched = sdk.download_dir(SPACE, "images", tmp)
             same = {p.name: sha256_of(p) for p in fetched} == {p.name: sha256_of(p) for p in images}
         detail = sdk.space(SPACE)
-    verdict = "[green]identical[/green]" if same else "[red]DIFFERENT[/red]"
-    console.print(
-        f"fetched {len(fetched)} files back: {verdict} to the originals (sha256). Space "
-        f"'{SPACE}' holds {detail.file_count} files, {human(detail.size_bytes)}."
-    )
+        verdict = "[green]identical[/green]" if same else "[red]DIFFERENT[/red]"
+        console.print(
+            f"fetched {len(fetched)} files back: {verdict} to the originals (sha256). Space "
+            f"'{SPACE}' holds {detail.file_count} files, {human(detail.size_bytes)}."
+        )
+        succeeded = run_job(sdk, job_file) if job_file is not None else True
     console.print(
         f"\nServer: {url}   API docs: {url}/docs   metrics: {url}/metrics\n"
         f"Try:  primage ls {SPACE}:images   primage get {SPACE}:images/CT_small.dcm .\n"
         "Stop it with: primage server stop"
     )
-    if not same:
+    if not (same and succeeded):
         raise typer.Exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -68,11 +69,16 @@ def whoami(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
 
 @app.command()
-def demo(ctx: typer.Context) -> None:
-    """The quick start: start a local platform, store the sample images, fetch them back."""
+def demo(
+    ctx: typer.Context,
+    job: Path | None = typer.Option(
+        None, help="Job file to run over the images, e.g. examples/segmentation/job.yaml."
+    ),
+) -> None:
+    """The quick start: start a local platform, store the sample images, run a job over them."""
     from primage.demo import run
 
-    run(ctx)
+    run(ctx, job)
 
 
 def main() -> None:

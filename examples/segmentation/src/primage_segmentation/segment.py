@@ -72,7 +72,10 @@ def segment(image: sitk.Image, modality: str = "", params: Params = Params()) ->
     if chosen is None:
         return describe(sitk.Image(image.GetSize(), sitk.sitkUInt8), image, window)
     chosen.CopyInformation(image)
-    return describe(refine(chosen, smooth, window), image, window)
+    lesion = describe(refine(chosen, smooth, window), image, window)
+    if lesion.volume_ml * 1000 < params.min_volume_mm3:  # the edge moved in: now too small
+        return describe(sitk.Image(image.GetSize(), sitk.sitkUInt8), image, window)
+    return lesion
 
 
 def bright_window(image: sitk.Image) -> tuple[float, float]:
