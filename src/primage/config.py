@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Cores' worth of tasks the local executor runs at once (default: all).",
     )
+    jobs_dir: Path | None = Field(
+        None,
+        description="Working folders and logs of local tasks; default <data_dir>/jobs. A fast "
+        "local disk helps short tasks (each creates a folder and its log files).",
+    )
     max_tasks_per_job: int = Field(100_000, ge=1, description="Largest number of tasks in a job.")
     log_level: str = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every HTTP request (costs ~10% throughput).")
@@ -95,9 +100,8 @@ class Settings(BaseSettings):
         return self.data_dir / "credentials.json"
 
     @property
-    def jobs_dir(self) -> Path:
-        """Task working folders and logs (the local executor's)."""
-        return self.data_dir / "jobs"
+    def jobs_path(self) -> Path:
+        return self.jobs_dir or self.data_dir / "jobs"
 
     @property
     def runtime_file(self) -> Path:
@@ -108,6 +112,7 @@ class Settings(BaseSettings):
         values = self.model_dump(mode="json")
         values["database_url"] = mask_url(self.db_url)
         values["storage_root"] = str(self.storage_path)
+        values["jobs_dir"] = str(self.jobs_path)
         values["config_file"] = str(config_file())
         return values
 

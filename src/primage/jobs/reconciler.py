@@ -42,7 +42,7 @@ from primage.models.jobs import JobSpec, Retries
 log = logging.getLogger("primage.jobs")
 
 HEARTBEAT_S = 1.0
-BATCH_PAUSE_S = 0.02  # after a wake-up, let more events arrive so that they share a transaction
+BATCH_PAUSE_S = 0.1  # after a wake-up, let more events arrive so that they share a transaction
 LOST_LIMIT = 3  # times a task may vanish with its process (not its fault) before it fails
 
 T = tables.Task
@@ -60,13 +60,14 @@ class Turn:
 class JobInfo:
     spec: JobSpec
     output_path: str | None
+    space_paths: dict[str, str]  # where its tasks see each space
 
 
 class Reconciler:
     def __init__(self, db: Database, executor: Executor, prefetch: int | None = None) -> None:
         self.db = db
         self.executor = executor
-        self.prefetch = prefetch or max(2 * executor.capacity, 32)
+        self.prefetch = prefetch or max(8 * executor.capacity, 256)
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: dict[int, JobInfo] = {}
@@ -324,10 +325,9 @@ class Reconciler:
         runs = []
         for job, index, attempt, inputs in rows:  # (a Row's .index is tuple.index: unpack)
             info = self._job(session, job)
-            paths = {name: self.executor.space_path(name) for name in info.spec.mounts()}
             key = TaskKey(job, index, attempt + 1)
             files = inputs.split("\n") if inputs else []
-            runs.append(task_run(key, info.spec, files, info.output_path, paths))
+            runs.append(task_run(key, info.spec, files, info.output_path, info.space_paths))
         return runs
 
     def _close_jobs(self, session: Session, jobs: Iterable[int]) -> None:
@@ -342,7 +342,9 @@ class Reconciler:
         if info is None:
             job = session.get(tables.Job, job_id)
             assert job is not None
-            info = JobInfo(parse_spec(job.spec), job.output_path)
+            spec = parse_spec(job.spec)
+            paths = {name: self.executor.space_path(name) for name in spec.mounts()}
+            info = JobInfo(spec, job.output_path, paths)
             self._jobs[job_id] = info
         return info
 

@@ -31,7 +31,7 @@ def build_platform(settings: Settings) -> Platform:
     db.upgrade()
     if ensure_admin(settings, db):
         log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
-    executor = LocalExecutor(settings.jobs_dir, settings.storage_path, settings.concurrency)
+    executor = LocalExecutor(settings.jobs_path, settings.storage_path, settings.concurrency)
     return Platform(
         settings=settings,
         db=db,

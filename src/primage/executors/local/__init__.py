@@ -10,6 +10,7 @@ server's user: this executor is for one machine and trusted users; containers ad
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from primage.executors.base import (
     Executor,
@@ -101,10 +102,14 @@ class LocalExecutor(Executor):
             runner.stdin.flush()
 
     def _read(self, runner: subprocess.Popen[bytes]) -> None:
-        stream: IO[bytes] | None = runner.stdout
-        assert stream is not None
-        for line in stream:
-            self._push(self._event(json.loads(line)))
+        assert isinstance(runner.stdout, io.BufferedReader)
+        stream = runner.stdout
+        while chunk := stream.read1(1 << 16):  # whatever has arrived, many events at once
+            while not chunk.endswith(b"\n"):
+                chunk += stream.readline()
+            for line in chunk.splitlines():
+                self._events.extend(self._event(json.loads(line)))
+            self.wake()
         runner.wait()
         if not self._closing:
             log.error(
@@ -121,26 +126,25 @@ class LocalExecutor(Executor):
                 self._send(watches)
             self.wake()
 
-    def _event(self, raw: dict[str, Any]) -> TaskEvent:
+    def _event(self, raw: dict[str, Any]) -> list[TaskEvent]:
         key = TaskKey(*raw["key"])
-        at = utc(raw["at"])
         if raw["ev"] == "started":
             self._inflight[key] = raw["ref"]
-            return TaskEvent(key, "started", at, external_id=raw["ref"])
+            return [TaskEvent(key, "started", utc(raw["at"]), external_id=raw["ref"])]
         self._inflight.pop(key, None)
         self._timeouts.pop(key, None)
-        return TaskEvent(
+        events = []
+        if "started_at" in raw:  # a short task: its start and end came in one event
+            events.append(TaskEvent(key, "started", utc(raw["started_at"]), external_id=raw["ref"]))
+        finished = TaskEvent(
             key,
             "finished",
-            at,
+            utc(raw["at"]),
             outcome=Outcome(raw["outcome"]),
             exit_code=raw.get("exit_code"),
             message=raw.get("message", ""),
         )
-
-    def _push(self, event: TaskEvent) -> None:
-        self._events.append(event)
-        self.wake()
+        return [*events, finished]
 
     # -- the contract ---------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from primage.executors.local import procs
 
 GRACE_S = 3.0  # between SIGTERM and SIGKILL when a task is cancelled or times out
 EXIT_FILE_WAIT_S = 5.0  # for an adopted task: how long its old runner may take to record the end
+FLUSH_S = 0.01  # events wait at most this long before they are sent to the server
 
 Key = tuple[int, int, int]
 
@@ -60,26 +61,51 @@ class Runner:
         self.cond = threading.Condition()
         self.closing = False
         self.out_lock = threading.Lock()
+        self.out_ready = threading.Condition(self.out_lock)
+        self.outbox: list[dict[str, Any]] = []
+        self.unsent_starts: dict[tuple[int, ...], dict[str, Any]] = {}
         self.server_gone = False
 
     # -- talking to the server ------------------------------------------------------------------
 
     def emit(self, **event: Any) -> None:
+        """Queue an event for the server; they leave in batches (``flush``), not one by one."""
         event["at"] = time.time()
-        line = json.dumps(event) + "\n"
+        key = tuple(event["key"])
         with self.out_lock:
-            if self.server_gone:
-                return
-            try:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            except (BrokenPipeError, OSError):
-                self.server_gone = True  # keep going: exit codes still land in the task folders
+            started = self.unsent_starts.pop(key, None)
+            if started is not None:  # ended before its start was sent: one event says both
+                started["merged"] = True
+                event["ref"] = started["ref"]
+                event["started_at"] = started["at"]
+            elif event["ev"] == "started":
+                self.unsent_starts[key] = event
+            self.outbox.append(event)
+            if len(self.outbox) == 1:
+                self.out_ready.notify()
+
+    def flush(self) -> None:
+        """Send what was emitted at most every ``FLUSH_S``: one write for many short tasks."""
+        while True:
+            with self.out_lock:
+                while not self.outbox:
+                    self.out_ready.wait()
+                events, self.outbox = self.outbox, []
+                self.unsent_starts.clear()
+            lines = [json.dumps(e) for e in events if e.get("merged") is None]
+            if not self.server_gone:
+                try:
+                    sys.stdout.write("\n".join(lines) + "\n")
+                    sys.stdout.flush()
+                except (BrokenPipeError, OSError):
+                    self.server_gone = True  # keep going: exit codes still land in task folders
+            time.sleep(FLUSH_S)
 
     def serve(self) -> None:
         workers = [threading.Thread(target=self.work, daemon=True) for _ in range(self.slots)]
         for worker in workers:
             worker.start()
+        threading.Thread(target=self.flush, daemon=True).start()
         for line in sys.stdin:
             request = json.loads(line)
             op = request["op"]
@@ -99,6 +125,7 @@ class Runner:
             self.cond.notify_all()
         for worker in workers:
             worker.join()
+        time.sleep(2 * FLUSH_S)  # the last events out, in case the server is still listening
 
     # -- slots ----------------------------------------------------------------------------------
 
