@@ -13,6 +13,7 @@ import pytest
 from primage.client import Client
 from primage.errors import BadRequest, Conflict, Forbidden, NotFound
 from primage.executors.local.procs import alive, parse_ref
+from primage.samples import sample_images
 from tests.harness import RunningServer
 
 TWO_SLOTS = {"PRIMAGE_CONCURRENCY": "2"}
@@ -312,3 +313,46 @@ def test_sigkill_mid_job_then_restart_adopts_running_tasks_and_reruns_dead_ones(
     finally:
         for running_server in servers:
             running_server.stop()
+
+
+def test_a_task_over_its_memory_limit_fails_and_says_why(jobs_server: RunningServer) -> None:
+    api = jobs_server.client()
+    api.create_space("work")
+    grab = "python3 -c 'x = bytearray(512 * 2**20)'"  # 512 MiB against a 256 MiB limit
+    job = api.submit_job({"command": grab, "spaces": ["work"], "resources": {"memory": "256MiB"}})
+    done = api.wait_job(job.id, poll=0.2, timeout=30)
+    task = api.tasks(job.id).tasks[0]
+    assert done.state == "failed"
+    assert task.exit_code == 1 and "MemoryError" in task.message
+    fits = api.submit_job({**api.job(job.id).spec.model_dump(), "resources": {"memory": "1GiB"}})
+    assert api.wait_job(fits.id, poll=0.2, timeout=30).state == "succeeded"
+
+
+def test_a_corrupt_image_fails_its_own_task_and_the_others_are_segmented(
+    jobs_server: RunningServer, tmp_path: Path
+) -> None:
+    """The canonical application through the platform, with one bad file among the images."""
+    api = jobs_server.client()
+    api.create_space("scans")
+    good = sample_images()
+    for image in good:
+        api.upload("scans", f"images/{image.name}", image)
+    (tmp_path / "corrupt.dcm").write_bytes(good[0].read_bytes()[:2000])
+    api.upload("scans", "images/corrupt.dcm", tmp_path / "corrupt.dcm")
+    job_file = Path(__file__).parents[1] / "examples" / "segmentation" / "job.yaml"
+
+    submitted = jobs_server.cli(
+        "job", "submit", str(job_file), "--input", "scans:images/*", "--retries", "0", "--wait"
+    )
+
+    assert submitted.code == 1  # not every task succeeded
+    done = api.list_jobs().jobs[0]
+    assert done.state == "partial" and done.counts.failed == 1
+    assert done.counts.succeeded == len(good)
+    failed = api.tasks(done.id, state=["failed"]).tasks[0]
+    assert failed.inputs == ["images/corrupt.dcm"]
+    assert "not a readable image" in failed.message
+    reports = [
+        f.path for f in api.listdir("scans", f"outputs/{done.id}") if f.path.endswith("json")
+    ]
+    assert len(reports) == len(good)

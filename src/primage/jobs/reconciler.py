@@ -17,10 +17,10 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from primage.db import Database, tables
 from primage.db.tables import UTCDateTime
@@ -194,7 +194,7 @@ class Reconciler:
         return jobs
 
     @staticmethod
-    def _key_match() -> Any:
+    def _key_match() -> ColumnElement[bool]:
         return and_(
             T.job_id == bindparam("k_job"),
             T.index == bindparam("k_index"),

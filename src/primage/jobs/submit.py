@@ -14,13 +14,12 @@ from sqlalchemy.orm import Session
 from primage.auth import policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
-from primage.db import tables
+from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict
 from primage.executors.base import Executor
 from primage.jobs.expand import expand
 from primage.jobs.states import JobState, TaskState
 from primage.models.jobs import JobSpec
-from primage.server import lookup
 from primage.storage.paths import normalise_relpath
 from primage.storage.spaces import SpaceStore
 

@@ -17,10 +17,9 @@ from starlette.responses import FileResponse
 from primage.auth import policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
-from primage.db import tables
+from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict, InsufficientStorage, RangeNotSatisfiable
 from primage.models.files import FileInfo, Listing, MkdirRequest, MoveRequest
-from primage.server import lookup
 from primage.server.deps import Caller, State
 from primage.storage.filesystem import SpaceFiles, file_info, usage
 from primage.storage.paths import normalise_relpath

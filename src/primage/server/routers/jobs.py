@@ -11,11 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.elements import ColumnElement
 
 from primage.auth import policy
 from primage.auth.policy import RANK, Role
 from primage.auth.principal import Principal
-from primage.db import tables
+from primage.db import lookup, tables
 from primage.errors import NotFound
 from primage.executors.base import TaskKey
 from primage.jobs import states
@@ -23,7 +24,6 @@ from primage.jobs.reconciler import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
 from primage.jobs.submit import parse_spec, submit
 from primage.models import jobs as m
-from primage.server import lookup
 from primage.server.deps import Caller, State
 from primage.storage.archive import tar_stream
 
@@ -115,7 +115,7 @@ def list_jobs(
         return m.JobPage(jobs=jobs, total=total, offset=offset)
 
 
-def visible(session: Session, caller: Principal):  # type: ignore[no-untyped-def]
+def visible(session: Session, caller: Principal) -> ColumnElement[bool]:
     """The SQL condition for jobs the caller may see; same rule as policy.check_job."""
     spaces = session.scalars(select(tables.Space).options(selectinload(tables.Space.members))).all()
     managed = [

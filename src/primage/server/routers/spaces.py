@@ -11,11 +11,10 @@ from sqlalchemy.orm import Session, selectinload
 from primage.auth import policy
 from primage.auth.policy import Right, Role
 from primage.auth.principal import Principal
-from primage.db import tables
+from primage.db import lookup, tables
 from primage.errors import Conflict, NotFound
 from primage.jobs.states import JOB_DONE
 from primage.models import spaces as m
-from primage.server import lookup
 from primage.server.deps import Caller, State
 from primage.storage.filesystem import usage
 from primage.storage.paths import check_name

@@ -10,10 +10,9 @@ from sqlalchemy.orm import Session
 
 from primage.auth import tokens
 from primage.auth.principal import Principal
-from primage.db import tables
+from primage.db import lookup, tables
 from primage.errors import BadRequest, Forbidden, NotFound
 from primage.models import tokens as m
-from primage.server import lookup
 from primage.server.deps import Caller, State
 from primage.storage.paths import check_name
 

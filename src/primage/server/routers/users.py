@@ -9,10 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from primage.auth import policy, tokens
-from primage.db import tables
+from primage.db import lookup, tables
 from primage.errors import Conflict
 from primage.models import users as m
-from primage.server import lookup
 from primage.server.deps import Caller, State
 from primage.storage.paths import check_name
 
