@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from primage.client import Client
@@ -105,6 +106,9 @@ def test_failures_are_retried_then_reported_with_exit_code_and_stderr(
     shown = jobs_server.cli("job", "show", str(job.id), "--state", "failed")
     assert "no lesion found" in shown.out
     assert b"no lesion found" in b"".join(api.logs(job.id, 1, stream="stderr"))
+    metrics = httpx.get(f"{jobs_server.url}/metrics").text  # operators see the same
+    assert 'primage_tasks_ended_total{outcome="failed"} 3.0' in metrics
+    assert 'primage_tasks_ended_total{outcome="succeeded"} 2.0' in metrics
 
 
 def test_a_task_past_its_timeout_is_stopped_and_fails(jobs_server: RunningServer) -> None:

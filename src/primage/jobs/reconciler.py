@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -64,9 +64,17 @@ class JobInfo:
 
 
 class Reconciler:
-    def __init__(self, db: Database, executor: Executor, prefetch: int | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        executor: Executor,
+        *,
+        prefetch: int | None = None,
+        observe: Callable[[Sequence[TaskEvent]], None] | None = None,
+    ) -> None:
         self.db = db
         self.executor = executor
+        self.observe = observe  # told of every event once it is recorded (metrics)
         self.prefetch = prefetch or max(8 * executor.capacity, 256)
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,6 +124,8 @@ class Reconciler:
         except Exception:
             self._carry = events  # nothing was recorded: try them again at the next turn
             raise
+        if self.observe is not None:
+            self.observe(events)
         if decided.cancel:
             await self.executor.cancel(decided.cancel)
         if decided.runs:

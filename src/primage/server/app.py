@@ -32,13 +32,14 @@ def build_platform(settings: Settings) -> Platform:
     if ensure_admin(settings, db):
         log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
     executor = LocalExecutor(settings.jobs_path, settings.storage_path, settings.concurrency)
+    metrics = Metrics()
     return Platform(
         settings=settings,
         db=db,
         store=SpaceStore(settings.storage_path),
-        metrics=Metrics(),
+        metrics=metrics,
         executor=executor,
-        reconciler=Reconciler(db, executor),
+        reconciler=Reconciler(db, executor, observe=metrics.task_events),
     )
 
 

@@ -1,11 +1,14 @@
-"""Prometheus metrics: requests by route and status, their latency, bytes moved."""
+"""Prometheus metrics: requests by route and status, their latency, bytes moved, task outcomes."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from primage.executors.base import Outcome, TaskEvent
 
 
 class Metrics:
@@ -31,6 +34,26 @@ class Metrics:
         self.bytes_downloaded = Counter(
             "primage_bytes_downloaded_total", "Bytes served from spaces", registry=self.registry
         )
+        self.tasks_started = Counter(
+            "primage_tasks_started_total", "Task attempts started", registry=self.registry
+        )
+        self.tasks_ended = Counter(
+            "primage_tasks_ended_total",
+            "Task attempts ended, by outcome (succeeded, failed, timed_out, cancelled, lost, "
+            "not_started)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def task_events(self, events: Sequence[TaskEvent]) -> None:
+        """Count what the executor reported; called by the reconciler once per turn."""
+        for event in events:
+            if event.kind == "started":
+                self.tasks_started.inc()
+            elif event.outcome is Outcome.EXITED:
+                self.tasks_ended.labels("succeeded" if event.exit_code == 0 else "failed").inc()
+            elif event.outcome is not None:
+                self.tasks_ended.labels(str(event.outcome)).inc()
 
 
 class MetricsMiddleware:
