@@ -360,3 +360,23 @@ def test_a_corrupt_image_fails_its_own_task_and_the_others_are_segmented(
         f.path for f in api.listdir("scans", f"outputs/{done.id}") if f.path.endswith("json")
     ]
     assert len(reports) == len(good)
+
+
+def test_a_killed_runner_is_replaced_and_its_tasks_are_not_lost(
+    jobs_server: RunningServer,
+) -> None:
+    api = jobs_server.client()
+    api.create_space("work")
+    job = api.submit_job({"spaces": ["work"], "command": "sleep 1; echo done"})
+    deadline = time.monotonic() + 20
+    while (task := api.tasks(job.id).tasks[0]).state != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert task.external_id is not None
+    os.kill(parent_of(parse_ref(task.external_id)[0]), signal.SIGKILL)  # the runner, not the task
+
+    done = api.wait_job(job.id, poll=0.2, timeout=60)
+
+    assert done.state == "succeeded"  # its end could not be known, so it ran again
+    assert api.tasks(job.id).tasks[0].attempt == 2
+    assert "the local runner exited" in (jobs_server.data_dir.parent / "data.log").read_text()

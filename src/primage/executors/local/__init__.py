@@ -105,10 +105,11 @@ class LocalExecutor(Executor):
         assert isinstance(runner.stdout, io.BufferedReader)
         stream = runner.stdout
         while chunk := stream.read1(1 << 16):  # whatever has arrived, many events at once
-            while not chunk.endswith(b"\n"):
-                chunk += stream.readline()
+            while not chunk.endswith(b"\n") and (rest := stream.readline()):
+                chunk += rest
             for line in chunk.splitlines():
-                self._events.extend(self._event(json.loads(line)))
+                if line.strip():
+                    self._events.extend(self._event(json.loads(line)))
             self.wake()
         runner.wait()
         if not self._closing:

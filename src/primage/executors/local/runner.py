@@ -93,7 +93,7 @@ class Runner:
                 events, self.outbox = self.outbox, []
                 self.unsent_starts.clear()
             lines = [json.dumps(e) for e in events if e.get("merged") is None]
-            if not self.server_gone:
+            if lines and not self.server_gone:
                 try:
                     sys.stdout.write("\n".join(lines) + "\n")
                     sys.stdout.flush()
