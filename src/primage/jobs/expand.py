@@ -112,46 +112,47 @@ def listed(root: Path, space: str, files: Sequence[str]) -> list[str]:
     return paths
 
 
-def task_run(
-    key: TaskKey,
-    spec: JobSpec,
-    inputs: Sequence[str],
-    output_path: str | None,
-    space_path: dict[str, str],
-) -> TaskRun:
-    """One attempt of a task, its command rendered with the paths its executor shows it."""
-    input_root = space_path[spec.inputs.space] if spec.inputs else ""
-    values = TaskValues(
-        inputs=[f"{input_root}/{p}" for p in inputs],
-        output_dir=(
-            f"{space_path[spec.output_space]}/{output_path}"
+class TaskFactory:
+    """Renders a job's task attempts; what is the same for every task is worked out once."""
+
+    def __init__(self, spec: JobSpec, output_path: str | None, space_paths: dict[str, str]):
+        self.spec = spec
+        self.space_paths = space_paths
+        self.input_root = space_paths[spec.inputs.space] if spec.inputs else ""
+        self.output_dir = (
+            f"{space_paths[spec.output_space]}/{output_path}"
             if spec.output_space and output_path
             else None
-        ),
-        task_index=key.index,
-        spaces=space_path,
-    )
-    env = {
-        "PRIMAGE_JOB_ID": str(key.job_id),
-        "PRIMAGE_TASK_INDEX": str(key.index),
-        "PRIMAGE_ATTEMPT": str(key.attempt),
-    }
-    if values.output_dir:
-        env["PRIMAGE_OUTPUT_DIR"] = values.output_dir
-    if values.inputs:
-        env["PRIMAGE_INPUT"] = values.inputs[0]
-        env["PRIMAGE_INPUTS"] = "\n".join(values.inputs)
-    for name, path in space_path.items():
-        env["PRIMAGE_SPACE_" + re.sub(r"[^A-Z0-9]", "_", name.upper())] = path
-    env |= {var: str(spec.resources.cpus) for var in THREAD_VARIABLES}
-    env |= spec.env
-    return TaskRun(
-        key=key,
-        command=render(spec.command, values),
-        env=env,
-        mounts=spec.mounts(),
-        cpus=spec.resources.cpus,
-        memory_bytes=spec.resources.memory,
-        timeout_s=spec.timeout,
-        image=spec.image,
-    )
+        )
+        self.mounts = spec.mounts()
+        env = {var: str(spec.resources.cpus) for var in THREAD_VARIABLES}
+        for name, path in space_paths.items():
+            env["PRIMAGE_SPACE_" + re.sub(r"[^A-Z0-9]", "_", name.upper())] = path
+        if self.output_dir:
+            env["PRIMAGE_OUTPUT_DIR"] = self.output_dir
+        self.env = env
+
+    def run(self, key: TaskKey, inputs: Sequence[str]) -> TaskRun:
+        """One attempt of a task, its command rendered with the paths its executor shows it."""
+        spec = self.spec
+        paths = [f"{self.input_root}/{p}" for p in inputs]
+        values = TaskValues(paths, self.output_dir, key.index, self.space_paths)
+        env = self.env | {
+            "PRIMAGE_JOB_ID": str(key.job_id),
+            "PRIMAGE_TASK_INDEX": str(key.index),
+            "PRIMAGE_ATTEMPT": str(key.attempt),
+        }
+        if paths:
+            env["PRIMAGE_INPUT"] = paths[0]
+            env["PRIMAGE_INPUTS"] = "\n".join(paths)
+        env |= spec.env
+        return TaskRun(
+            key=key,
+            command=render(spec.command, values),
+            env=env,
+            mounts=self.mounts,
+            cpus=spec.resources.cpus,
+            memory_bytes=spec.resources.memory,
+            timeout_s=spec.timeout,
+            image=spec.image,
+        )

@@ -34,7 +34,7 @@ from primage.executors.base import (
     utc,
 )
 from primage.jobs import states
-from primage.jobs.expand import task_run
+from primage.jobs.expand import TaskFactory
 from primage.jobs.states import JobState, TaskState
 from primage.jobs.submit import parse_spec
 from primage.models.jobs import JobSpec, Retries
@@ -59,8 +59,7 @@ class Turn:
 @dataclass(frozen=True)
 class JobInfo:
     spec: JobSpec
-    output_path: str | None
-    space_paths: dict[str, str]  # where its tasks see each space
+    tasks: TaskFactory
 
 
 class Reconciler:
@@ -337,7 +336,7 @@ class Reconciler:
             info = self._job(session, job)
             key = TaskKey(job, index, attempt + 1)
             files = inputs.split("\n") if inputs else []
-            runs.append(task_run(key, info.spec, files, info.output_path, info.space_paths))
+            runs.append(info.tasks.run(key, files))
         return runs
 
     def _close_jobs(self, session: Session, jobs: Iterable[int]) -> None:
@@ -354,7 +353,7 @@ class Reconciler:
             assert job is not None
             spec = parse_spec(job.spec)
             paths = {name: self.executor.space_path(name) for name in spec.mounts()}
-            info = JobInfo(spec, job.output_path, paths)
+            info = JobInfo(spec, TaskFactory(spec, job.output_path, paths))
             self._jobs[job_id] = info
         return info
 

@@ -74,6 +74,7 @@ class LocalExecutor(Executor):
         return str(self.storage_root / space)
 
     def folder(self, key: TaskKey) -> Path:
+        """An attempt's working folder (``submit`` spells the same path as a string)."""
         return self.runs_dir / str(key.job_id) / f"{key.index}.{key.attempt}"
 
     # -- the runner process ---------------------------------------------------------------------
@@ -158,7 +159,7 @@ class LocalExecutor(Executor):
                 {
                     "op": "run",
                     "key": [run.key.job_id, run.key.index, run.key.attempt],
-                    "dir": str(self.folder(run.key)),
+                    "dir": f"{self.runs_dir}/{run.key.job_id}/{run.key.index}.{run.key.attempt}",
                     "argv": self._argv(run),
                     "env": self._env | dict(run.env),
                     "cpus": run.cpus,

@@ -45,7 +45,7 @@ class Item:
         self.request = request
         job, index, attempt = request["key"]
         self.key: Key = (job, index, attempt)
-        self.dir = Path(request["dir"])
+        self.dir: str = request["dir"]  # plain strings: pathlib costs show at 1,000 tasks/s
         self.cpus = int(request.get("cpus") or 1)
         self.timeout: float | None = request.get("timeout")
         self.pid: int | None = None
@@ -181,11 +181,11 @@ class Runner:
     # -- one attempt ----------------------------------------------------------------------------
 
     def run(self, item: Item) -> None:
-        item.dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(item.dir, exist_ok=True)
         request = item.request
         with (
-            (item.dir / "stdout.log").open("wb") as out,
-            (item.dir / "stderr.log").open("wb") as err,
+            open(f"{item.dir}/stdout.log", "wb") as out,
+            open(f"{item.dir}/stderr.log", "wb") as err,
         ):
             try:
                 process = subprocess.Popen(
@@ -204,7 +204,7 @@ class Runner:
         item.pid = process.pid
         started = procs.start_time(process.pid)
         ref = procs.ref(process.pid, started or 0)
-        (item.dir / "pid").write_text(ref + "\n")
+        write_small(f"{item.dir}/pid", ref)
         self.emit(ev="started", key=item.key, ref=ref)
         try:
             code = process.wait(timeout=item.timeout)
@@ -234,7 +234,7 @@ class Runner:
             finally:
                 os.close(fd)
         deadline = time.monotonic() + EXIT_FILE_WAIT_S
-        while (code := procs.read_exit(item.dir)) is None and time.monotonic() < deadline:
+        while (code := procs.read_exit(Path(item.dir))) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if code is None:
             self.emit(
@@ -248,11 +248,19 @@ class Runner:
 
     def finish(self, item: Item, code: int, message: str = "", *, record: bool = True) -> None:
         if record:
-            (item.dir / "exit").write_text(f"{code}\n")
+            write_small(f"{item.dir}/exit", str(code))
         outcome = item.stop_reason or "exited"
         if not message:
             message = describe(code, item)
         self.emit(ev="finished", key=item.key, outcome=outcome, exit_code=code, message=message)
+
+
+def write_small(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{text}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def describe(code: int, item: Item) -> str:
@@ -267,7 +275,7 @@ def describe(code: int, item: Item) -> str:
         head = f"killed by {signal.Signals(-code).name}"
     else:
         head = f"exit code {code}"
-    stderr = procs.tail(item.dir / "stderr.log")
+    stderr = procs.tail(Path(item.dir) / "stderr.log")
     return f"{head}\n{stderr}" if stderr else head
 
 
