@@ -272,30 +272,30 @@ class Reconciler:
 
     @staticmethod
     def _fail(row: tables.Task, event: TaskEvent, retries: Retries) -> None:
+        """A non-success: retried, requeued or final, per the job's retries and the outcome."""
         row.exit_code = event.exit_code
         row.finished_at = event.at
+        row.message = event.message
         if event.outcome is Outcome.CANCELLED:
-            row.state = TaskState.CANCELLED
+            move(row, TaskState.CANCELLED)
             row.message = "cancelled"
-            return
-        lost_too_often = row.attempt > retries.count + LOST_LIMIT
-        if event.outcome is Outcome.NOT_STARTED:
-            row.state = TaskState.PENDING
+        elif event.outcome is Outcome.NOT_STARTED:
+            move(row, TaskState.PENDING)
             row.attempt -= 1  # it never ran: its number (and folder) are free for the next one
-            return
-        if event.outcome is Outcome.LOST and not lost_too_often:
-            row.state = TaskState.PENDING  # not the task's fault: not counted as a failure
-            row.message = event.message
-            return
-        row.failures += 1
-        if row.failures <= retries.count:
-            row.state = TaskState.PENDING
-            wait = retries.backoff * 2 ** (row.failures - 1)
-            row.not_before = event.at + dt.timedelta(seconds=wait)
-            row.message = f"attempt {row.attempt} failed, retrying in {wait:g} s: {event.message}"
+        elif event.outcome is Outcome.LOST and row.attempt <= retries.count + LOST_LIMIT:
+            move(row, TaskState.PENDING)  # not the task's fault: not counted as a failure
         else:
-            row.state = TaskState.FAILED
-            row.message = event.message or f"failed ({event.outcome})"
+            row.failures += 1
+            if row.failures <= retries.count:
+                move(row, TaskState.PENDING)
+                wait = retries.backoff * 2 ** (row.failures - 1)
+                row.not_before = event.at + dt.timedelta(seconds=wait)
+                row.message = (
+                    f"attempt {row.attempt} failed, retrying in {wait:g} s: {event.message}"
+                )
+            else:
+                move(row, TaskState.FAILED)
+                row.message = event.message or f"failed ({event.outcome})"
 
     def _cancellations(self, session: Session) -> list[TaskKey]:
         rows = session.execute(
@@ -382,6 +382,14 @@ def task_counts(session: Session, job_id: int) -> dict[TaskState, int]:
         select(T.state, func.count()).where(T.job_id == job_id).group_by(T.state)
     ).all()
     return {TaskState(state): n for state, n in rows}
+
+
+def move(row: tables.Task, new: TaskState) -> None:
+    """Change a task's state, only along the transitions ``jobs/states.py`` allows."""
+    old = TaskState(row.state)
+    if not states.can_move(old, new):
+        raise ValueError(f"task {row.job_id}/{row.index} cannot go from {old} to {new}")
+    row.state = new
 
 
 def ok(event: TaskEvent) -> bool:
