@@ -380,3 +380,21 @@ def test_a_killed_runner_is_replaced_and_its_tasks_are_not_lost(
     assert done.state == "succeeded"  # its end could not be known, so it ran again
     assert api.tasks(job.id).tasks[0].attempt == 2
     assert "the local runner exited" in (jobs_server.data_dir.parent / "data.log").read_text()
+
+
+def test_a_rerun_over_the_whole_space_does_not_take_earlier_outputs_as_inputs(
+    jobs_server: RunningServer, tmp_path: Path
+) -> None:
+    api = jobs_server.client()
+    space_with_files(api, tmp_path, "ct", 3)
+    whole = {"kind": "htc", "command": "cp {input} {output_dir}/", "inputs": {"space": "ct"}}
+    first = api.submit_job({**whole, "inputs": {"space": "ct", "glob": "**"}})
+    assert api.wait_job(first.id, poll=0.2, timeout=30).state == "succeeded"
+
+    again = api.submit_job({**whole, "inputs": {"space": "ct", "glob": "**"}})
+    previous = api.submit_job({**whole, "inputs": {"space": "ct", "glob": "outputs/**"}})
+
+    assert again.task_count == 3  # the 3 copies in outputs/1/ are not inputs
+    assert previous.task_count == 3  # unless the glob asks for them
+    for job in (again, previous):
+        api.wait_job(job.id, poll=0.2, timeout=30)

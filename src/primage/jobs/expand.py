@@ -18,6 +18,8 @@ from primage.jobs.template import TaskValues, render
 from primage.models.jobs import JobSpec
 from primage.storage.paths import normalise_relpath
 
+OUTPUTS = "outputs"  # where jobs write by default: outputs/<job-id>/
+
 # Libraries that size their thread pools from the machine's cores, told the task's share instead.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -61,9 +63,14 @@ def glob(root: Path, pattern: str) -> list[str]:
     if not clean or pattern.startswith("/") or ".." in clean.split("/"):
         raise BadRequest(f"inputs.glob '{pattern}' must be relative to the space, without '..'")
     regex = compile_glob(clean)
+    # Earlier jobs' results are not inputs unless asked for: a rerun over '**' must not process
+    # the masks the last run wrote.
+    skip_outputs = clean.split("/")[0] != OUTPUTS
     found = []
     for folder, dirs, names in os.walk(root):  # does not follow links to folders
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if skip_outputs and folder == str(root) and OUTPUTS in dirs:
+            dirs.remove(OUTPUTS)
         rel = os.path.relpath(folder, root)
         prefix = "" if rel == "." else rel + "/"
         for name in names:

@@ -17,7 +17,7 @@ from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict
 from primage.executors.base import Executor
-from primage.jobs.expand import expand
+from primage.jobs.expand import OUTPUTS, expand
 from primage.jobs.states import JobState, TaskState
 from primage.models.jobs import JobSpec
 from primage.storage.paths import normalise_relpath
@@ -54,7 +54,7 @@ def submit(
     session.add(job)
     session.flush()  # the id names the default output folder
     if spec.output_space is not None:
-        path = normalise_relpath(spec.output.path or f"outputs/{job.id}")
+        path = normalise_relpath(spec.output.path or f"{OUTPUTS}/{job.id}")
         space = lookup.space(session, spec.output_space)
         policy.check_space(caller, space, Right.WRITE, path)
         job.output_path = output_folder(store, spec.output_space, path, spec.overwrite)
