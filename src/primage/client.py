@@ -25,6 +25,7 @@ import httpx
 from primage import credentials
 from primage.errors import PrimageError, ServerUnavailable, from_response
 from primage.jobs.states import JOB_DONE, JobState
+from primage.models.audit import AuditPage
 from primage.models.files import FileInfo, Listing
 from primage.models.jobs import JobDetail, JobPage, JobSpec, TaskPage
 from primage.models.spaces import Space, SpaceDetail
@@ -356,6 +357,22 @@ class Client:
     def remove_from_group(self, group: str, user: str) -> Group:
         url = f"/groups/{_q(group)}/members/{_q(user)}"
         return Group.model_validate(self._request("DELETE", url).json())
+
+    def audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> AuditPage:
+        """The audit log, newest first (admins only)."""
+        filters = {"actor": actor, "action": action, "target": target, "since": since}
+        params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+        params |= {"limit": limit, "offset": offset}
+        return AuditPage.model_validate(self._request("GET", "/admin/audit", params=params).json())
 
     # -- jobs -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``primage admin``: users and groups (platform admins only)."""
+"""``primage admin``: users, groups and the audit log (platform admins only)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import typer
 
 from primage.cli.common import JsonOption, client, print_json, table
 
-app = typer.Typer(help="Manage users and groups (admins).", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage users and groups; read the audit log (admins).", no_args_is_help=True
+)
 users = typer.Typer(help="Local users.", no_args_is_help=True)
 groups = typer.Typer(
     help="Groups, for sharing spaces with many people at once.", no_args_is_help=True
@@ -71,3 +73,33 @@ def group_remove(ctx: typer.Context, group: str, user: str) -> None:
     """Remove a user from a group."""
     client(ctx).remove_from_group(group, user)
     typer.echo(f"removed '{user}' from group '{group}'")
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    actor: str | None = typer.Option(None, help="Only what this user did."),
+    action: str | None = typer.Option(None, help="e.g. token.create, or 'space.' for all."),
+    target: str | None = typer.Option(None, help="e.g. space:ct, job:3, token:<id>."),
+    since: str | None = typer.Option(None, help="ISO time, e.g. 2026-11-01 or 2026-11-01T08:00."),
+    limit: int = typer.Option(50, help="How many entries, newest first."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Who did what to which resource, and when: tokens, sharing, deletions, jobs, accounts."""
+    page = client(ctx).audit(actor=actor, action=action, target=target, since=since, limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    rows = [
+        (
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.actor,
+            e.action,
+            e.target,
+            " ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, False)),
+        )
+        for e in page.entries
+    ]
+    table(["when (UTC)", "who", "action", "target", "detail"], rows)
+    if len(page.entries) < page.total:
+        typer.echo(f"{len(page.entries)} of {page.total} shown; more with --limit")

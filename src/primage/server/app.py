@@ -16,7 +16,7 @@ from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
 from primage.server.metrics import Metrics, MetricsMiddleware
-from primage.server.routers import files, health, jobs, spaces, tokens, users
+from primage.server.routers import audit, files, health, jobs, spaces, tokens, users
 from primage.server.state import Platform
 from primage.storage.spaces import SpaceStore
 
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (health, users, tokens, spaces, files, jobs):
+    for module in (health, users, tokens, spaces, files, jobs, audit):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)
     return app

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from starlette.responses import FileResponse
 
-from primage.auth import policy
+from primage.auth import audit, policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
@@ -288,3 +288,4 @@ def remove(space: str, path: str, caller: Caller, state: State, recursive: bool 
         row, files = open_space(session, state, caller, space, Right.WRITE, path)
         files.remove(path, recursive=recursive)
         forget_checksums(session, row.id, normalise_relpath(path))
+        audit.record(session, caller, "file.delete", f"space:{space}", path=path)

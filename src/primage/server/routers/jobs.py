@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
-from primage.auth import policy
+from primage.auth import audit, policy
 from primage.auth.policy import RANK, Role
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
@@ -80,6 +80,7 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
             session, state.store, state.executor, caller, spec, state.settings.max_tasks_per_job
         )
         session.flush()
+        audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)
         result = detail(session, job)
     state.reconciler.poke()
     return result
@@ -226,6 +227,7 @@ def cancel(job_id: int, caller: Caller, state: State) -> m.JobDetail:
     with state.db.session() as session:
         job = find(session, caller, job_id, "cancel")
         if job.state not in states.JOB_DONE:
+            audit.record(session, caller, "job.cancel", f"job:{job_id}")
             job.cancel_requested = True
             session.execute(
                 update(T)
@@ -248,6 +250,7 @@ async def remove(job_id: int, caller: Caller, state: State) -> None:
             job = find(session, caller, job_id, "remove")
             states.check_removable(JobState(job.state))
             session.delete(job)
+            audit.record(session, caller, "job.remove", f"job:{job_id}", name=job.name)
 
     await run_in_threadpool(delete)
     await state.executor.forget(job_id)

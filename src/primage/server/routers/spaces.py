@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from primage.auth import policy
+from primage.auth import audit, policy
 from primage.auth.policy import Right, Role
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
@@ -62,6 +62,7 @@ def create(body: m.SpaceCreate, caller: Caller, state: State) -> m.Space:
             session.flush()  # the unique name is the one check, also against concurrent creates
         except IntegrityError:
             raise Conflict(f"space '{body.name}' already exists; choose another name") from None
+        audit.record(session, caller, "space.create", f"space:{body.name}")
         state.store.create(body.name)  # inside the transaction: a failure here rolls back the row
         session.refresh(row)
         return to_model(row, Role.OWNER)
@@ -107,6 +108,7 @@ def update(name: str, body: m.SpaceUpdate, caller: Caller, state: State) -> m.Sp
             row.description = body.description
         if body.quota_bytes is not None:
             row.quota_bytes = body.quota_bytes or None
+        audit.record(session, caller, "space.update", f"space:{name}", quota=row.quota_bytes)
         session.flush()
         return detail(session, state, caller, name)
 
@@ -137,6 +139,7 @@ async def delete(name: str, caller: Caller, state: State, force: bool = False) -
                     f"space '{name}' still holds {count} files; pass force=true to delete them too"
                 )
             session.delete(row)
+            audit.record(session, caller, "space.delete", f"space:{name}", files=count)
             session.flush()
             state.store.destroy(name)
 
@@ -164,6 +167,14 @@ def share(name: str, body: m.ShareRequest, caller: Caller, state: State) -> m.Sp
         else:
             policy.check_share(caller, row, Role(existing.role))
             existing.role = body.role
+        audit.record(
+            session,
+            caller,
+            "space.share",
+            f"space:{name}",
+            **{body.kind: body.name},
+            role=body.role,
+        )
         session.flush()
         return detail(session, state, caller, name)
 
@@ -181,5 +192,6 @@ def unshare(name: str, kind: str, subject: str, caller: Caller, state: State) ->
             raise NotFound(f"{kind} '{subject}' is not a member of space '{name}'")
         policy.check_share(caller, row, Role(existing.role))
         row.members.remove(existing)
+        audit.record(session, caller, "space.unshare", f"space:{name}", **{kind: subject})
         session.flush()
         return detail(session, state, caller, name)

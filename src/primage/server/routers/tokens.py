@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from primage.auth import tokens
+from primage.auth import audit, tokens
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.errors import BadRequest, Forbidden, NotFound
@@ -68,6 +68,17 @@ def create(body: m.TokenCreate, caller: Caller, state: State) -> m.TokenSecret:
             caveats=caveats,
             parent_id=caller.token_id,
         )
+        audit.record(
+            session,
+            caller,
+            "token.create",
+            f"token:{row.id}",
+            name=body.name,
+            space=caveats.space,
+            path=caveats.path_prefix,
+            read_only=caveats.read_only,
+            days=days,
+        )
         return m.TokenSecret(**to_model(row).model_dump(), token=secret)
 
 
@@ -87,6 +98,7 @@ def revoke(token_id: str, caller: Caller, state: State) -> m.Token:
         if caller.caveats.restricted and row not in visible(session, caller):
             raise Forbidden("a restricted token may revoke only itself and tokens it made")
         tokens.revoke(session, row)
+        audit.record(session, caller, "token.revoke", f"token:{row.id}", owner=row.user.name)
         revoked = to_model(row)
     state.principals.clear()  # after the commit, so no request re-caches the old state
     return revoked

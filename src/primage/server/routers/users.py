@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from primage.auth import policy, tokens
+from primage.auth import audit, policy, tokens
 from primage.db import lookup, tables
 from primage.errors import Conflict
 from primage.models import users as m
@@ -57,6 +57,7 @@ def create_user(body: m.UserCreate, caller: Caller, state: State) -> m.UserWithT
             _, secret = tokens.issue(
                 session, user, name="first", lifetime=dt.timedelta(days=body.token_days)
             )
+            audit.record(session, caller, "user.create", f"user:{body.name}", admin=body.is_admin)
             return m.UserWithToken(**to_user(user).model_dump(), token=secret)
     except IntegrityError:
         raise Conflict(f"user '{body.name}' already exists") from None
@@ -78,6 +79,7 @@ def create_group(body: m.GroupCreate, caller: Caller, state: State) -> m.Group:
             group = tables.Group(name=body.name)
             session.add(group)
             session.flush()
+            audit.record(session, caller, "group.create", f"group:{body.name}")
             return to_group(group)
     except IntegrityError:
         raise Conflict(f"group '{body.name}' already exists") from None
@@ -100,6 +102,7 @@ def add_member(group: str, user: str, caller: Caller, state: State) -> m.Group:
         row, member = lookup.group(session, group), lookup.user(session, user)
         if member not in row.members:
             row.members.append(member)
+            audit.record(session, caller, "group.add", f"group:{group}", user=user)
         changed = to_group(row)
     state.principals.clear()  # after the commit: group rights are part of a principal
     return changed
@@ -112,6 +115,7 @@ def remove_member(group: str, user: str, caller: Caller, state: State) -> m.Grou
         row, member = lookup.group(session, group), lookup.user(session, user)
         if member in row.members:
             row.members.remove(member)
+            audit.record(session, caller, "group.remove", f"group:{group}", user=user)
         changed = to_group(row)
     state.principals.clear()  # after the commit: group rights are part of a principal
     return changed
