@@ -236,14 +236,8 @@ class Client:
         target = Path(dest)
         if target.is_dir():
             target = target / path.rstrip("/").rsplit("/", 1)[-1]
-        tmp = target.with_name(f".{target.name}.part")
-        try:
-            url = f"/spaces/{_q(space)}/content/{_q(path)}"
-            with self._stream("GET", url) as response:
-                _write_overlapped(response.iter_raw(), tmp, progress)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with self._stream("GET", f"/spaces/{_q(space)}/content/{_q(path)}") as response:
+            _save(response.iter_raw(), target, progress)
         return target
 
     def read_bytes(self, space: str, path: str, *, start: int = 0, end: int | None = None) -> bytes:
@@ -454,12 +448,7 @@ class Client:
         target = Path(dest)
         with self._stream("GET", f"/jobs/{job_id}/output") as response:
             if as_tar:
-                tmp = target.with_name(f".{target.name}.part")
-                try:
-                    _write_overlapped(response.iter_raw(), tmp, None)
-                    os.replace(tmp, target)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                _save(response.iter_raw(), target, None)
                 return target
             target.mkdir(parents=True, exist_ok=True)
             with tarfile.open(fileobj=_Reader(response.iter_raw()), mode="r|") as archive:
@@ -487,6 +476,16 @@ class _Reader(io.RawIOBase):
         buffer[:n] = self._rest[:n]
         self._rest = self._rest[n:]
         return n
+
+
+def _save(chunks: Iterator[bytes], target: Path, progress: Progress | None) -> None:
+    """Write a stream to ``target``, which appears only once complete."""
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        _write_overlapped(chunks, tmp, progress)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_overlapped(chunks: Iterator[bytes], path: Path, progress: Progress | None) -> None:

@@ -79,6 +79,20 @@ class TaskEvent:
     message: str = ""
 
 
+def gone(ref: ExternalRef) -> TaskEvent:
+    """The end of an attempt that could not be re-attached: never started, or lost with its
+    process while the server was down."""
+    if ref.value is None:
+        return TaskEvent(ref.key, "finished", utc(), outcome=Outcome.NOT_STARTED)
+    return TaskEvent(
+        ref.key,
+        "finished",
+        utc(),
+        outcome=Outcome.LOST,
+        message="its process ended while the server was down",
+    )
+
+
 class Executor(abc.ABC):
     """Runs task attempts and reports what happened to them.
 

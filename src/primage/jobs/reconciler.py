@@ -31,12 +31,13 @@ from primage.executors.base import (
     TaskEvent,
     TaskKey,
     TaskRun,
+    gone,
     utc,
 )
 from primage.jobs import states
 from primage.jobs.expand import TaskFactory
+from primage.jobs.progress import close_if_done
 from primage.jobs.states import JobState, TaskState
-from primage.jobs.submit import parse_spec
 from primage.models.jobs import JobSpec, Retries
 
 log = logging.getLogger("primage.jobs")
@@ -136,17 +137,7 @@ class Reconciler:
         if not refs:
             return
         orphans = await self.executor.adopt(refs)
-        now = utc()
-        events = [
-            TaskEvent(
-                ref.key,
-                "finished",
-                now,
-                outcome=Outcome.NOT_STARTED if ref.value is None else Outcome.LOST,
-                message="" if ref.value is None else "its process ended while the server was down",
-            )
-            for ref in orphans
-        ]
+        events = [gone(ref) for ref in orphans]
         log.info("adopted %d task(s), %d to run again", len(refs) - len(orphans), len(orphans))
         await asyncio.to_thread(self._transaction, events, hand_out=False)
 
@@ -231,6 +222,7 @@ class Reconciler:
     ) -> None:
         stmt = (
             update(T)
+            # or_ rather than IN: an expanding IN cannot be part of an executemany
             .where(self._key_match(), or_(*(T.state == s for s in states.TASK_ACTIVE)))
             .values(
                 state=TaskState.SUCCEEDED,
@@ -341,9 +333,7 @@ class Reconciler:
 
     def _close_jobs(self, session: Session, jobs: Iterable[int]) -> None:
         for job_id in jobs:
-            close_if_done(session, job_id)
-            job = session.get(tables.Job, job_id)
-            if job is not None and job.state in states.JOB_DONE:
+            if close_if_done(session, job_id):
                 self._jobs.pop(job_id, None)
 
     def _job(self, session: Session, job_id: int) -> JobInfo:
@@ -351,37 +341,11 @@ class Reconciler:
         if info is None:
             job = session.get(tables.Job, job_id)
             assert job is not None
-            spec = parse_spec(job.spec)
+            spec = JobSpec.model_validate_json(job.spec)
             paths = {name: self.executor.space_path(name) for name in spec.mounts()}
             info = JobInfo(spec, TaskFactory(spec, job.output_path, paths))
             self._jobs[job_id] = info
         return info
-
-
-def close_if_done(session: Session, job_id: int) -> None:
-    """When no task of the job is left to run, record how the job ended."""
-    unfinished = session.scalar(
-        select(T.index)
-        .where(T.job_id == job_id, T.state.in_([TaskState.PENDING, *states.TASK_ACTIVE]))
-        .limit(1)
-    )
-    if unfinished is not None:
-        return
-    job = session.get(tables.Job, job_id)
-    if job is None or job.state in states.JOB_DONE:
-        return
-    counts = task_counts(session, job_id)
-    state = states.job_state(counts, job.cancel_requested)
-    job.state = state
-    job.finished_at = utc()
-    job.message = states.summary(state, counts)
-
-
-def task_counts(session: Session, job_id: int) -> dict[TaskState, int]:
-    rows = session.execute(
-        select(T.state, func.count()).where(T.job_id == job_id).group_by(T.state)
-    ).all()
-    return {TaskState(state): n for state, n in rows}
 
 
 def move(row: tables.Task, new: TaskState) -> None:

@@ -6,8 +6,6 @@ refused job leaves nothing behind and an accepted one is complete.
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
@@ -92,7 +90,3 @@ def output_folder(store: SpaceStore, space: str, path: str, overwrite: bool) -> 
         raise Conflict(f"'{path}' in space '{space}' is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def parse_spec(text: str) -> JobSpec:
-    return JobSpec.model_validate(json.loads(text))

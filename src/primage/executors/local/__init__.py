@@ -30,6 +30,7 @@ from primage.executors.base import (
     TaskEvent,
     TaskKey,
     TaskRun,
+    gone,
     utc,
 )
 from primage.executors.local import procs
@@ -74,8 +75,11 @@ class LocalExecutor(Executor):
         return str(self.storage_root / space)
 
     def folder(self, key: TaskKey) -> Path:
-        """An attempt's working folder (``submit`` spells the same path as a string)."""
-        return self.runs_dir / str(key.job_id) / f"{key.index}.{key.attempt}"
+        return Path(self.folder_name(key))
+
+    def folder_name(self, key: TaskKey) -> str:
+        """An attempt's working folder, as a string: built once per task launched."""
+        return f"{self.runs_dir}/{key.job_id}/{key.index}.{key.attempt}"
 
     # -- the runner process ---------------------------------------------------------------------
 
@@ -122,7 +126,7 @@ class LocalExecutor(Executor):
                 for key, value in list(self._inflight.items())
             ]
             events, watches, orphans = self._recover(refs)
-            events += [lost(ref) for ref in orphans]
+            events += [gone(ref) for ref in orphans]
             self._events.extend(events)
             if watches:
                 self._send(watches)
@@ -159,7 +163,7 @@ class LocalExecutor(Executor):
                 {
                     "op": "run",
                     "key": [run.key.job_id, run.key.index, run.key.attempt],
-                    "dir": f"{self.runs_dir}/{run.key.job_id}/{run.key.index}.{run.key.attempt}",
+                    "dir": self.folder_name(run.key),
                     "argv": self._argv(run),
                     "env": self._env | dict(run.env),
                     "cpus": run.cpus,
@@ -234,7 +238,10 @@ class LocalExecutor(Executor):
 
     def _watch(self, key: TaskKey, value: str, folder: Path) -> dict[str, Any]:
         timeout = self._timeouts.get(key)
-        started = (folder / "pid").stat().st_mtime if (folder / "pid").exists() else None
+        try:
+            started: float | None = (folder / "pid").stat().st_mtime
+        except FileNotFoundError:
+            started = None
         remaining = None
         if timeout is not None and started is not None:
             remaining = timeout - (utc().timestamp() - started)
@@ -271,14 +278,6 @@ class LocalExecutor(Executor):
         with self._lock:
             if self._runner is not None and self._runner.stdin is not None:
                 self._runner.stdin.close()
-
-
-def lost(ref: ExternalRef) -> TaskEvent:
-    if ref.value is None:
-        return TaskEvent(ref.key, "finished", utc(), outcome=Outcome.NOT_STARTED)
-    return TaskEvent(
-        ref.key, "finished", utc(), outcome=Outcome.LOST, message="its process vanished"
-    )
 
 
 def read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:

@@ -6,11 +6,12 @@ import datetime as dt
 import json
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from primage.auth import policy
 from primage.auth.audit import ACTIONS
 from primage.db import tables
+from primage.db.paging import page
 from primage.errors import BadRequest
 from primage.models.audit import AuditEntry, AuditPage
 from primage.server.deps import Caller, State
@@ -45,8 +46,7 @@ def audit_log(
     if since is not None:
         query = query.where(A.at >= (since if since.tzinfo else since.replace(tzinfo=dt.UTC)))
     with state.db.session() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(A.id.desc()).limit(limit).offset(offset)).all()
+        rows, total = page(session, query, A.id.desc(), limit, offset)
         entries = [
             AuditEntry(
                 id=r.id,

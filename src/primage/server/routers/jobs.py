@@ -17,12 +17,13 @@ from primage.auth import audit, policy
 from primage.auth.policy import RANK, Role
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
+from primage.db.paging import page
 from primage.errors import NotFound
 from primage.executors.base import TaskKey
 from primage.jobs import states
-from primage.jobs.reconciler import close_if_done, task_counts
+from primage.jobs.progress import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
-from primage.jobs.submit import parse_spec, submit
+from primage.jobs.submit import submit
 from primage.models import jobs as m
 from primage.server.deps import Caller, State
 from primage.storage.archive import tar_stream
@@ -53,7 +54,7 @@ def to_model(job: tables.Job, counts: dict[TaskState, int]) -> m.Job:
 
 def detail(session: Session, job: tables.Job) -> m.JobDetail:
     model = to_model(job, task_counts(session, job.id))
-    return m.JobDetail(**model.model_dump(), spec=parse_spec(job.spec))
+    return m.JobDetail(**model.model_dump(), spec=m.JobSpec.model_validate_json(job.spec))
 
 
 def find(session: Session, caller: Principal, job_id: int, what: str) -> tables.Job:
@@ -107,10 +108,7 @@ def list_jobs(
             query = query.where(tables.Job.owner_id == lookup.user(session, owner).id)
         if space is not None:
             query = query.where(tables.Job.spaces.contains(f",{space},"))
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(
-            query.order_by(tables.Job.id.desc()).limit(limit).offset(offset)
-        ).all()
+        rows, total = page(session, query, tables.Job.id.desc(), limit, offset)
         counts = counts_of(session, [job.id for job in rows])
         jobs = [to_model(job, counts.get(job.id, {})) for job in rows]
         return m.JobPage(jobs=jobs, total=total, offset=offset)
@@ -164,8 +162,7 @@ def tasks(
         query = select(T).where(T.job_id == job_id)
         if task_state:
             query = query.where(T.state.in_([TaskState(s) for s in task_state]))
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(T.index).limit(limit).offset(offset)).all()
+        rows, total = page(session, query, T.index, limit, offset)
         return m.TaskPage(tasks=[task_model(t) for t in rows], total=total, offset=offset)
 
 
