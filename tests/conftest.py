@@ -7,6 +7,9 @@
 - ``server``: a ``primage server`` process on a free loopback port, on ``database_url``, with its
   own data dir; stopped after the test. ``server.client()`` and ``server.cli()`` talk to it.
 - ``sqlite_server``: the same, on SQLite only (for tests where the backend does not matter).
+- ``idp`` (session): a real OpenID Provider (npm oidc-provider) configured like EGI Check-in.
+- ``oidc_server``: a server on SQLite trusting ``idp``, listening where the provider's web client
+  may redirect to.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import PostgresCluster, RunningServer, start_postgres
+from tests.idp import IdentityProvider, why_unavailable
 
 _db_counter = itertools.count()
 
@@ -61,6 +65,41 @@ def server(database_url: str, tmp_path: Path) -> Iterator[RunningServer]:
 @pytest.fixture
 def sqlite_server(tmp_path: Path) -> Iterator[RunningServer]:
     running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def require(reason: str | None) -> None:
+    """Skip for a missing tool on a laptop; under CI nothing may skip."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[IdentityProvider]:
+    require(why_unavailable())
+    workdir = Path(tempfile.mkdtemp(prefix="primage-idp-"))
+    provider = IdentityProvider(workdir).start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def oidc_server(idp: IdentityProvider, tmp_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer.start(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        env=idp.server_env(),
+        port=idp.web_port,
+    )
     try:
         yield running
     finally:

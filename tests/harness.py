@@ -40,6 +40,7 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     database_url: str
     env: dict[str, str] | None = None
+    port: int = 0
 
     @classmethod
     def start(
@@ -48,6 +49,7 @@ class RunningServer:
         database_url: str,
         timeout: float = 60,
         env: dict[str, str] | None = None,
+        port: int = 0,
     ) -> RunningServer:
         data_dir.parent.mkdir(parents=True, exist_ok=True)  # the server creates data_dir itself
         log_path = data_dir.with_name(data_dir.name + ".log")
@@ -60,7 +62,7 @@ class RunningServer:
         full_env["PRIMAGE_CONFIG"] = str(data_dir.with_name("absent.toml"))
         log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it
         process = subprocess.Popen(
-            [sys.executable, "-m", "primage", "server", "--port", "0"],
+            [sys.executable, "-m", "primage", "server", "--port", str(port)],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -74,7 +76,7 @@ class RunningServer:
                 try:
                     if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                         creds = json.loads((data_dir / "credentials.json").read_text())
-                        return cls(url, data_dir, creds["token"], process, database_url, env)
+                        return cls(url, data_dir, creds["token"], process, database_url, env, port)
                 except httpx.HTTPError:
                     pass
             time.sleep(0.05)
@@ -98,15 +100,29 @@ class RunningServer:
 
     def restart(self) -> RunningServer:
         """A new server process on the same data dir and database."""
-        return RunningServer.start(self.data_dir, self.database_url, env=self.env)
+        return RunningServer.start(self.data_dir, self.database_url, env=self.env, port=self.port)
 
     def client(self, token: str | None = None) -> Client:
         return Client(self.url, token or self.admin_token)
 
-    def cli(self, *args: str, token: str | None = None, stdin: str | None = None) -> CliResult:
-        """Run the real ``primage`` command against this server."""
-        env = {**os.environ, "PRIMAGE_SERVER": self.url, "PRIMAGE_DATA_DIR": str(self.data_dir)}
-        env["PRIMAGE_TOKEN"] = token or self.admin_token
+    def cli(
+        self,
+        *args: str,
+        token: str | None = None,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CliResult:
+        """Run the real ``primage`` command against this server (``token=""``: no token)."""
+        env = {
+            **os.environ,
+            "PRIMAGE_SERVER": self.url,
+            "PRIMAGE_DATA_DIR": str(self.data_dir),
+            **(env or {}),
+        }
+        if token == "":
+            env.pop("PRIMAGE_TOKEN", None)
+        else:
+            env["PRIMAGE_TOKEN"] = token or self.admin_token
         env["COLUMNS"] = "200"
         done = subprocess.run(
             [sys.executable, "-m", "primage", *args],

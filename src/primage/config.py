@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_PORT = 8642
+ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+CHECKIN_SCOPES = "openid profile email eduperson_entitlement voperson_id offline_access"
 
 
 def default_data_dir() -> Path:
@@ -34,6 +36,58 @@ def config_file() -> Path:
     if explicit:
         return Path(explicit)
     return Path(platformdirs.user_config_dir("primage")) / "config.toml"
+
+
+class ProviderSettings(BaseModel):
+    """One trusted OpenID Connect provider, e.g. EGI Check-in.
+
+    Groups are written as in ``eduperson_entitlement`` without the URN around them:
+    ``vo.primage.eu`` (any role), ``vo.primage.eu:neuroblastoma`` (a subgroup) or
+    ``vo.primage.eu:role=manager`` (one role only).
+    """
+
+    name: str = Field("egi", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Short name.")
+    issuer: str = Field(description="Issuer URL, e.g. https://aai.egi.eu/auth/realms/egi.")
+    client_id: str = Field(description="The platform's client at the provider (web login).")
+    client_secret: SecretStr | None = Field(
+        None, description="Its secret: web login and introspection of opaque tokens."
+    )
+    cli_client_id: str | None = Field(
+        None, description="A public client for 'primage login' (device flow); default client_id."
+    )
+    audience: str | None = Field(
+        None, description="Required 'aud' of JWT access tokens; unchecked when unset."
+    )
+    required_groups: list[str] = Field(
+        default_factory=list,
+        description="A user must hold one of these entitlements. Empty: every user of the "
+        "provider may log in (rarely what a federated provider should allow).",
+    )
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Holders of one of these are platform admins."
+    )
+    scopes: str = Field(CHECKIN_SCOPES, description="Scopes asked for at login.")
+    algorithms: list[str] = Field(
+        default_factory=lambda: list(ASYMMETRIC_ALGORITHMS),
+        description="Signature algorithms accepted on JWTs (asymmetric only).",
+    )
+    leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+    timeout_seconds: float = Field(5.0, gt=0, description="Timeout of calls to the provider.")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        refused = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if refused:
+            raise ValueError(
+                f"algorithms {refused} are not accepted (symmetric or 'none' would let anyone "
+                f"who knows the public key sign tokens); choose from {ASYMMETRIC_ALGORITHMS}"
+            )
+        return value
+
+    @property
+    def public_client_id(self) -> str:
+        return self.cli_client_id or self.client_id
 
 
 class Settings(BaseSettings):
@@ -70,6 +124,27 @@ class Settings(BaseSettings):
         "local disk helps short tasks (each creates a folder and its log files).",
     )
     max_tasks_per_job: int = Field(100_000, ge=1, description="Largest number of tasks in a job.")
+    oidc_providers: list[ProviderSettings] = Field(
+        default_factory=list,
+        description="Trusted OpenID Connect providers (TOML [[oidc_providers]] tables, or "
+        "PRIMAGE_OIDC_PROVIDERS as a JSON list).",
+    )
+    public_url: str | None = Field(
+        None,
+        description="The URL browsers reach the server at, for the web login's redirect "
+        "(default http://HOST:PORT).",
+    )
+    session_hours: float = Field(8, gt=0, description="Lifetime of a web login session.")
+    membership_check_seconds: int = Field(
+        300,
+        ge=10,
+        description="How often a web session re-checks group membership at the provider.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key encrypting refresh tokens at rest; default: generated once into "
+        "<data_dir>/secret.key. Servers sharing a database must share it.",
+    )
     log_level: str = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every HTTP request (costs ~10% throughput).")
 
@@ -107,9 +182,20 @@ class Settings(BaseSettings):
     def runtime_file(self) -> Path:
         return self.data_dir / "server.json"
 
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret hidden, for ``primage config show``."""
-        values = self.model_dump(mode="json")
+        values = self.model_dump(mode="json")  # SecretStr fields dump as '**********'
         values["database_url"] = mask_url(self.db_url)
         values["storage_root"] = str(self.storage_path)
         values["jobs_dir"] = str(self.jobs_path)

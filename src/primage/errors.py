@@ -76,6 +76,13 @@ class ServerUnavailable(PrimageError):
     status = 503
 
 
+class ProviderUnavailable(PrimageError):
+    """A trusted identity provider could not be reached to check a token."""
+
+    code = "provider_unavailable"
+    status = 503
+
+
 def _all_subclasses(cls: type[PrimageError]) -> list[type[PrimageError]]:
     found: list[type[PrimageError]] = []
     for sub in cls.__subclasses__():

@@ -18,6 +18,10 @@ from primage.db import tables
 
 ACTIONS = (
     "user.create",
+    "user.login",
+    "user.logout",
+    "user.suspend",
+    "user.reinstate",
     "group.create",
     "group.add",
     "group.remove",

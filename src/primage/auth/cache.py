@@ -32,7 +32,7 @@ class PrincipalCache:
         if entry is None:
             return None
         stored_at, principal = entry
-        expires = principal.caveats.expires_at
+        expires = principal.expires_at
         if time.monotonic() - stored_at > self.ttl or (expires and expires <= utcnow()):
             with self._lock:
                 self._entries.pop(key, None)

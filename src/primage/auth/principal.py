@@ -35,4 +35,9 @@ class Principal:
     group_ids: frozenset[int] = frozenset()
     group_names: frozenset[str] = frozenset()
     token_id: str | None = None
+    expires_at: dt.datetime | None = None  # when the credential used stops working
     caveats: Caveats = field(default_factory=Caveats)
+    # How the caller proved who they are: "token" (platform token), "oidc:<provider>" (the
+    # provider's access token) or "session" (the web login's cookie).
+    via: str = "token"
+    csrf_token: str | None = field(default=None, repr=False)  # a web session's, for its writes

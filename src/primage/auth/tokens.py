@@ -77,6 +77,7 @@ def authenticate(session: Session, raw: str) -> Principal:
     if row.expires_at <= utcnow():
         raise Unauthenticated(f"token '{row.name}' expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")
     user = row.user
+    check_not_suspended(user)
     return Principal(
         user_id=user.id,
         name=user.name,
@@ -84,8 +85,14 @@ def authenticate(session: Session, raw: str) -> Principal:
         group_ids=frozenset(g.id for g in user.groups),
         group_names=frozenset(g.name for g in user.groups),
         token_id=row.id,
+        expires_at=row.expires_at,
         caveats=caveats_of(row),
     )
+
+
+def check_not_suspended(user: User) -> None:
+    if user.suspended_reason is not None:
+        raise Forbidden(f"account '{user.name}' is suspended: {user.suspended_reason}")
 
 
 def caveats_of(row: Token) -> Caveats:

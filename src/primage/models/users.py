@@ -31,6 +31,12 @@ class Me(BaseModel):
     token_id: str | None
     token_expires_at: dt.datetime | None
     restrictions: dict[str, str | bool | None]
+    via: str = Field(
+        "token", description="How you authenticated: token, oidc:<provider> or session."
+    )
+    csrf_token: str | None = Field(
+        None, description="With a web session: send it as X-CSRF-Token on writes."
+    )
 
 
 class GroupCreate(BaseModel):

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from primage import __version__
+from primage.auth.crypto import SecretBox
+from primage.auth.oidc import Providers
 from primage.config import Settings
 from primage.db import Database
 from primage.executors.local import LocalExecutor
@@ -16,7 +18,7 @@ from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
 from primage.server.metrics import Metrics, MetricsMiddleware
-from primage.server.routers import audit, files, health, jobs, spaces, tokens, users
+from primage.server.routers import audit, auth, files, health, jobs, spaces, tokens, users
 from primage.server.state import Platform
 from primage.storage.spaces import SpaceStore
 
@@ -40,6 +42,8 @@ def build_platform(settings: Settings) -> Platform:
         metrics=metrics,
         executor=executor,
         reconciler=Reconciler(db, executor, observe=metrics.task_events),
+        providers=Providers(settings.oidc_providers),
+        box=SecretBox(settings),
     )
 
 
@@ -51,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await platform.reconciler.start()
         yield
         await platform.reconciler.stop()
+        platform.providers.close()
         platform.db.dispose()
 
     app = FastAPI(
@@ -61,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (health, users, tokens, spaces, files, jobs, audit):
+    for module in (health, auth, users, tokens, spaces, files, jobs, audit):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)
     return app

@@ -1,4 +1,14 @@
-"""Request dependencies: the platform state and the authenticated caller."""
+"""Request dependencies: the platform state and the authenticated caller.
+
+A caller proves who they are with one of:
+
+- ``Authorization: Bearer prm_…``: a platform token;
+- ``Authorization: Bearer <access token>`` from a trusted OpenID Connect provider (a JWT checked
+  against the provider's cached keys, or an opaque token checked by introspection);
+- the ``primage_session`` cookie of the web login; its writes must carry the CSRF token.
+
+A credential seen in the last seconds costs no database query, no provider call and no thread.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +16,79 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 
-from primage.auth import tokens
+from primage.auth import provisioning, sessions, tokens
 from primage.auth.principal import Principal
-from primage.errors import Unauthenticated
+from primage.errors import Forbidden, Unauthenticated
 from primage.server.state import Platform, platform
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-def bearer(request: Request) -> str:
+
+def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
     if not header:
-        raise Unauthenticated(
-            "no token: send 'Authorization: Bearer <token>' (primage token create)"
-        )
+        return None
+    scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthenticated("unsupported Authorization header: use 'Bearer <token>'")
     return value.strip()
 
 
+def _from_provider(state: Platform, raw: str) -> Principal:
+    identity = state.providers.authenticate(raw)
+    provider = state.providers.get(identity.provider).settings
+    for attempt in range(2):  # a first login racing another request of the same user
+        try:
+            with state.db.session() as session:
+                outcome = provisioning.admit(session, provider, identity, f"oidc:{provider.name}")
+            break
+        except IntegrityError:
+            if attempt:
+                raise
+    if isinstance(outcome, Forbidden):
+        state.principals.clear()  # the account may just have been suspended: its tokens too
+        raise outcome
+    return outcome
+
+
+def authenticate(state: Platform, raw: str, *, cookie: bool) -> Principal:
+    """The principal behind a credential (blocking: database and provider calls)."""
+    if cookie:
+        return sessions.authenticate(state.db, state.settings, state.box, state.providers, raw)
+    if raw.startswith(tokens.PREFIX) or not state.providers:
+        with state.db.session() as session:
+            return tokens.authenticate(session, raw)
+    return _from_provider(state, raw)
+
+
+async def _csrf_sent(request: Request) -> str | None:
+    sent = request.headers.get(sessions.CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
+        value = (await request.form()).get(sessions.CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    return sent
+
+
 async def current_principal(
     request: Request, state: Annotated[Platform, Depends(platform)]
 ) -> Principal:
-    """The caller; a token seen in the last seconds costs no database query and no thread."""
-    raw = bearer(request)
-    cached = state.principals.get(raw)
-    if cached is not None:
-        return cached
-
-    def lookup() -> Principal:
-        with state.db.session() as session:
-            return tokens.authenticate(session, raw)
-
-    principal = await run_in_threadpool(lookup)
-    state.principals.put(raw, principal)
+    raw, cookie = bearer(request), False
+    if raw is None:
+        raw, cookie = request.cookies.get(sessions.COOKIE), True
+    if raw is None:
+        raise Unauthenticated(
+            "no credentials: send 'Authorization: Bearer <token>' (primage login, or primage "
+            "token create), or log in at /auth/login"
+        )
+    key = f"session:{raw}" if cookie else raw
+    principal = state.principals.get(key)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, state, raw, cookie=cookie)
+        state.principals.put(key, principal)
+    if cookie and request.method not in sessions.SAFE_METHODS:
+        sessions.check_csrf(principal, request.method, await _csrf_sent(request))
     return principal
 
 

@@ -1,4 +1,4 @@
-"""What every request handler shares: settings, database, storage root, executor, reconciler."""
+"""What every request handler shares: settings, database, storage, executor, identity providers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from primage.auth.cache import PrincipalCache
+from primage.auth.crypto import SecretBox
+from primage.auth.oidc import Providers
 from primage.config import Settings
 from primage.db import Database
 from primage.executors.base import Executor
@@ -23,6 +25,8 @@ class Platform:
     metrics: Metrics
     executor: Executor
     reconciler: Reconciler
+    providers: Providers
+    box: SecretBox
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 

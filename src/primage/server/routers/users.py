@@ -35,12 +35,14 @@ def whoami(caller: Caller) -> m.Me:
         is_admin=caller.is_admin,
         groups=sorted(caller.group_names),
         token_id=caller.token_id,
-        token_expires_at=caveats.expires_at,
+        token_expires_at=caller.expires_at,
         restrictions={
             "space": caveats.space,
             "path": caveats.path_prefix,
             "read_only": caveats.read_only,
         },
+        via=caller.via,
+        csrf_token=caller.csrf_token,
     )
 
 
