@@ -92,15 +92,25 @@ def idp() -> Iterator[IdentityProvider]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture
-def oidc_server(idp: IdentityProvider, tmp_path: Path) -> Iterator[RunningServer]:
+def _oidc_server(idp: IdentityProvider, tmp_path: Path, **env: str) -> Iterator[RunningServer]:
     running = RunningServer.start(
         tmp_path / "data",
         f"sqlite:///{tmp_path / 'db.sqlite'}",
-        env=idp.server_env(),
+        env={**idp.server_env(), **env},
         port=idp.web_port,
     )
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def oidc_server(idp: IdentityProvider, tmp_path: Path) -> Iterator[RunningServer]:
+    yield from _oidc_server(idp, tmp_path)
+
+
+@pytest.fixture
+def oidc_server_fast_recheck(idp: IdentityProvider, tmp_path: Path) -> Iterator[RunningServer]:
+    """Web sessions re-check group membership every 10 s (the shortest allowed)."""
+    yield from _oidc_server(idp, tmp_path, PRIMAGE_MEMBERSHIP_CHECK_SECONDS="10")

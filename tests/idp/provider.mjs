@@ -96,6 +96,10 @@ const provider = new Provider(ISSUER, {
       }),
     },
   },
+  // Like Check-in (Keycloak), refresh tokens come with every login, offline_access or not.
+  async issueRefreshToken(ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
   // JWT access tokens carry the identity claims (a resource-server token cannot be used at the
   // userinfo endpoint); opaque tokens are checked by introspection and userinfo instead.
   async extraTokenClaims(ctx, token) {
