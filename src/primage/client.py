@@ -44,17 +44,18 @@ def _q(path: str) -> str:
 
 
 class Client:
-    """A connection to one primage server, authenticated with one token."""
+    """A connection to one primage server, authenticated with a token or a kept login."""
 
     def __init__(
         self, server: str | None = None, token: str | None = None, *, timeout: float = 60.0
     ) -> None:
         self.server = credentials.server_url(server)
-        self.token = credentials.token_for(self.server, token)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
         self.http = httpx.Client(
-            base_url=self.server, headers=headers, timeout=timeout, limits=limits
+            base_url=self.server,
+            auth=credentials.auth_for(self.server, token),
+            timeout=timeout,
+            limits=limits,
         )
 
     def close(self) -> None:

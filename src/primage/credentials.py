@@ -1,17 +1,22 @@
-"""Where the SDK and the CLI find the server and the token, in order of precedence.
+"""Where the SDK and the CLI find the server and the credential, in order of precedence.
 
 Server: the argument, ``PRIMAGE_SERVER``, the runtime file of a server running from the local
 data dir, else the configured host and port (``http://127.0.0.1:8642`` by default).
-Token: the argument, ``PRIMAGE_TOKEN``, then, for a server on this machine, the admin
-credentials file the server wrote at first start (mode 0600).
+Credential: the token argument, ``PRIMAGE_TOKEN``, the login kept by ``primage login`` for that
+server (see :mod:`primage.login`), then, for a server on this machine, the admin credentials
+file the server wrote at first start (mode 0600).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Generator
 from urllib.parse import urlsplit
 
+import httpx
+
+from primage import login
 from primage.config import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -36,11 +41,31 @@ def server_url(explicit: str | None = None) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def token_for(server: str, explicit: str | None = None) -> str | None:
+class BearerToken(httpx.Auth):
+    """A fixed token (platform token, or a provider's access token given as is)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+def auth_for(server: str, explicit: str | None = None) -> httpx.Auth | None:
+    """How to authenticate to ``server``; None when there is nothing to use."""
     if explicit:
-        return explicit
+        return BearerToken(explicit)
     if os.environ.get("PRIMAGE_TOKEN"):
-        return os.environ["PRIMAGE_TOKEN"]
+        return BearerToken(os.environ["PRIMAGE_TOKEN"])
+    kept = login.load(server)
+    if kept is not None:
+        return login.LoginAuth(kept)
+    admin = local_admin_token(server)
+    return BearerToken(admin) if admin else None
+
+
+def local_admin_token(server: str) -> str | None:
     if urlsplit(server).hostname not in LOOPBACK:
         return None
     try:

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 
 from primage import __version__
-from primage.cli import admin, config, files, job, server, space, token
-from primage.cli.common import client, print_json
+from primage.cli import admin, config, files, job, login, server, space, token
 from primage.errors import PrimageError
 
 app = typer.Typer(
@@ -27,6 +26,7 @@ app.add_typer(job.app, name="job")
 app.add_typer(token.app, name="token")
 app.add_typer(admin.app, name="admin")
 files.register(app)
+login.register(app)
 
 
 def _version(value: bool) -> None:
@@ -42,30 +42,16 @@ def main_options(
         None, "--server", envvar="PRIMAGE_SERVER", help="URL of the platform (default: local)."
     ),
     api_token: str | None = typer.Option(
-        None, "--token", envvar="PRIMAGE_TOKEN", help="API token (default: local admin's)."
+        None,
+        "--token",
+        envvar="PRIMAGE_TOKEN",
+        help="API token (default: your 'primage login', else the local admin's).",
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     ctx.obj = {"server": server_url, "token": api_token}
-
-
-@app.command()
-def whoami(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Who the token in use belongs to, its groups and restrictions."""
-    me = client(ctx).whoami()
-    if as_json:
-        print_json(me)
-        return
-    typer.echo(
-        f"{me.name}{' (admin)' if me.is_admin else ''}  groups: {', '.join(me.groups) or '-'}"
-    )
-    limits = {k: v for k, v in me.restrictions.items() if v}
-    if limits:
-        typer.echo("restricted: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
-    if me.token_expires_at:
-        typer.echo(f"token expires {me.token_expires_at:%Y-%m-%d %H:%M} UTC")
 
 
 @app.command()
