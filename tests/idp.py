@@ -41,6 +41,7 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "bob": {"entitlements": [entitlement("vo.other.eu")]},  # outside the required group
     "carol": {"entitlements": [*MEMBER, entitlement(VO, "manager")]},  # admin group
     "dave": {"entitlements": MEMBER},
+    "erin": {"entitlements": [*MEMBER, entitlement(f"{VO}:neuroblastoma")]},
     "mallory": {"entitlements": ["not-an-urn", 42, "urn:mace:egi.eu:group::role=x", *MEMBER]},
 }
 

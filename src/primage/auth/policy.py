@@ -102,7 +102,12 @@ def check_share(principal: Principal, space: Space, role: Role) -> None:
 
 
 def check_job(principal: Principal, owner_id: int, output_space: Space | None, what: str) -> None:
-    """Seeing, cancelling or removing a job: its owner, a manager of its output space, admins."""
+    """Seeing, cancelling or removing a job: its owner, a manager of its output space, admins.
+
+    Anything but seeing is a change: a read-only token may only see.
+    """
+    if what != "see" and principal.caveats.read_only:
+        raise Forbidden(f"this token is read-only; it cannot {what} jobs")
     if principal.caveats.space is not None and (
         output_space is None or output_space.name != principal.caveats.space
     ):
