@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Install the system packages the tests start for real (PostgreSQL), when missing.
-# The tests themselves start and stop their own cluster; nothing here starts a service.
+# Install what the tests start for real, when missing: PostgreSQL (Debian package), Node.js and
+# the test identity provider (npm oidc-provider, pinned by tests/idp/package-lock.json).
+# The tests themselves start and stop their own services; nothing here starts one.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing ${missing[*]} (Debian packages) for the tests" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian's package starts a cluster of its own; the tests use their own, so stop it.
-  command -v pg_ctlcluster >/dev/null && service postgresql stop >/dev/null 2>&1 || true
-else
-  echo "not root: tests needing ${missing[*]} will skip (install: sudo apt-get install ${missing[*]})" >&2
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} (Debian packages) for the tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's package starts a cluster of its own; the tests use their own, so stop it.
+    command -v pg_ctlcluster >/dev/null && service postgresql stop >/dev/null 2>&1 || true
+  else
+    echo "not root: tests needing ${missing[*]} will skip (install: sudo apt-get install ${missing[*]})" >&2
+  fi
+fi
+# The OpenID Provider the security tests log in at: reinstalled when its lock file changes.
+idp=tests/idp
+if command -v npm >/dev/null && [ ! "$idp/node_modules/.package-lock.json" -nt "$idp/package-lock.json" ]; then
+  echo "installing the test identity provider (npm ci in $idp)" >&2
+  (cd "$idp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

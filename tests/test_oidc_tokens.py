@@ -189,3 +189,17 @@ def test_user_removed_from_the_group_loses_access_with_their_platform_tokens(
         idp.set_entitlements("dave", MEMBER)
     actions = [e.action for e in oidc_server.client().audit(target="user:dave").entries]
     assert {"user.create", "user.suspend", "user.reinstate"} <= set(actions)
+
+
+def test_space_shared_with_a_provider_group_before_its_members_log_in(
+    idp: IdentityProvider, oidc_server: RunningServer
+) -> None:
+    owner = oidc_server.client(idp.access_token("dave"))
+    owner.create_space("nb")
+    owner.upload("nb", "scan.dcm", b"DICM")
+    shared = owner.share("nb", "vo.primage.eu:neuroblastoma", "viewer", kind="group")
+    assert any(m.name == "vo.primage.eu:neuroblastoma" for m in shared.members)
+    erin = oidc_server.client(idp.access_token("erin"))  # first login: joins the group
+    assert erin.read_bytes("nb", "scan.dcm") == b"DICM"
+    with pytest.raises(Exception, match="no group named"):
+        owner.share("nb", "localgroup", "viewer", kind="group")  # local groups are not invented

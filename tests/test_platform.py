@@ -88,14 +88,20 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
         "PRIMAGE_CONFIG": str(toml),
         "PRIMAGE_DATABASE_URL": "postgresql://primage:hunter2@db.example:5432/primage",
         "PRIMAGE_TOKEN_TTL_DAYS": "3",
-    }
+        "PRIMAGE_SECRET_KEY": "key-material-hunter3",
+        "PRIMAGE_OIDC_PROVIDERS": json.dumps(
+            [{"issuer": "https://aai.egi.eu/auth/realms/egi", "client_id": "primage",
+              "client_secret": "client-hunter4"}]
+        ),
+    }  # fmt: skip
     out = subprocess.run(
         [sys.executable, "-m", "primage", "config", "show", "--json"],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
-    assert "hunter2" not in out.stdout
+    assert "hunter" not in out.stdout
+    assert shown["oidc_providers"][0]["client_id"] == "primage"
     assert shown["database_url"] == "postgresql+psycopg://primage:***@db.example:5432/primage"
     assert shown["port"] == 9999  # from the file
     assert shown["token_ttl_days"] == 3  # the environment wins over the file

@@ -50,6 +50,7 @@ def test_code_flow_with_pkce_opens_a_session(
         set_cookie = browser.get("/whoami").json()
         assert set_cookie["name"] == "alice" and set_cookie["via"] == "session"
         assert set_cookie["csrf_token"]
+        _at_rest_only_hashed_or_encrypted(oidc_server, cookie.value or "")
     audit = oidc_server.client().audit(action="user.login").entries
     assert [e.actor for e in audit] == ["alice"]
 
@@ -67,9 +68,13 @@ def test_session_writes_need_the_csrf_token(
         assert made.status_code == 201, made.text
         assert [s["name"] for s in browser.get("/spaces").json()] == ["scans"]
 
+        cookie = browser.cookies["primage_session"]
         out = browser.post("/auth/logout", data={"csrf_token": csrf})
         assert out.status_code == 200 and out.json() == {"logged_out": True}
         assert browser.get("/whoami").status_code == 401
+    log = (oidc_server.data_dir.parent / "data.log").read_text()
+    for secret in (cookie, csrf, "web-secret"):  # nothing secret reaches the server's log
+        assert secret not in log
 
 
 def test_callback_refuses_replayed_unknown_and_foreign_states(
@@ -117,3 +122,14 @@ def test_session_rechecks_membership_at_the_provider(
             assert browser.get("/whoami").status_code == 401  # the session was ended
         finally:
             idp.set_entitlements("dave", MEMBER)
+
+
+def _at_rest_only_hashed_or_encrypted(server: RunningServer, cookie: str) -> None:
+    import hashlib
+    import sqlite3
+
+    db = sqlite3.connect(server.database_url.removeprefix("sqlite:///"))
+    [(id_hash, refresh)] = db.execute("SELECT id_hash, refresh_token FROM web_sessions").fetchall()
+    db.close()
+    assert id_hash == hashlib.sha256(cookie.encode()).hexdigest()
+    assert refresh.startswith("gAAAAA")  # a Fernet token: the provider's refresh token, sealed

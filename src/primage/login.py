@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
@@ -96,8 +97,11 @@ def load(server: str) -> Login | None:
 
 
 def save(login: Login) -> None:
+    record = asdict(login)
+    if login.token_command:  # the command is asked each time: no token is kept for it
+        record.update(access_token=None, expires_at=0.0)
     data = _read()
-    data.setdefault("servers", {})[login.server] = asdict(login)
+    data.setdefault("servers", {})[login.server] = record
     _write(data)
 
 
@@ -276,14 +280,15 @@ class LoginAuth(httpx.Auth):
 
     def __init__(self, login: Login) -> None:
         self.login = login
+        self._lock = threading.Lock()  # parallel transfers must not refresh twice
 
     def token(self) -> str:
-        if not self.login.fresh:
-            self.login = refresh(self.login)
-            if not self.login.token_command:
+        with self._lock:
+            if not self.login.fresh:
+                self.login = refresh(self.login)
                 save(self.login)  # keep the new (possibly rotated) refresh token
-        assert self.login.access_token is not None
-        return self.login.access_token
+            assert self.login.access_token is not None
+            return self.login.access_token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self.token()}"

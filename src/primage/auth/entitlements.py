@@ -12,9 +12,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+GROUP = r"[A-Za-z0-9][A-Za-z0-9._-]*(?::[A-Za-z0-9][A-Za-z0-9._-]*)*?"
 ENTITLEMENT_RE = re.compile(
     r"^urn:mace:egi\.eu:group:"
-    r"(?P<group>[A-Za-z0-9][A-Za-z0-9._-]*(?::[A-Za-z0-9][A-Za-z0-9._-]*)*?)"
+    rf"(?P<group>{GROUP})"
     r"(?::role=(?P<role>[A-Za-z0-9._-]+))?"
     r"(?:#(?P<authority>[A-Za-z0-9._-]+))?$"
 )
@@ -53,6 +54,11 @@ def parse_all(values: object) -> frozenset[Entitlement]:
 def holds_any(entitlements: Iterable[Entitlement], requirements: Iterable[str]) -> bool:
     wanted = list(requirements)
     return any(e.satisfies(r) for e in entitlements for r in wanted)
+
+
+def is_provider_group(name: str) -> bool:
+    """Whether a group name is one entitlements give (``vo[:subgroup...]``, with a colon)."""
+    return ":" in name and len(name) <= MAX_GROUP and re.fullmatch(GROUP, name) is not None
 
 
 def group_names(entitlements: Iterable[Entitlement]) -> frozenset[str]:

@@ -48,6 +48,13 @@ def looks_like_jwt(raw: str) -> bool:
     return raw.count(".") == 2 and raw.startswith("eyJ")
 
 
+def _header(raw: str, what: str) -> dict[str, Any]:
+    try:
+        return jwt.get_unverified_header(raw)
+    except jwt.DecodeError:
+        raise Unauthenticated(f"malformed {what}: it does not decode as a JWT") from None
+
+
 def _time(value: object) -> dt.datetime | None:
     if isinstance(value, int | float):
         return dt.datetime.fromtimestamp(value, dt.UTC)
@@ -146,7 +153,7 @@ class Provider:
 
     def verify_jwt(self, raw: str) -> dict[str, Any]:
         """The claims of a JWT access token this provider signed, or Unauthenticated saying why."""
-        header = jwt.get_unverified_header(raw)
+        header = _header(raw, "token")
         alg = header.get("alg")
         if alg not in self.settings.algorithms:
             raise Unauthenticated(
@@ -274,7 +281,7 @@ class Provider:
 
     def verify_id_token(self, raw: str, nonce: str) -> dict[str, Any]:
         """An ID token from the code exchange: signed by the provider, for our client, our nonce."""
-        header = jwt.get_unverified_header(raw)
+        header = _header(raw, "ID token")
         alg = header.get("alg")
         if alg not in self.settings.algorithms:
             raise Unauthenticated(f"ID token signed with algorithm {alg!r}")

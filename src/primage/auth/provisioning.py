@@ -45,6 +45,17 @@ def _free_name(session: Session, identity: Identity) -> str:
     return next(f"{base}-{n}" for n in range(2, len(taken) + 3) if f"{base}-{n}" not in taken)
 
 
+def provider_group(session: Session, name: str) -> Group:
+    """A provider's group, created on first mention: by a member's login, or by sharing a space
+    with it before any member has logged in."""
+    group = session.scalar(select(Group).where(Group.name == name))
+    if group is None:
+        group = Group(name=name)
+        session.add(group)
+        session.flush()
+    return group
+
+
 def _sync_groups(session: Session, user: User, identity: Identity) -> None:
     wanted = entitlements.group_names(identity.entitlements)
     managed = {
@@ -68,11 +79,7 @@ def _sync_groups(session: Session, user: User, identity: Identity) -> None:
         )
     local = {g.id for g in user.groups} - set(managed)
     for name in sorted(wanted - set(have)):
-        group = session.scalar(select(Group).where(Group.name == name))
-        if group is None:
-            group = Group(name=name)
-            session.add(group)
-            session.flush()
+        group = provider_group(session, name)
         if group.id in local:
             continue  # an admin added them by hand; leave that membership alone
         session.add(GroupMember(group_id=group.id, user_id=user.id, provider=identity.provider))

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from primage.auth import audit, policy
+from primage.auth import audit, entitlements, policy, provisioning
 from primage.auth.policy import Right, Role
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
@@ -146,7 +146,11 @@ async def delete(name: str, caller: Caller, state: State, force: bool = False) -
     await run_in_threadpool(remove)
 
 
-def subject_id(session: Session, kind: str, name: str) -> int:
+def subject_id(session: Session, kind: str, name: str, *, sharing: bool = False) -> int:
+    """A user's or group's id; sharing with a provider's group creates it if nobody of it has
+    logged in yet (its members join it at their login)."""
+    if sharing and kind == "group" and entitlements.is_provider_group(name):
+        return provisioning.provider_group(session, name).id
     return (lookup.user if kind == "user" else lookup.group)(session, name).id
 
 
@@ -156,7 +160,7 @@ def share(name: str, body: m.ShareRequest, caller: Caller, state: State) -> m.Sp
     with state.db.session() as session:
         row = lookup.space(session, name)
         policy.check_share(caller, row, Role(body.role))
-        sid = subject_id(session, body.kind, body.name)
+        sid = subject_id(session, body.kind, body.name, sharing=True)
         if body.kind == "user" and sid == row.owner_id:
             raise Conflict(f"'{body.name}' owns space '{name}' already")
         existing = session.get(tables.SpaceMember, (row.id, body.kind, sid))
