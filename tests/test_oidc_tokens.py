@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -203,3 +204,26 @@ def test_space_shared_with_a_provider_group_before_its_members_log_in(
     assert erin.read_bytes("nb", "scan.dcm") == b"DICM"
     with pytest.raises(Exception, match="no group named"):
         owner.share("nb", "localgroup", "viewer", kind="group")  # local groups are not invented
+
+
+def test_executor_restricted_to_a_provider_group(idp: IdentityProvider, tmp_path: Path) -> None:
+    env = {
+        **idp.server_env(),
+        "PRIMAGE_EXECUTOR_GROUPS": json.dumps({"local": ["vo.primage.eu:neuroblastoma"]}),
+    }
+    server = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        for user in ("alice", "dave"):
+            client = server.client(idp.access_token(user))
+            client.create_space(f"s-{user}")
+        job = {"command": "true", "spaces": ["s-alice"]}
+        assert server.client(idp.access_token("alice")).submit_job(job).task_count == 1
+        refused = httpx.post(
+            f"{server.url}/jobs",
+            json={"command": "true", "spaces": ["s-dave"]},
+            headers={"Authorization": f"Bearer {idp.access_token('dave')}"},
+        )
+        assert refused.status_code == 403
+        assert "vo.primage.eu:neuroblastoma" in refused.json()["detail"]
+    finally:
+        server.stop()

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         "local disk helps short tasks (each creates a folder and its log files).",
     )
     max_tasks_per_job: int = Field(100_000, ge=1, description="Largest number of tasks in a job.")
+    executor_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Who may run jobs on each executor: executor name → groups (local or a "
+        "provider's, e.g. vo.primage.eu:gpu). An executor not listed is open to every user.",
+    )
     oidc_providers: list[ProviderSettings] = Field(
         default_factory=list,
         description="Trusted OpenID Connect providers (TOML [[oidc_providers]] tables, or "

@@ -101,6 +101,13 @@ def check_share(principal: Principal, space: Space, role: Role) -> None:
         raise Forbidden(f"only the owner of space '{space.name}' may appoint managers")
 
 
+def check_executor(principal: Principal, executor: str, groups: list[str] | None) -> None:
+    """Running jobs on an executor: its groups' members (admins always), or everyone if open."""
+    if groups is None or principal.is_admin or principal.group_names & set(groups):
+        return
+    raise Forbidden(f"only members of {' or '.join(groups)} may run jobs on executor '{executor}'")
+
+
 def check_job(principal: Principal, owner_id: int, output_space: Space | None, what: str) -> None:
     """Seeing, cancelling or removing a job: its owner, a manager of its output space, admins.
 

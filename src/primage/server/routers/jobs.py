@@ -76,6 +76,8 @@ def output_space(session: Session, job: tables.Job) -> tables.Space | None:
 @router.post("", status_code=201, response_model=m.JobDetail)
 def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
     """Submit a job; it is checked, expanded into tasks and stored before this returns."""
+    name = state.executor.name
+    policy.check_executor(caller, name, state.settings.executor_groups.get(name))
     with state.db.session() as session:
         job = submit(
             session, state.store, state.executor, caller, spec, state.settings.max_tasks_per_job
