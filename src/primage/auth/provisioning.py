@@ -12,6 +12,7 @@ Each check of a provider's token (or of a web session) calls :func:`admit`:
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from primage.errors import Forbidden
 from primage.storage.paths import NAME_RE
 
 LEFT_GROUP = "not a member of the required group at provider"
+SEEN_EVERY = dt.timedelta(minutes=5)
 
 
 def _as_actor(user: User) -> Principal:
@@ -143,7 +145,9 @@ def admit(
         )
     if provider.admin_groups:
         user.is_admin = entitlements.holds_any(identity.entitlements, provider.admin_groups)
-    link.email, link.display_name, link.seen_at = identity.email, identity.display_name, utcnow()
+    now, seen = utcnow(), (identity.email, identity.display_name)
+    if (link.email, link.display_name) != seen or now - link.seen_at > SEEN_EVERY:
+        link.email, link.display_name, link.seen_at = *seen, now  # not a write per request
     _sync_groups(session, user, identity)
     groups = user.groups
     return Principal(
