@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
-from primage import credentials
-from primage.errors import PrimageError, ServerUnavailable, from_response
+from primage import credentials, login
+from primage.errors import PrimageError, ServerUnavailable, Unauthenticated, from_response
 from primage.jobs.states import JOB_DONE, JobState
 from primage.models.audit import AuditPage
 from primage.models.files import FileInfo, Listing
@@ -95,6 +95,15 @@ class Client:
         )
 
     # -- platform ---------------------------------------------------------------------------
+
+    def current_token(self) -> str:
+        """The bearer token requests use now (a kept login is refreshed first if due)."""
+        auth = self.http.auth
+        if isinstance(auth, credentials.BearerToken):
+            return auth.token
+        if isinstance(auth, login.LoginAuth):
+            return auth.token()
+        raise Unauthenticated("no credentials: primage login, or set PRIMAGE_TOKEN")
 
     def health(self) -> dict[str, str]:
         result: dict[str, str] = self._request("GET", "/health").json()

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from primage import __version__
-from primage.cli import admin, config, files, job, login, server, space, token
+from primage.cli import admin, config, files, job, login, mount, server, space, token
 from primage.errors import PrimageError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(token.app, name="token")
 app.add_typer(admin.app, name="admin")
 files.register(app)
 login.register(app)
+mount.register(app)
 
 
 def _version(value: bool) -> None:

@@ -34,6 +34,13 @@ def create(
     )
 
 
+@app.command()
+def current(ctx: typer.Context) -> None:
+    """Print the token this CLI sends now (a login is refreshed first): for tools such as rclone
+    (``bearer_token_command``) or curl. Treat the output as a password."""
+    typer.echo(client(ctx).current_token())
+
+
 @app.command("ls")
 def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Your tokens (a restricted token sees itself and the tokens it made)."""

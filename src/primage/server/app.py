@@ -6,12 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
 
 from primage import __version__
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
 from primage.config import Settings
+from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
 from primage.executors.local import LocalExecutor
 from primage.jobs.reconciler import Reconciler
@@ -68,5 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, auth, users, tokens, spaces, files, jobs, audit):
         app.include_router(module.router)
+    app.mount(MOUNT, WSGIMiddleware(Gateway(platform), workers=32))  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)
     return app

@@ -147,3 +147,12 @@ def usage(root: Path) -> tuple[int, int]:
                 total += st.st_size
                 count += 1
     return total, count
+
+
+def quota_allowance(quota: int | None, files: SpaceFiles, target: os.PathLike[str]) -> int | None:
+    """Bytes a write to ``target`` may add: quota minus usage, plus the file it replaces."""
+    if quota is None:
+        return None
+    used, _ = usage(files.root)
+    replaced = os.stat(target).st_size if os.path.isfile(target) else 0
+    return max(quota - used + replaced, 0)

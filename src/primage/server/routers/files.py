@@ -21,7 +21,7 @@ from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict, InsufficientStorage, RangeNotSatisfiable
 from primage.models.files import FileInfo, Listing, MkdirRequest, MoveRequest
 from primage.server.deps import Caller, State
-from primage.storage.filesystem import SpaceFiles, file_info, usage
+from primage.storage.filesystem import SpaceFiles, file_info, quota_allowance
 from primage.storage.paths import normalise_relpath
 from primage.storage.transfer import AtomicUpload, Blocks, human
 
@@ -176,7 +176,7 @@ def prepare(
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
     if not overwrite and os.path.lexists(target):  # early, before the body; commit re-checks
         raise Conflict(f"'{rel}' already exists in space '{space}'; allow overwriting")
-    allowance = quota_allowance(row, files, target)
+    allowance = quota_allowance(row.quota_bytes, files, target)
     if allowance is not None and (declared or 0) > allowance:
         raise InsufficientStorage(
             f"space '{space}' quota exceeded: {human(declared or 0)} sent, {human(allowance)} left"
@@ -232,15 +232,6 @@ async def receive_into(writer: AtomicUpload, request: Request) -> None:
     finally:
         if pending is not None and not pending.done():
             await asyncio.wait({pending})  # never close the file under a running write
-
-
-def quota_allowance(row: tables.Space, files: SpaceFiles, target: os.PathLike[str]) -> int | None:
-    """Bytes an upload to ``target`` may write: quota minus usage, plus the file it replaces."""
-    if row.quota_bytes is None:
-        return None
-    used, _ = usage(files.root)
-    replaced = os.stat(target).st_size if os.path.isfile(target) else 0
-    return max(row.quota_bytes - used + replaced, 0)
 
 
 @router.post("/mkdir", response_model=FileInfo, status_code=201)

@@ -1,0 +1,1 @@
+"""WebDAV access to the spaces: the gateway at /dav and its WsgiDAV provider."""

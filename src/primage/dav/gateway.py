@@ -1,0 +1,157 @@
+"""The WebDAV gateway at ``/dav``: authentication and the platform's policy in front of WsgiDAV.
+
+Every request is authenticated like the REST API (a platform token or a provider's access token,
+as ``Bearer``, or as the password of ``Basic`` for clients that only do Basic, e.g. davfs2 and
+Windows) and authorised by :mod:`primage.auth.policy` before WsgiDAV sees it:
+
+- ``GET HEAD PROPFIND OPTIONS`` need read access to the path; the root lists the caller's spaces;
+- ``PUT DELETE MKCOL PROPPATCH LOCK UNLOCK`` need write access; ``COPY`` read on the source and
+  write on the destination; ``MOVE`` write on both;
+- a token's caveats apply as in the API: a read-only token is read-only here, a path-restricted
+  one is confined to its folder;
+- spaces themselves are created, renamed and deleted through the API only.
+
+Errors are the API's JSON (``{"error", "detail"}``) with its status codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import select
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from primage.auth import policy
+from primage.auth.policy import Right
+from primage.auth.principal import Principal
+from primage.dav.provider import VISIBLE, SpaceProvider, split
+from primage.db import lookup, tables
+from primage.errors import BadRequest, Forbidden, PrimageError, Unauthenticated
+from primage.server.deps import authenticate
+from primage.server.state import Platform
+
+MOUNT = "/dav"
+READ = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
+REALM = "primage"
+StartResponse = Any
+
+
+def _credential(environ: dict[str, Any]) -> str:
+    header = str(environ.get("HTTP_AUTHORIZATION", ""))
+    scheme, _, value = header.partition(" ")
+    if not header:
+        raise Unauthenticated(
+            "no credentials: send a platform token or an access token as 'Bearer <token>', "
+            "or as the password of Basic authentication (any user name)"
+        )
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        if password:
+            return password
+    raise Unauthenticated("use 'Bearer <token>', or Basic with the token as the password")
+
+
+def _target(environ: dict[str, Any]) -> str | None:
+    """The destination path of a COPY or MOVE, inside the gateway."""
+    header = environ.get("HTTP_DESTINATION")
+    if not isinstance(header, str):
+        return None
+    path = unquote(urlsplit(header).path)
+    if not path.startswith(MOUNT + "/") and path != MOUNT:
+        raise BadRequest(f"destination {header!r} is outside {MOUNT}/")
+    return path.removeprefix(MOUNT) or "/"
+
+
+class Gateway:
+    """The WSGI application mounted at ``/dav``."""
+
+    def __init__(self, state: Platform) -> None:
+        self.state = state
+        provider = SpaceProvider(state.store, state.db, state.settings.fsync_uploads)
+        self.dav = WsgiDAVApp(
+            {
+                "provider_mapping": {"/": provider},
+                "mount_path": MOUNT,
+                # authentication and authorisation happen here, before WsgiDAV
+                "middleware_stack": [ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
+                "http_authenticator": {"domain_controller": None},
+                "simple_dc": {"user_mapping": {}},
+                "lock_storage": True,  # class 2: in-memory locks, as davfs2 and Windows expect
+                "property_manager": True,
+                "dir_browser": {"enable": True, "davmount": False, "ms_sharepoint_support": False},
+                "verbose": 0,
+                "logging": {"enable": False, "enable_loggers": []},
+            }
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            principal = self._authenticate(environ)
+            self._authorize(environ, principal)
+        except PrimageError as exc:
+            return self._error(exc, start_response)
+        environ["wsgidav.auth.user_name"] = principal.name
+        environ["wsgidav.auth.realm"] = REALM
+        environ["wsgidav.auth.roles"] = []
+        environ["wsgidav.auth.permissions"] = []
+        served: Iterable[bytes] = self.dav(environ, start_response)
+        return served
+
+    def _authenticate(self, environ: dict[str, Any]) -> Principal:
+        raw = _credential(environ)
+        cached = self.state.principals.get(raw)
+        if cached is not None:
+            return cached
+        principal = authenticate(self.state, raw, cookie=False)
+        self.state.principals.put(raw, principal)
+        return principal
+
+    def _authorize(self, environ: dict[str, Any], principal: Principal) -> None:
+        method = environ["REQUEST_METHOD"].upper()
+        space, rel = split(unquote(environ.get("PATH_INFO", "/")))
+        with self.state.db.session() as session:
+            if not space:
+                if method not in READ:
+                    raise Forbidden(
+                        "spaces are created and deleted with the API: primage space create NAME"
+                    )
+                spaces = session.scalars(select(tables.Space))
+                environ[VISIBLE] = {s.name for s in spaces if policy.can_list(principal, s)}
+                return
+            visible = {space}
+            right = Right.READ if method in READ or method == "COPY" else Right.WRITE
+            if right is Right.WRITE and not rel and method in ("DELETE", "MOVE"):
+                raise Forbidden(f"delete or rename space '{space}' with the API, not WebDAV")
+            policy.check_space(principal, lookup.space(session, space), right, rel)
+            destination = _target(environ) if method in ("COPY", "MOVE") else None
+            if destination is not None:
+                dest_space, dest_rel = split(destination)
+                if not dest_space or not dest_rel:
+                    raise Forbidden("a COPY or MOVE must land inside a space")
+                row = lookup.space(session, dest_space)
+                policy.check_space(principal, row, Right.WRITE, dest_rel)
+                visible.add(dest_space)
+        environ[VISIBLE] = visible
+
+    @staticmethod
+    def _error(exc: PrimageError, start_response: StartResponse) -> list[bytes]:
+        body = json.dumps(exc.to_json()).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if exc.status == 401:
+            headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
+        reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+        start_response(f"{exc.status} {reason.get(exc.status, 'Error')}", headers)
+        return [body]

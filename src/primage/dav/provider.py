@@ -1,0 +1,204 @@
+"""The spaces as one WebDAV tree (WsgiDAV): ``/<space>/<path>``.
+
+WsgiDAV's filesystem resources do the protocol work (PROPFIND, ranges, ETags, COPY/MOVE, locks);
+this module changes what a gateway to patient data must do differently:
+
+- paths resolve through :func:`primage.storage.paths.resolve`, so nothing outside the space is
+  reachable, not even another space through a symbolic link;
+- the root lists only the spaces the caller may see; hidden folders at the storage root
+  (``.staging``, ``.trash``) do not exist for WebDAV;
+- a PUT is written to the staging folder and renamed into place when complete (the same
+  :class:`~primage.storage.transfer.AtomicUpload` as the REST API, with the space's quota): an
+  interrupted upload leaves the old file, never a partial one, and its SHA-256 is recorded.
+
+Who may do what is decided before a request reaches WsgiDAV (see :mod:`primage.dav.gateway`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from wsgidav import util
+from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_provider import DAVCollection
+from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
+
+from primage.db import Database, tables
+from primage.errors import PrimageError
+from primage.storage.filesystem import SpaceFiles, quota_allowance
+from primage.storage.paths import NAME_RE, resolve
+from primage.storage.spaces import SpaceStore
+from primage.storage.transfer import AtomicUpload
+
+VISIBLE = "primage.spaces"  # environ key: the space names the caller may see
+
+
+def split(path: str) -> tuple[str, str]:
+    """'/space/a/b' → ('space', 'a/b'); '/' → ('', '')."""
+    space, _, rest = path.strip("/").partition("/")
+    return space, rest
+
+
+class _Writer:
+    """The file object WsgiDAV writes a PUT body into; the resource commits it."""
+
+    def __init__(self, upload: AtomicUpload) -> None:
+        self.upload = upload
+
+    def write(self, data: bytes) -> None:
+        self.upload.write(data)
+
+    def close(self) -> None:
+        """Nothing yet: ``end_write`` says whether the body arrived whole."""
+
+
+class SpaceFile(FileResource):
+    """A file in a space. ``pending``: a PUT target that does not exist until its upload ends."""
+
+    def __init__(
+        self, path: str, environ: dict[str, Any], file_path: str, *, pending: bool
+    ) -> None:
+        if pending:  # FileResource.__init__ would stat a file that must not exist yet
+            super(FileResource, self).__init__(path, environ)
+            self._file_path = file_path
+            self.name = os.path.basename(file_path)
+        else:
+            super().__init__(path, environ, file_path)
+        self._upload: AtomicUpload | None = None
+
+    def begin_write(self, *, content_type: str | None = None) -> _Writer:
+        provider: SpaceProvider = self.provider
+        self._upload = provider.start_upload(self.path, Path(self._file_path))
+        return _Writer(self._upload)
+
+    def end_write(self, *, with_errors: bool) -> None:
+        upload, self._upload = self._upload, None
+        if upload is None:
+            return
+        if with_errors:
+            upload.abort()
+            return
+        try:
+            _, sha256 = upload.commit()
+        except PrimageError as exc:
+            raise DAVError(exc.status, exc.detail) from None
+        self.file_stat = os.stat(self._file_path)
+        provider: SpaceProvider = self.provider
+        provider.record_checksum(self.path, self.file_stat, sha256)
+
+
+class SpaceFolder(FolderResource):
+    def get_used_bytes(self) -> None:  # the disk's figures would describe other spaces too
+        return None
+
+    def get_available_bytes(self) -> None:
+        return None
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    def create_empty_resource(self, name: str) -> SpaceFile:
+        path = util.join_uri(self.path, name)
+        file_path = self.provider._loc_to_file_path(path, self.environ)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            return SpaceFile(path, self.environ, file_path, pending=True)
+        with open(file_path, "xb"):  # a lock-null resource (LOCK on a new URL): RFC 4918 §7.3
+            pass
+        return SpaceFile(path, self.environ, file_path, pending=False)
+
+    def create_collection(self, name: str) -> None:
+        os.mkdir(self.provider._loc_to_file_path(util.join_uri(self.path, name), self.environ))
+
+
+class Root(DAVCollection):
+    """The top: one folder per space the caller may see."""
+
+    def get_member_names(self) -> list[str]:
+        return sorted(self.environ.get(VISIBLE, ()))
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(f"/{name}", self.environ)
+
+    def get_display_name(self) -> str:
+        return "spaces"
+
+    def get_last_modified(self) -> float:
+        return time.time()
+
+    def get_etag(self) -> None:
+        return None
+
+    def support_etag(self) -> bool:
+        return False
+
+
+class SpaceProvider(FilesystemProvider):
+    def __init__(self, store: SpaceStore, db: Database, fsync: bool) -> None:
+        super().__init__(str(store.root), readonly=False, fs_opts={"follow_symlinks": False})
+        self.store, self.db, self.fsync = store, db, fsync
+
+    def _loc_to_file_path(self, path: str, environ: dict[str, Any] | None = None) -> str:
+        space, rest = split(path)
+        if not space:
+            return str(self.store.root)
+        if not NAME_RE.fullmatch(space):
+            raise DAVError(HTTP_NOT_FOUND, f"no space named {space!r}")
+        try:
+            _, target = resolve(self.store.folder(space), rest)
+        except PrimageError as exc:
+            raise DAVError(HTTP_FORBIDDEN, exc.detail) from None
+        return str(target)
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
+        self._count_get_resource_inst += 1
+        space, _ = split(path)
+        if not space:
+            return Root("/", environ)
+        if space not in environ.get(VISIBLE, ()):
+            return None
+        file_path = self._loc_to_file_path(path, environ)
+        if os.path.islink(file_path) or not os.path.exists(file_path):
+            return None
+        if os.path.isdir(file_path):
+            return SpaceFolder(path, environ, file_path)
+        return SpaceFile(path, environ, file_path, pending=False)
+
+    # -- what SpaceFile needs ---------------------------------------------------------------
+
+    def _space_row(self, space: str) -> tables.Space:
+        with self.db.session() as session:
+            row = session.scalar(select(tables.Space).where(tables.Space.name == space))
+            if row is None:
+                raise DAVError(HTTP_NOT_FOUND, f"no space named {space!r}")
+            session.expunge(row)
+            return row
+
+    def start_upload(self, path: str, target: Path) -> AtomicUpload:
+        space, _ = split(path)
+        row = self._space_row(space)
+        files = SpaceFiles(space, self.store.folder(space))
+        return AtomicUpload(
+            space=space,
+            staging=self.store.staging,
+            target=target,
+            allowance=quota_allowance(row.quota_bytes, files, target),
+            fsync=self.fsync,
+        )
+
+    def record_checksum(self, path: str, st: os.stat_result, sha256: str) -> None:
+        space, rel = split(path)
+        with self.db.session() as session:
+            row = self._space_row(space)
+            session.merge(
+                tables.FileChecksum(
+                    space_id=row.id,
+                    path=rel,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    sha256=sha256,
+                )
+            )
