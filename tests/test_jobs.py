@@ -180,6 +180,29 @@ def test_tasks_see_their_spaces_and_environment(jobs_server: RunningServer, tmp_
     assert workdir.endswith(f"jobs/{job.id}/0.1")  # each task runs in its own folder
 
 
+def test_a_space_mounted_read_only_cannot_be_written(
+    jobs_server: RunningServer, tmp_path: Path
+) -> None:
+    api = jobs_server.client()
+    space_with_files(api, tmp_path, "ct", 1)
+    api.create_space("notes")
+    job = api.submit_job(
+        {
+            "spaces": ["ct:ro", "notes"],
+            "command": (
+                'cat "$PRIMAGE_SPACE_CT/in/scan00.txt" > {spaces.notes}/copy.txt; '
+                'echo tampered > "$PRIMAGE_SPACE_CT/in/scan00.txt" || exit 3; echo written'
+            ),
+        }
+    )
+    done = api.wait_job(job.id, poll=0.2, timeout=30)
+    task = api.tasks(job.id).tasks[0]
+    assert done.state == "failed" and task.exit_code == 3, task.message
+    assert b"Read-only file system" in b"".join(api.logs(job.id, 0, stream="stderr"))
+    assert api.read_bytes("ct", "in/scan00.txt") == api.read_bytes("notes", "copy.txt")
+    assert b"tampered" not in api.read_bytes("ct", "in/scan00.txt")
+
+
 def test_bad_jobs_are_refused_before_anything_runs(
     jobs_server: RunningServer, tmp_path: Path
 ) -> None:

@@ -126,7 +126,7 @@ class PrimageFile(AbstractBufferedFile):  # type: ignore[misc]
         return self.fs.client.read_bytes(space, rel, start=start, end=end)
 
     def _initiate_upload(self) -> None:
-        self._staged = tempfile.TemporaryFile()
+        self._staged = tempfile.TemporaryFile()  # noqa: SIM115 - closed after the last chunk
 
     def _upload_chunk(self, final: bool = False) -> bool:
         self._staged.write(self.buffer.getvalue())

@@ -3,7 +3,8 @@
 Each attempt gets its own folder, ``<data_dir>/jobs/<job>/<index>.<attempt>/``, which is its
 working directory and holds ``stdout.log``, ``stderr.log``, ``pid`` (PID and start time: the
 external id) and ``exit`` (its exit code, written by the runner when it ends). Spaces are the real
-folders under the storage root (``PRIMAGE_SPACE_<NAME>`` and ``{spaces.NAME}``). Tasks run as the
+folders under the storage root (``PRIMAGE_SPACE_<NAME>`` and ``{spaces.NAME}``); a space mounted
+read-only is read-only for the task (a bind mount in a mount namespace of its own). Tasks run as the
 server's user: this executor is for one machine and trusted users; containers add isolation.
 """
 
@@ -172,9 +173,9 @@ class LocalExecutor(Executor):
             )
         await asyncio.to_thread(self._send, requests)
 
-    @staticmethod
-    def _argv(run: TaskRun) -> list[str]:
-        argv = procs.argv_for(run.command)
+    def _argv(self, run: TaskRun) -> list[str]:
+        protected = sorted(self.space_path(name) for name, ro in run.mounts.items() if ro)
+        argv = procs.read_only(protected, procs.argv_for(run.command))
         limits = []
         if run.memory_bytes:
             limits.append(f"--as={run.memory_bytes}")
