@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PostgresCluster, RunningServer, start_postgres
+from tests.harness import PostgresCluster, RunningServer, require, start_postgres
 from tests.idp import IdentityProvider, why_unavailable
 
 _db_counter = itertools.count()
@@ -69,15 +69,6 @@ def sqlite_server(tmp_path: Path) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop()
-
-
-def require(reason: str | None) -> None:
-    """Skip for a missing tool on a laptop; under CI nothing may skip."""
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required under CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,17 @@ import httpx
 from primage.client import Client
 
 
+def require(reason: str | None) -> None:
+    """Skip for a missing tool on a laptop; under CI=true nothing may skip: fail instead."""
+    if reason is None:
+        return
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI: {reason}")
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

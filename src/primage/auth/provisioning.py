@@ -125,7 +125,9 @@ def admit(
         user = User(name=_free_name(session, identity))
         session.add(user)
         session.flush()
-        link = IdentityRow(provider=identity.provider, subject=identity.subject, user=user)
+        link = IdentityRow(
+            provider=identity.provider, subject=identity.subject, user=user, seen_at=utcnow()
+        )
         session.add(link)
         audit.record(
             session,

@@ -133,7 +133,9 @@ class Gateway:
                 return
             visible = {space}
             right = Right.READ if method in READ or method == "COPY" else Right.WRITE
-            if right is Right.WRITE and not rel and method in ("DELETE", "MOVE"):
+            if not rel and method == "MKCOL":
+                raise Forbidden("spaces are created with the API: primage space create NAME")
+            if not rel and method in ("DELETE", "MOVE"):
                 raise Forbidden(f"delete or rename space '{space}' with the API, not WebDAV")
             policy.check_space(principal, lookup.space(session, space), right, rel)
             destination = _target(environ) if method in ("COPY", "MOVE") else None

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 from wsgidav import util
-from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
 
@@ -79,6 +79,11 @@ class SpaceFile(FileResource):
         upload, self._upload = self._upload, None
         if upload is None:
             return
+        declared = self.environ.get("CONTENT_LENGTH")
+        if not with_errors and declared and upload.size != int(declared):
+            # the client went away mid-body: the stream just ends early, without an error
+            upload.abort()
+            raise DAVError(HTTP_BAD_REQUEST, f"body ended after {upload.size} of {declared} bytes")
         if with_errors:
             upload.abort()
             return
