@@ -38,6 +38,7 @@ def _entry(space: str, info: FileInfo) -> dict[str, Any]:
 class PrimageFileSystem(AbstractFileSystem):  # type: ignore[misc]
     protocol = "primage"
     root_marker = ""
+    cachable = False  # the server and token come from the environment at each use
 
     def __init__(self, server: str | None = None, token: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
