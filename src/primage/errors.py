@@ -49,6 +49,11 @@ class NotFound(PrimageError):
     status = 404
 
 
+class MethodNotAllowed(PrimageError):
+    code = "method_not_allowed"
+    status = 405
+
+
 class Conflict(PrimageError):
     code = "conflict"
     status = 409

@@ -19,11 +19,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
@@ -32,13 +37,20 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from primage.auth import policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
-from primage.dav.provider import VISIBLE, SpaceProvider, split
+from primage.dav.provider import SPACE, VISIBLE, SpaceProvider, split
 from primage.db import lookup, tables
-from primage.errors import BadRequest, Forbidden, PrimageError, Unauthenticated
+from primage.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    PrimageError,
+    Unauthenticated,
+)
 from primage.server.deps import authenticate
 from primage.server.state import Platform
 
 MOUNT = "/dav"
+SPACE_TTL = 2.0  # seconds a space's members are reused: how long a change of sharing may take
 READ = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 REALM = "primage"
 StartResponse = Any
@@ -80,7 +92,11 @@ class Gateway:
 
     def __init__(self, state: Platform) -> None:
         self.state = state
-        provider = SpaceProvider(state.store, state.db, state.settings.fsync_uploads)
+        self._spaces: dict[str, tuple[float, tables.Space]] = {}
+        self._lock = threading.Lock()
+        self.provider = provider = SpaceProvider(
+            state.store, state.db, state.settings.fsync_uploads
+        )
         self.dav = WsgiDAVApp(
             {
                 "provider_mapping": {"/": provider},
@@ -89,6 +105,7 @@ class Gateway:
                 "middleware_stack": [ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
                 "http_authenticator": {"domain_controller": None},
                 "simple_dc": {"user_mapping": {}},
+                "block_size": 1024 * 1024,  # bytes per read and write (default 8 KiB: slow)
                 "lock_storage": True,  # class 2: in-memory locks, as davfs2 and Windows expect
                 "property_manager": True,
                 "dir_browser": {"enable": True, "davmount": False, "ms_sharepoint_support": False},
@@ -107,8 +124,34 @@ class Gateway:
         environ["wsgidav.auth.realm"] = REALM
         environ["wsgidav.auth.roles"] = []
         environ["wsgidav.auth.permissions"] = []
+        if environ["REQUEST_METHOD"] == "MKCOL" and self._exists(environ):
+            # clients (rclone) send one before every upload into a folder: answer it cheaply
+            return self._error(MethodNotAllowed("the folder exists already"), start_response)
         served: Iterable[bytes] = self.dav(environ, start_response)
         return served
+
+    def _space(self, session: Session, name: str) -> tables.Space:
+        """A space and its members, as read at most ``SPACE_TTL`` seconds ago: a client sends
+        several requests per file, and each would otherwise cost the same two queries."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._spaces.get(name)
+        if cached is not None and now - cached[0] < SPACE_TTL:
+            return cached[1]
+        row = lookup.space(session, name)
+        row.members  # noqa: B018 - loaded now, read after the session
+        session.expunge(row)
+        with self._lock:
+            if len(self._spaces) > 1024:
+                self._spaces.clear()
+            self._spaces[name] = (now, row)
+        return row
+
+    def _exists(self, environ: dict[str, Any]) -> bool:
+        try:
+            return os.path.lexists(self.provider._loc_to_file_path(unquote(environ["PATH_INFO"])))
+        except DAVError:
+            return False
 
     def _authenticate(self, environ: dict[str, Any]) -> Principal:
         raw = _credential(environ)
@@ -137,14 +180,16 @@ class Gateway:
                 raise Forbidden("spaces are created with the API: primage space create NAME")
             if not rel and method in ("DELETE", "MOVE"):
                 raise Forbidden(f"delete or rename space '{space}' with the API, not WebDAV")
-            policy.check_space(principal, lookup.space(session, space), right, rel)
+            row = self._space(session, space)
+            policy.check_space(principal, row, right, rel)
+            environ[SPACE] = (row.id, row.quota_bytes)
             destination = _target(environ) if method in ("COPY", "MOVE") else None
             if destination is not None:
                 dest_space, dest_rel = split(destination)
                 if not dest_space or not dest_rel:
                     raise Forbidden("a COPY or MOVE must land inside a space")
-                row = lookup.space(session, dest_space)
-                policy.check_space(principal, row, Right.WRITE, dest_rel)
+                dest_row = self._space(session, dest_space)
+                policy.check_space(principal, dest_row, Right.WRITE, dest_rel)
                 visible.add(dest_space)
         environ[VISIBLE] = visible
 
@@ -154,6 +199,12 @@ class Gateway:
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if exc.status == 401:
             headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
-        reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+        reason = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not Found",
+            405: "Method Not Allowed",
+        }
         start_response(f"{exc.status} {reason.get(exc.status, 'Error')}", headers)
         return [body]

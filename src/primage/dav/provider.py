@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from wsgidav import util
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection
@@ -35,6 +34,7 @@ from primage.storage.spaces import SpaceStore
 from primage.storage.transfer import AtomicUpload
 
 VISIBLE = "primage.spaces"  # environ key: the space names the caller may see
+SPACE = "primage.space"  # environ key: (id, quota in bytes) of the space a request is about
 
 
 def split(path: str) -> tuple[str, str]:
@@ -72,7 +72,7 @@ class SpaceFile(FileResource):
 
     def begin_write(self, *, content_type: str | None = None) -> _Writer:
         provider: SpaceProvider = self.provider
-        self._upload = provider.start_upload(self.path, Path(self._file_path))
+        self._upload = provider.start_upload(self.path, Path(self._file_path), self.environ)
         return _Writer(self._upload)
 
     def end_write(self, *, with_errors: bool) -> None:
@@ -93,7 +93,7 @@ class SpaceFile(FileResource):
             raise DAVError(exc.status, exc.detail) from None
         self.file_stat = os.stat(self._file_path)
         provider: SpaceProvider = self.provider
-        provider.record_checksum(self.path, self.file_stat, sha256)
+        provider.record_checksum(self.path, self.file_stat, sha256, self.environ)
 
 
 class SpaceFolder(FolderResource):
@@ -174,33 +174,27 @@ class SpaceProvider(FilesystemProvider):
 
     # -- what SpaceFile needs ---------------------------------------------------------------
 
-    def _space_row(self, space: str) -> tables.Space:
-        with self.db.session() as session:
-            row = session.scalar(select(tables.Space).where(tables.Space.name == space))
-            if row is None:
-                raise DAVError(HTTP_NOT_FOUND, f"no space named {space!r}")
-            session.expunge(row)
-            return row
-
-    def start_upload(self, path: str, target: Path) -> AtomicUpload:
+    def start_upload(self, path: str, target: Path, environ: dict[str, Any]) -> AtomicUpload:
         space, _ = split(path)
-        row = self._space_row(space)
+        _, quota = environ[SPACE]
         files = SpaceFiles(space, self.store.folder(space))
         return AtomicUpload(
             space=space,
             staging=self.store.staging,
             target=target,
-            allowance=quota_allowance(row.quota_bytes, files, target),
+            allowance=quota_allowance(quota, files, target),
             fsync=self.fsync,
         )
 
-    def record_checksum(self, path: str, st: os.stat_result, sha256: str) -> None:
-        space, rel = split(path)
+    def record_checksum(
+        self, path: str, st: os.stat_result, sha256: str, environ: dict[str, Any]
+    ) -> None:
+        _, rel = split(path)
+        space_id, _ = environ[SPACE]
         with self.db.session() as session:
-            row = self._space_row(space)
             session.merge(
                 tables.FileChecksum(
-                    space_id=row.id,
+                    space_id=space_id,
                     path=rel,
                     size=st.st_size,
                     mtime_ns=st.st_mtime_ns,
