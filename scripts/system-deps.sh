@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests start for real, when missing: PostgreSQL, rclone and FUSE 3 (Debian
-# packages), Node.js and the test identity provider (npm oidc-provider, pinned by
+# Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3 and davfs2
+# (Debian packages), Node.js and the test identity provider (npm oidc-provider, pinned by
 # tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
 set -euo pipefail
@@ -9,6 +9,7 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 command -v rclone >/dev/null || missing+=(rclone)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v mount.davfs >/dev/null || missing+=(davfs2)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

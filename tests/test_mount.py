@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +193,37 @@ def test_token_expiry_during_a_mount_is_refreshed(
         assert primage(user_env, "umount", str(folder)).returncode == 0
     finally:
         server.stop()
+
+
+def test_davfs2_mount_with_a_token_as_password(
+    sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    """The documented alternative client (docs/work-with-your-data-from-your-computer.md)."""
+    require(
+        None if shutil.which("mount.davfs") else "davfs2 is not installed (apt-get install davfs2)"
+    )
+    require(None if os.geteuid() == 0 else "mount.davfs with a config file needs root here")
+    api = sqlite_server.client()
+    api.create_space("study")
+    api.upload("study", "a.dcm", b"DICM from the API")
+    token = api.create_token("davfs2").token
+    cache = Path(tempfile.mkdtemp(prefix="primage-davcache-"))  # the davfs2 user must reach it
+    shutil.chown(cache, "root", "davfs2")
+    cache.chmod(0o775)
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"{sqlite_server.url}/dav/study/ anyone {token}\n")
+    secrets.chmod(0o600)
+    conf = tmp_path / "davfs2.conf"
+    conf.write_text(f"secrets {secrets}\ncache_dir {cache}\nask_auth 0\nbuf_size 64\n")
+    folder = tmp_path / "mnt"
+    folder.mkdir()
+    url = f"{sqlite_server.url}/dav/study/"
+    subprocess.run(["mount", "-t", "davfs", "-o", f"conf={conf}", url, str(folder)], check=True)
+    try:
+        assert "a.dcm" in os.listdir(folder)
+        assert (folder / "a.dcm").read_bytes() == b"DICM from the API"
+        (folder / "b.dcm").write_bytes(b"DICM from davfs2")
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=120)  # waits for uploads
+        shutil.rmtree(cache, ignore_errors=True)
+    assert api.read_bytes("study", "b.dcm") == b"DICM from davfs2"
