@@ -29,6 +29,19 @@ def require(reason: str | None) -> None:
     pytest.skip(reason)
 
 
+def primage(
+    *args: str, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``primage`` command, as a user would, in this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "primage", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

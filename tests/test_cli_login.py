@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import RunningServer
+from tests.harness import RunningServer, primage
 from tests.idp import IdentityProvider
 
 
@@ -29,16 +29,6 @@ def cli_env(server: RunningServer, credentials: Path) -> dict[str, str]:
         COLUMNS="200",
     )
     return env
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "primage", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def device_login(idp: IdentityProvider, env: dict[str, str], user: str) -> str:
@@ -67,7 +57,7 @@ def test_device_login_refresh_and_logout(
 ) -> None:
     credentials = tmp_path / "config" / "credentials.json"
     env = cli_env(oidc_server, credentials)
-    assert run(env, "whoami").returncode == 1  # nothing to authenticate with yet
+    assert primage("whoami", env=env).returncode == 1  # nothing to authenticate with yet
 
     out = device_login(idp, env, "alice")
     assert f"logged in to {oidc_server.url} as alice through 'egi'" in out
@@ -75,19 +65,19 @@ def test_device_login_refresh_and_logout(
     kept = json.loads(credentials.read_text())["servers"][oidc_server.url]
     assert kept["refresh_token"] and kept["provider"] == "egi"
 
-    me = run(env, "whoami")
+    me = primage("whoami", env=env)
     assert me.returncode == 0, me.stderr
     assert "alice" in me.stdout and "oidc:egi" in me.stdout and "renewed" in me.stdout
 
     # the access token runs out: the next command refreshes it and keeps the new one
     kept["expires_at"] = 0
     credentials.write_text(json.dumps({"servers": {oidc_server.url: kept}}))
-    made = run(env, "space", "create", "scans")
+    made = primage("space", "create", "scans", env=env)
     assert made.returncode == 0, made.stderr
     renewed = json.loads(credentials.read_text())["servers"][oidc_server.url]
     assert renewed["access_token"] != kept["access_token"] and renewed["expires_at"] > 0
 
-    out = run(env, "logout")
+    out = primage("logout", env=env)
     assert out.returncode == 0 and "logged out" in out.stdout
     assert json.loads(credentials.read_text())["servers"] == {}
     refused = httpx.post(
@@ -99,7 +89,7 @@ def test_device_login_refresh_and_logout(
         },
     )
     assert refused.status_code == 400  # revoked at the provider
-    gone = run(env, "whoami")
+    gone = primage("whoami", env=env)
     assert gone.returncode == 1 and gone.stderr.startswith("error:")
 
 
@@ -109,12 +99,12 @@ def test_login_with_a_token_command(
     env = cli_env(oidc_server, tmp_path / "credentials.json")
     token_file = tmp_path / "token"
     token_file.write_text(idp.access_token("carol") + "\n")
-    out = run(env, "login", "--token-command", f"cat {token_file}")
+    out = primage("login", "--token-command", f"cat {token_file}", env=env)
     assert out.returncode == 0, out.stderr
     assert "as carol" in out.stdout
-    assert "(admin)" in run(env, "whoami").stdout
+    assert "(admin)" in primage("whoami", env=env).stdout
 
-    failing = run(env, "login", "--token-command", "false")
+    failing = primage("login", "--token-command", "false", env=env)
     assert failing.returncode == 1
     assert failing.stderr.count("\n") == 1 and "token command 'false'" in failing.stderr
 
@@ -122,6 +112,6 @@ def test_login_with_a_token_command(
 def test_login_without_a_provider_says_what_to_do(
     sqlite_server: RunningServer, tmp_path: Path
 ) -> None:
-    out = run(cli_env(sqlite_server, tmp_path / "credentials.json"), "login")
+    out = primage("login", env=cli_env(sqlite_server, tmp_path / "credentials.json"))
     assert out.returncode == 1
     assert "trusts no identity provider" in out.stderr and "PRIMAGE_TOKEN" in out.stderr

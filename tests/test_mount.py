@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import httpx
 import pytest
 from pydicom.data import get_testdata_file
 
-from tests.harness import RunningServer, free_port, require
+from tests.harness import RunningServer, free_port, primage, require
 from tests.idp import IdentityProvider
 
 SAMPLES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]
@@ -49,16 +48,6 @@ def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             subprocess.run(["fusermount3", "-uz", folder], capture_output=True)
 
 
-def primage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "primage", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def for_server(
     env: dict[str, str], server: RunningServer, token: str | None = None
 ) -> dict[str, str]:
@@ -79,9 +68,9 @@ def test_dicom_files_and_job_outputs_through_the_mount(
     api.create_space("study")
     api.upload("study", "from-api.dcm", get_testdata_file("rtplan.dcm"))
     folder = tmp_path / "study"
-    mounted = primage(env, "mount", "study", str(folder), "--no-cache")
+    mounted = primage("mount", "study", str(folder), "--no-cache", env=env)
     assert mounted.returncode == 0, mounted.stderr
-    assert "study" in primage(env, "mounts").stdout
+    assert "study" in primage("mounts", env=env).stdout
 
     for name in SAMPLES:  # ordinary file copies into the mount
         shutil.copy(get_testdata_file(name), folder / name)
@@ -111,8 +100,8 @@ def test_dicom_files_and_job_outputs_through_the_mount(
     (folder / "notes" / "b.txt").unlink()
     assert [f.name for f in api.listdir("study", "notes")] == []
 
-    assert primage(env, "umount", str(folder)).returncode == 0
-    assert "no spaces mounted" in primage(env, "mounts").stdout
+    assert primage("umount", str(folder), env=env).returncode == 0
+    assert "no spaces mounted" in primage("mounts", env=env).stdout
 
 
 def test_read_only_mount_and_refusal_before_mounting(
@@ -123,16 +112,18 @@ def test_read_only_mount_and_refusal_before_mounting(
     api.upload("study", "scan.dcm", b"DICM")
     env = for_server(cli_env, sqlite_server)
     folder = tmp_path / "ro"
-    assert primage(env, "mount", "--read-only", "study", str(folder)).returncode == 0
+    assert primage("mount", "--read-only", "study", str(folder), env=env).returncode == 0
     assert (folder / "scan.dcm").read_bytes() == b"DICM"
     with pytest.raises(OSError) as refused:
         (folder / "new.dcm").write_bytes(b"no")
     assert refused.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
     assert [f.name for f in api.listdir("study")] == ["scan.dcm"]  # nothing written
-    assert primage(env, "umount", str(folder)).returncode == 0
+    assert primage("umount", str(folder), env=env).returncode == 0
 
     stranger = api.create_user("stranger").token
-    denied = primage(for_server(cli_env, sqlite_server, stranger), "mount", "study", str(folder))
+    denied = primage(
+        "mount", "study", str(folder), env=for_server(cli_env, sqlite_server, stranger)
+    )
     assert denied.returncode == 1
     assert denied.stderr.startswith("error:") and "read access" in denied.stderr
     assert str(folder) not in Path("/proc/self/mounts").read_text()
@@ -148,14 +139,14 @@ def test_mount_keeps_working_across_a_server_restart(
         server.client().create_space("study")
         env = for_server(cli_env, server)
         folder = tmp_path / "mnt"
-        assert primage(env, "mount", "study", str(folder), "--no-cache").returncode == 0
+        assert primage("mount", "study", str(folder), "--no-cache", env=env).returncode == 0
         (folder / "before.dcm").write_bytes(b"before")
         server.stop()
         server = server.restart()
         (folder / "after.dcm").write_bytes(b"after")  # the same mount, the new server
         assert server.client().read_bytes("study", "after.dcm") == b"after"
         assert sorted(os.listdir(folder)) == ["after.dcm", "before.dcm"]
-        assert primage(env, "umount", str(folder)).returncode == 0
+        assert primage("umount", str(folder), env=env).returncode == 0
     finally:
         server.stop()
 
@@ -182,7 +173,7 @@ def test_token_expiry_during_a_mount_is_refreshed(
         user_env["PRIMAGE_DATA_DIR"] = str(tmp_path / "no-admin")
         server.client(tokens["access_token"]).create_space("mine")
         folder = tmp_path / "mnt"
-        mounted = primage(user_env, "mount", "mine", str(folder), "--no-cache")
+        mounted = primage("mount", "mine", str(folder), "--no-cache", env=user_env)
         assert mounted.returncode == 0, mounted.stderr
         (folder / "early.dcm").write_bytes(b"early")
         time.sleep(8)  # the mount's token has expired now
@@ -190,7 +181,7 @@ def test_token_expiry_during_a_mount_is_refreshed(
         assert sorted(os.listdir(folder)) == ["early.dcm", "late.dcm"]
         kept = json.loads(credentials.read_text())["servers"][server.url]
         assert kept["access_token"] != short  # refreshed through the login, and kept
-        assert primage(user_env, "umount", str(folder)).returncode == 0
+        assert primage("umount", str(folder), env=user_env).returncode == 0
     finally:
         server.stop()
 

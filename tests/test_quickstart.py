@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.harness import free_port
-
-
-def primage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "primage", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
+from tests.harness import free_port, primage
 
 JOB = str(Path(__file__).parents[1] / "examples" / "segmentation" / "job.yaml")
 

@@ -15,6 +15,7 @@ appear.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -123,7 +124,7 @@ def mount(
         raise BadRequest(f"{folder} is not empty: mount on an empty folder")
     work = state_dir()
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log = work / f"mount-{abs(hash(str(folder))):x}.log"
+    log = work / f"mount-{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}.log"
     url = f"{server}/dav/{space}/{path}".rstrip("/") + "/"
     command = f"{sys.executable} -m primage --server {server} token current"
     env = {

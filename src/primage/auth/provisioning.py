@@ -31,8 +31,10 @@ LEFT_GROUP = "not a member of the required group at provider"
 SEEN_EVERY = dt.timedelta(minutes=5)
 
 
-def _as_actor(user: User) -> Principal:
-    return Principal(user_id=user.id, name=user.name, is_admin=user.is_admin)
+def _record(session: Session, who: User, action: str, target: str, /, **detail: object) -> None:
+    """An audit entry for a change the provider's word made, with the user as its actor."""
+    actor = Principal(user_id=who.id, name=who.name, is_admin=who.is_admin)
+    audit.record(session, actor, action, target, **detail)
 
 
 def _free_name(session: Session, identity: Identity) -> str:
@@ -71,9 +73,9 @@ def _sync_groups(session: Session, user: User, identity: Identity) -> None:
     have = {row.name: row for row in session.scalars(select(Group).where(Group.id.in_(managed)))}
     for name in sorted(set(have) - wanted):
         session.delete(managed[have[name].id])
-        audit.record(
+        _record(
             session,
-            _as_actor(user),
+            user,
             "group.remove",
             f"group:{name}",
             user=user.name,
@@ -85,9 +87,9 @@ def _sync_groups(session: Session, user: User, identity: Identity) -> None:
         if group.id in local:
             continue  # an admin added them by hand; leave that membership alone
         session.add(GroupMember(group_id=group.id, user_id=user.id, provider=identity.provider))
-        audit.record(
+        _record(
             session,
-            _as_actor(user),
+            user,
             "group.add",
             f"group:{name}",
             user=user.name,
@@ -109,9 +111,9 @@ def admit(
     if required and not entitlements.holds_any(identity.entitlements, required):
         if link is not None and link.user.suspended_reason is None:
             link.user.suspended_reason = f"{LEFT_GROUP} '{provider.name}'"
-            audit.record(
+            _record(
                 session,
-                _as_actor(link.user),
+                link.user,
                 "user.suspend",
                 f"user:{link.user.name}",
                 reason="left the required group",
@@ -129,9 +131,9 @@ def admit(
             provider=identity.provider, subject=identity.subject, user=user, seen_at=utcnow()
         )
         session.add(link)
-        audit.record(
+        _record(
             session,
-            _as_actor(user),
+            user,
             "user.create",
             f"user:{user.name}",
             provider=provider.name,
@@ -142,9 +144,7 @@ def admit(
         if not user.suspended_reason.startswith(LEFT_GROUP):
             return Forbidden(f"account '{user.name}' is suspended: {user.suspended_reason}")
         user.suspended_reason = None
-        audit.record(
-            session, _as_actor(user), "user.reinstate", f"user:{user.name}", provider=provider.name
-        )
+        _record(session, user, "user.reinstate", f"user:{user.name}", provider=provider.name)
     if provider.admin_groups:
         user.is_admin = entitlements.holds_any(identity.entitlements, provider.admin_groups)
     now, seen = utcnow(), (identity.email, identity.display_name)
