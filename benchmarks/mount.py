@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -115,13 +116,13 @@ def main() -> None:
         for round_ in range(args.repeat):
             target = f"big{round_}.bin"
             rows = {
-                "write, cp": timed(lambda: copy(source, disk / target, fsync=True)),
-                "write, mount": timed(lambda: copy(source, mount / target, fsync=False)),
+                "write, cp": timed(partial(copy, source, disk / target, fsync=True)),
+                "write, mount": timed(partial(copy, source, mount / target, fsync=False)),
             }
             drop_caches()
-            rows["read, cp"] = timed(lambda: read_all(disk / target))
+            rows["read, cp"] = timed(partial(read_all, disk / target))
             drop_caches()
-            rows["read, mount"] = timed(lambda: read_all(mount / target))
+            rows["read, mount"] = timed(partial(read_all, mount / target))
             for name, seconds in rows.items():
                 results.setdefault(f"{name} (MiB/s)", []).append(size / seconds)
             (disk / target).unlink()
@@ -130,15 +131,15 @@ def main() -> None:
             small = f"small{round_}"
             rows = {
                 "small write, disk": timed(
-                    lambda: write_small(disk / small, args.files, fsync=True)
+                    partial(write_small, disk / small, args.files, fsync=True)
                 ),
                 "small write, mount": timed(
-                    lambda: write_small(mount / small, args.files, fsync=False)
+                    partial(write_small, mount / small, args.files, fsync=False)
                 ),
             }
             drop_caches()
-            rows["small read, disk"] = timed(lambda: read_small(disk / small))
-            rows["small read, mount"] = timed(lambda: read_small(mount / small))
+            rows["small read, disk"] = timed(partial(read_small, disk / small))
+            rows["small read, mount"] = timed(partial(read_small, mount / small))
             for name, seconds in rows.items():
                 results.setdefault(f"{name} (files/s)", []).append(args.files / seconds)
     finally:
