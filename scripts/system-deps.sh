@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3 and davfs2
-# (Debian packages), Node.js and the test identity provider (npm oidc-provider, pinned by
+# Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3, davfs2,
+# podman with runc and catatonit, busybox-static (a tiny image's contents) (Debian packages), Node.js and the test identity provider (npm oidc-provider, pinned by
 # tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
 set -euo pipefail
@@ -10,6 +10,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 command -v rclone >/dev/null || missing+=(rclone)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v mount.davfs >/dev/null || missing+=(davfs2)
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null || missing+=(catatonit)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

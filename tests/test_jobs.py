@@ -17,7 +17,7 @@ from primage.executors.local.procs import alive, parse_ref
 from primage.samples import sample_images
 from tests.harness import RunningServer
 
-TWO_SLOTS = {"PRIMAGE_CONCURRENCY": "2"}
+TWO_SLOTS = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}  # processes only
 
 
 @pytest.fixture

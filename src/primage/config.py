@@ -124,6 +124,24 @@ class Settings(BaseSettings):
         "local disk helps short tasks (each creates a folder and its log files).",
     )
     max_tasks_per_job: int = Field(100_000, ge=1, description="Largest number of tasks in a job.")
+    containers: bool | None = Field(
+        None,
+        description="Run jobs that name an image in containers: true, false, or unset to "
+        "enable them when container_command is installed.",
+    )
+    container_command: list[str] = Field(
+        default_factory=lambda: ["podman"],
+        description="The container runtime and its global options, e.g. "
+        '["podman", "--cgroup-manager=cgroupfs", "--runtime", "runc"].',
+    )
+    container_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment for the runtime, e.g. {CONTAINERS_CONF = '/etc/primage/"
+        "containers.conf'} (on cgroup v1 hosts: default_ulimits = [] and runc).",
+    )
+    container_run_options: list[str] = Field(
+        default_factory=list, description="Extra options for every 'run', e.g. ['--userns=auto']."
+    )
     executor_groups: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Who may run jobs on each executor: executor name → groups (local or a "

@@ -41,7 +41,8 @@ class TaskRun:
     cpus: int = 1
     memory_bytes: int | None = None
     timeout_s: float | None = None
-    image: str | None = None
+    image: str | None = None  # pinned: repository@sha256:…
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Executor(abc.ABC):
     """
 
     name: ClassVar[str]
-    supports: ClassVar[frozenset[str]]
+    supports: frozenset[str]  # capabilities; an instance may add some its configuration allows
 
     def __init__(self) -> None:
         #: Called (from any thread) when events are waiting; the reconciler sets it.
@@ -128,8 +129,13 @@ class Executor(abc.ABC):
         """Cores' worth of tasks that run at once."""
 
     @abc.abstractmethod
-    def space_path(self, space: str) -> str:
+    def space_path(self, space: str, *, container: bool = False) -> str:
         """The path at which tasks see a space (a real folder, or /spaces/<name> in a container)."""
+
+    def pin_image(self, image: str) -> str:
+        """The image reference tasks will run, pinned by digest (executors with containers)."""
+        self.require("containers", f"the job asks for image '{image}'")
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def submit(self, runs: Sequence[TaskRun]) -> None: ...

@@ -122,8 +122,15 @@ def listed(root: Path, space: str, files: Sequence[str]) -> list[str]:
 class TaskFactory:
     """Renders a job's task attempts; what is the same for every task is worked out once."""
 
-    def __init__(self, spec: JobSpec, output_path: str | None, space_paths: dict[str, str]):
+    def __init__(
+        self,
+        spec: JobSpec,
+        output_path: str | None,
+        space_paths: dict[str, str],
+        image: str | None = None,
+    ):
         self.spec = spec
+        self.image = image  # the job's image pinned by digest
         self.space_paths = space_paths
         self.input_root = space_paths[spec.inputs.space] if spec.inputs else ""
         self.output_dir = (
@@ -161,5 +168,6 @@ class TaskFactory:
             cpus=spec.resources.cpus,
             memory_bytes=spec.resources.memory,
             timeout_s=spec.timeout,
-            image=spec.image,
+            image=self.image,
+            network=spec.network,
         )

@@ -342,8 +342,11 @@ class Reconciler:
             job = session.get(tables.Job, job_id)
             assert job is not None
             spec = JobSpec.model_validate_json(job.spec)
-            paths = {name: self.executor.space_path(name) for name in spec.mounts()}
-            info = JobInfo(spec, TaskFactory(spec, job.output_path, paths))
+            contained = job.image is not None
+            paths = {
+                name: self.executor.space_path(name, container=contained) for name in spec.mounts()
+            }
+            info = JobInfo(spec, TaskFactory(spec, job.output_path, paths, job.image))
             self._jobs[job_id] = info
         return info
 

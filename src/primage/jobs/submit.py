@@ -31,8 +31,7 @@ def submit(
     max_tasks: int,
 ) -> tables.Job:
     check_spaces(session, caller, spec)
-    if spec.image is not None:
-        executor.require("containers", f"the job asks for image '{spec.image}'")
+    image = executor.pin_image(spec.image) if spec.image is not None else None
     root = store.folder(spec.inputs.space) if spec.inputs else None
     tasks = expand(spec, root, max_tasks)
     if spec.inputs and caller.caveats.path_prefix is not None:  # a token confined to a folder
@@ -45,6 +44,7 @@ def submit(
         spec=spec.model_dump_json(exclude_defaults=True),
         state=JobState.PENDING,
         executor=executor.name,
+        image=image,
         output_space=spec.output_space,
         spaces="".join(f",{name}" for name in sorted(spec.mounts())) + ",",
         task_count=len(tasks),

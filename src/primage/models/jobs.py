@@ -120,6 +120,9 @@ class JobSpec(Strict):
         ),
     )
     image: str | None = Field(None, description="Container image (executors with containers).")
+    network: bool = Field(
+        False, description="Containers: give tasks network access (off by default)."
+    )
     spaces: list[Annotated[Mount, BeforeValidator(parse_mount)]] = Field(
         default_factory=list, description="Spaces the tasks see, e.g. ['ct:ro', 'results']."
     )
@@ -224,6 +227,9 @@ class Job(BaseModel):
 
 class JobDetail(Job):
     spec: JobSpec
+    image: str | None = Field(
+        None, description="The image the tasks run, pinned by digest at submission."
+    )
 
 
 class Task(BaseModel):

@@ -16,6 +16,7 @@ from primage.config import Settings
 from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
 from primage.executors.local import LocalExecutor
+from primage.executors.local.containers import Runtime
 from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
@@ -35,7 +36,12 @@ def build_platform(settings: Settings) -> Platform:
     db.upgrade()
     if ensure_admin(settings, db):
         log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
-    executor = LocalExecutor(settings.jobs_path, settings.storage_path, settings.concurrency)
+    executor = LocalExecutor(
+        settings.jobs_path,
+        settings.storage_path,
+        settings.concurrency,
+        Runtime.from_settings(settings),
+    )
     metrics = Metrics()
     return Platform(
         settings=settings,

@@ -35,6 +35,7 @@ from primage.executors.base import (
     utc,
 )
 from primage.executors.local import procs
+from primage.executors.local.containers import SPACES, Runtime
 
 log = logging.getLogger("primage.executors.local")
 
@@ -55,8 +56,13 @@ class LocalExecutor(Executor):
     name = "local"
     supports = frozenset({"arrays"})
 
-    def __init__(self, runs_dir: Path, storage_root: Path, slots: int) -> None:
+    def __init__(
+        self, runs_dir: Path, storage_root: Path, slots: int, runtime: Runtime | None = None
+    ) -> None:
         super().__init__()
+        self.runtime = runtime
+        if runtime is not None:
+            self.supports = self.supports | {"containers"}
         self.runs_dir = runs_dir
         self.storage_root = storage_root
         self.slots = slots
@@ -72,8 +78,13 @@ class LocalExecutor(Executor):
     def capacity(self) -> int:
         return self.slots
 
-    def space_path(self, space: str) -> str:
-        return str(self.storage_root / space)
+    def space_path(self, space: str, *, container: bool = False) -> str:
+        return f"{SPACES}/{space}" if container else str(self.storage_root / space)
+
+    def pin_image(self, image: str) -> str:
+        if self.runtime is None:
+            return super().pin_image(image)
+        return self.runtime.pin(image)
 
     def folder(self, key: TaskKey) -> Path:
         return Path(self.folder_name(key))
@@ -166,7 +177,7 @@ class LocalExecutor(Executor):
                     "key": [run.key.job_id, run.key.index, run.key.attempt],
                     "dir": self.folder_name(run.key),
                     "argv": self._argv(run),
-                    "env": self._env | dict(run.env),
+                    "env": self._process_env(run),
                     "cpus": run.cpus,
                     "timeout": run.timeout_s,
                 }
@@ -174,6 +185,8 @@ class LocalExecutor(Executor):
         await asyncio.to_thread(self._send, requests)
 
     def _argv(self, run: TaskRun) -> list[str]:
+        if run.image is not None:
+            return self._container_argv(run)
         protected = sorted(self.space_path(name) for name, ro in run.mounts.items() if ro)
         argv = procs.read_only(protected, procs.argv_for(run.command))
         limits = []
@@ -182,6 +195,30 @@ class LocalExecutor(Executor):
         if run.timeout_s:  # a CPU-time ceiling that holds even while the server is down
             limits.append(f"--cpu={int(run.timeout_s * run.cpus) + 1}")
         return ["prlimit", *limits, "--", *argv] if limits else argv
+
+    def _process_env(self, run: TaskRun) -> dict[str, str]:
+        """A process task's environment; for a container, the runtime's (the task's own
+        variables go into the container with -e)."""
+        if run.image is None:
+            return self._env | dict(run.env)
+        return self._env | (self.runtime.env if self.runtime else {})
+
+    def _container_argv(self, run: TaskRun) -> list[str]:
+        if self.runtime is None:  # a job accepted while containers were on, run after a restart
+            message = "this server runs no containers now (setting containers)"
+            return ["/bin/sh", "-c", f"echo 'primage: {message}' >&2; exit 125"]
+        key = run.key
+        return self.runtime.argv(
+            image=run.image or "",
+            command=procs.argv_for(run.command),
+            name=f"primage-{key.job_id}-{key.index}-{key.attempt}",
+            workdir=str(Path(self.folder_name(key)).resolve()),
+            mounts={name: (str(self.storage_root / name), ro) for name, ro in run.mounts.items()},
+            env=run.env,
+            cpus=run.cpus,
+            memory_bytes=run.memory_bytes,
+            network=run.network,
+        )
 
     async def events(self) -> list[TaskEvent]:
         drained = []

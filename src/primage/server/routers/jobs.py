@@ -54,7 +54,8 @@ def to_model(job: tables.Job, counts: dict[TaskState, int]) -> m.Job:
 
 def detail(session: Session, job: tables.Job) -> m.JobDetail:
     model = to_model(job, task_counts(session, job.id))
-    return m.JobDetail(**model.model_dump(), spec=m.JobSpec.model_validate_json(job.spec))
+    spec = m.JobSpec.model_validate_json(job.spec)
+    return m.JobDetail(**model.model_dump(), spec=spec, image=job.image)
 
 
 def find(session: Session, caller: Principal, job_id: int, what: str) -> tables.Job:

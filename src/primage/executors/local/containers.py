@@ -1,0 +1,107 @@
+"""Tasks in containers on this machine: the ``podman run`` that stands for a task, and images.
+
+A task that names an image runs as ``<container_command> run --rm`` with:
+
+- each space it mounts bind-mounted at ``/spaces/<name>`` (``:ro`` where the job says so, which
+  the kernel enforces), its working folder at ``/work`` (its current directory);
+- ``--network none`` unless the job asks for the network;
+- ``--cpus`` and ``--memory`` from the job's resources;
+- the image by the digest it was pinned to when the job was submitted (provenance: the tasks of
+  a job all run the same image, whatever happens to its tag meanwhile), never pulled implicitly.
+
+The runtime and its options are configuration (``container_command``, ``container_env``,
+``container_run_options``), not code: sites differ (cgroup v1 hosts need runc and cgroupfs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from primage.config import Settings
+from primage.errors import BadRequest
+
+SPACES = "/spaces"
+CATATONIT = "/usr/libexec/podman/catatonit"
+WORKDIR = "/work"
+
+
+class Runtime:
+    """The container runtime as configured."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], options: Sequence[str]):
+        self.command = list(command)
+        self.env = dict(env)
+        self.options = list(options)
+        # An init process (catatonit) as PID 1 passes SIGTERM on, so a cancelled or timed-out
+        # task stops at once rather than after the kill grace period.
+        self.init = bool(shutil.which("catatonit")) or os.path.exists(CATATONIT)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime | None:
+        """The runtime, or None when containers are off (or, unset, not installed)."""
+        command = settings.container_command
+        if settings.containers is False or not command:
+            return None
+        if settings.containers is None and shutil.which(command[0]) is None:
+            return None
+        return cls(command, settings.container_env, settings.container_run_options)
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def pin(self, image: str) -> str:
+        """``image`` as ``repository@sha256:…`` of the image this machine has under that name."""
+        done = self._run("image", "inspect", "--format", "json", image)
+        if done.returncode != 0:
+            raise BadRequest(
+                f"image '{image}' not found on this machine: build or pull it first "
+                "(podman images lists what is there)"
+            )
+        found = json.loads(done.stdout)[0]
+        digest = found.get("Digest")
+        if not digest:
+            raise BadRequest(f"image '{image}' has no digest to pin; tag or re-import it")
+        repository = image.split("@", 1)[0]
+        if ":" in repository.rsplit("/", 1)[-1]:
+            repository = repository.rsplit(":", 1)[0]
+        return f"{repository}@{digest}"
+
+    def argv(
+        self,
+        *,
+        image: str,
+        command: list[str],
+        name: str,
+        workdir: str,
+        mounts: Mapping[str, tuple[str, bool]],
+        env: Mapping[str, str],
+        cpus: int,
+        memory_bytes: int | None,
+        network: bool,
+    ) -> list[str]:
+        """The command line that runs ``command`` in ``image`` as one task attempt.
+
+        ``mounts``: space name → (host folder, read-only).
+        """
+        args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
+        args += ["--network", "slirp4netns" if network else "none"]
+        args += ["--cpus", str(cpus), "-w", WORKDIR, "-v", f"{workdir}:{WORKDIR}"]
+        if self.init:
+            args.append("--init")
+        if memory_bytes:
+            args += ["--memory", str(memory_bytes)]
+        for space, (host, read_only) in sorted(mounts.items()):
+            args += ["-v", f"{host}:{SPACES}/{space}" + (":ro" if read_only else "")]
+        for key, value in sorted(env.items()):
+            args += ["-e", f"{key}={value}"]
+        return [*args, *self.options, image, *command]
