@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import jwt as pyjwt
 import pytest
 
 from primage.client import Client
-from primage.errors import BadRequest
-from tests.harness import RunningServer, require
+from primage.errors import BadRequest, Forbidden
+from tests.harness import RunningServer, free_port, primage, require
 
 IMAGE = "localhost/busybox:test"
 
@@ -37,7 +39,7 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def container_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def container_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     require(_missing())
     work = tmp_path_factory.mktemp("containers")
     (work / "containers.conf").write_text(
@@ -67,7 +69,10 @@ def container_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         capture_output=True,
     )
     tar.wait()
-    return env
+    yield env
+    subprocess.run(  # unmount and remove the store, so that nothing stays mounted
+        ["podman", "system", "reset", "--force"], env={**os.environ, **env}, capture_output=True
+    )
 
 
 @pytest.fixture
@@ -165,3 +170,112 @@ def test_cancelled_container_task_stops_and_leaves_no_container(
         text=True,
     ).stdout
     assert f"primage-{job.id}-" not in left
+
+
+@pytest.fixture
+def registry(container_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
+    """A platform and a real Docker Distribution registry that uses it as its token server."""
+    require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
+    port, registry_port = free_port(), free_port()
+    env = {
+        "PRIMAGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PRIMAGE_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        "PRIMAGE_CONTAINERS": "true",
+        "PRIMAGE_CONTAINER_ENV": json.dumps(container_env),
+    }
+    server = RunningServer.start(
+        tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env, port=port
+    )
+    config = primage(
+        "server", "registry-config", "--storage", str(tmp_path / "images"),
+        "--listen", f"127.0.0.1:{registry_port}",
+        env={**os.environ, **env, "PRIMAGE_DATA_DIR": str(server.data_dir)},
+    )  # fmt: skip
+    assert config.returncode == 0, config.stderr
+    (tmp_path / "registry.yml").write_text(config.stdout)
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(tmp_path / "registry.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "registry.log", "wb"),  # noqa: SIM115 - the child writes to it
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{registry_port}/v2/").status_code == 401:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
+            time.sleep(0.1)
+        yield server, f"127.0.0.1:{registry_port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        server.stop()
+
+
+def podman(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_registry_tokens_follow_the_policy(
+    registry: tuple[RunningServer, str], container_env: dict[str, str], tmp_path: Path
+) -> None:
+    server, host = registry
+    admin = server.client()
+    alice, bob = (admin.create_user(name).token for name in ("alice", "bob"))
+
+    def as_user(name: str, token: str) -> list[str]:
+        auth = str(tmp_path / f"auth-{name}.json")
+        login = podman(container_env, "login", "--tls-verify=false", "--authfile", auth,
+                       "-u", name, "-p", token, host)  # fmt: skip
+        assert login.returncode == 0, login.stderr
+        return ["--tls-verify=false", "--authfile", auth]
+
+    alice_opts, bob_opts = as_user("alice", alice), as_user("bob", bob)
+    assert podman(container_env, "tag", IMAGE, f"{host}/alice/busybox:1").returncode == 0
+    pushed = podman(container_env, "push", *alice_opts, f"{host}/alice/busybox:1")
+    assert pushed.returncode == 0, pushed.stderr
+
+    assert podman(container_env, "tag", IMAGE, f"{host}/bob/busybox:1").returncode == 0
+    refused = podman(container_env, "push", *alice_opts, f"{host}/bob/busybox:1")
+    assert refused.returncode != 0
+    assert "denied" in refused.stderr or "unauthorized" in refused.stderr
+
+    stolen = podman(container_env, "pull", *bob_opts, f"{host}/alice/busybox:1")
+    assert stolen.returncode != 0
+    assert "denied" in stolen.stderr or "unauthorized" in stolen.stderr
+    pulled = podman(container_env, "pull", *alice_opts, f"{host}/alice/busybox:1")
+    assert pulled.returncode == 0, pulled.stderr
+
+    seen = {i.repository: i.tags for i in server.client(alice).list_images()}
+    assert seen == {"alice/busybox": ["1"]}
+    assert server.client(bob).list_images() == []
+    with pytest.raises(Forbidden):
+        server.client(bob).remove_image("alice/busybox", "1")
+    server.client(alice).remove_image("alice/busybox", "1")
+    assert {i.repository: i.tags for i in admin.list_images()} == {"alice/busybox": []}
+    assert [e.action for e in admin.audit(action="image.").entries] == ["image.delete"]
+
+
+def test_registry_token_endpoint_refuses_bad_requests(registry: tuple[RunningServer, str]) -> None:
+    server, _ = registry
+    anonymous = httpx.get(f"{server.url}/registry/token", params={"service": "primage-registry"})
+    assert anonymous.status_code == 401 and "Basic" in anonymous.headers["WWW-Authenticate"]
+    wrong = httpx.get(
+        f"{server.url}/registry/token",
+        params={"service": "other"},
+        auth=("admin", server.admin_token),
+    )
+    assert wrong.status_code == 400
+    read_only = server.client().create_token("ro", read_only=True).token
+    granted = httpx.get(
+        f"{server.url}/registry/token",
+        params={"service": "primage-registry", "scope": "repository:admin/x:pull,push"},
+        auth=("admin", read_only),
+    ).json()["token"]
+    access = pyjwt.decode(granted, options={"verify_signature": False})["access"]
+    assert access == [{"type": "repository", "name": "admin/x", "actions": ["pull"]}]

@@ -27,6 +27,7 @@ from primage.errors import PrimageError, ServerUnavailable, Unauthenticated, fro
 from primage.jobs.states import JOB_DONE, JobState
 from primage.models.audit import AuditPage
 from primage.models.files import FileInfo, Listing
+from primage.models.images import Image
 from primage.models.jobs import JobDetail, JobPage, JobSpec, TaskPage
 from primage.models.spaces import Space, SpaceDetail
 from primage.models.tokens import Token, TokenSecret
@@ -379,6 +380,13 @@ class Client:
         return AuditPage.model_validate(self._request("GET", "/admin/audit", params=params).json())
 
     # -- jobs -------------------------------------------------------------------------------
+
+    def list_images(self) -> list[Image]:
+        """The repositories in the platform registry you may pull, with their tags."""
+        return [Image.model_validate(i) for i in self._request("GET", "/images").json()]
+
+    def remove_image(self, repository: str, tag: str) -> None:
+        self._request("DELETE", f"/images/{quote(repository)}", params={"tag": tag})
 
     def submit_job(self, spec: JobSpec | dict[str, Any]) -> JobDetail:
         """Submit a job; checked and expanded into tasks by the server before this returns."""

@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         description="Key encrypting refresh tokens at rest; default: generated once into "
         "<data_dir>/secret.key. Servers sharing a database must share it.",
     )
+    registry_url: str | None = Field(
+        None,
+        description="The private registry the platform is the token server of, e.g. "
+        "http://127.0.0.1:5001 (primage server registry-config prints its configuration).",
+    )
+    registry_service: str = Field(
+        "primage-registry", description="The registry's service name (the tokens' audience)."
+    )
     log_level: str = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every HTTP request (costs ~10% throughput).")
 

@@ -36,6 +36,7 @@ ACTIONS = (
     "job.submit",
     "job.cancel",
     "job.remove",
+    "image.delete",
 )
 
 

@@ -132,3 +132,35 @@ def can_see_job(principal: Principal, owner_id: int, output_space: Space | None)
     except Forbidden:
         return False
     return True
+
+
+REGISTRY_ACTIONS = frozenset({"pull", "push", "delete", "*"})
+SHARED_NAMESPACE = "library"  # images everyone may pull; admins publish them
+
+
+def registry_actions(
+    principal: Principal, kind: str, name: str, asked: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The registry actions granted on ``kind:name``, out of those asked.
+
+    A user pushes and pulls in their own namespace (``alice/…``) and their local groups'
+    (``neuro/…``), pulls the shared ``library/…``; admins do anything, the catalog included. A
+    read-only token only pulls; a token restricted to a space gets nothing from the registry.
+    """
+    if principal.caveats.space is not None:
+        return ()
+    if principal.is_admin:
+        allowed = set(REGISTRY_ACTIONS)
+    elif kind != "repository":
+        allowed = set()
+    else:
+        namespace = name.split("/", 1)[0] if "/" in name else ""
+        if namespace and (namespace == principal.name or namespace in principal.group_names):
+            allowed = {"pull", "push", "delete"}
+        elif namespace == SHARED_NAMESPACE:
+            allowed = {"pull"}
+        else:
+            allowed = set()
+    if principal.caveats.read_only:
+        allowed &= {"pull"}
+    return tuple(action for action in asked if action in allowed)

@@ -118,3 +118,28 @@ def status(
     """Whether a server runs from this machine's data dir, and where."""
     settings, running = running_server(data_dir)
     typer.echo(f"running at {running['url']} (pid {running['pid']}, data in {settings.data_dir})")
+
+
+@app.command("registry-config")
+def registry_config(
+    storage: Path = typer.Option(..., help="Folder the registry stores images in."),
+    listen: str = typer.Option("127.0.0.1:5001", help="Address the registry listens on."),
+    data_dir: Path | None = typer.Option(None, help="The platform's data dir."),
+) -> None:
+    """Print a configuration for Docker Distribution (Debian: docker-registry) that makes this
+    platform its token server: run it with ``docker-registry serve FILE``."""
+    from primage.auth.registry import RegistryKey
+
+    settings = settings_for(data_dir)
+    key = RegistryKey(settings.data_dir / "registry")  # created now if it is not there yet
+    typer.echo(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage:\n  filesystem: {{rootdirectory: {storage}}}\n  delete: {{enabled: true}}\n"
+        f"http: {{addr: {listen}}}\n"
+        "auth:\n  token:\n"
+        f"    realm: {settings.base_url}/registry/token\n"
+        f"    service: {settings.registry_service}\n"
+        "    issuer: primage\n"
+        f"    rootcertbundle: {key.cert_file}\n"
+    )

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from primage import __version__
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
+from primage.auth.registry import RegistryKey
 from primage.config import Settings
 from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
@@ -21,7 +22,17 @@ from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
 from primage.server.metrics import Metrics, MetricsMiddleware
-from primage.server.routers import audit, auth, files, health, jobs, spaces, tokens, users
+from primage.server.routers import (
+    audit,
+    auth,
+    files,
+    health,
+    jobs,
+    registry,
+    spaces,
+    tokens,
+    users,
+)
 from primage.server.state import Platform
 from primage.storage.spaces import SpaceStore
 
@@ -52,6 +63,7 @@ def build_platform(settings: Settings) -> Platform:
         reconciler=Reconciler(db, executor, observe=metrics.task_events),
         providers=Providers(settings.oidc_providers),
         box=SecretBox(settings),
+        registry=RegistryKey(settings.data_dir / "registry"),
     )
 
 
@@ -74,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (health, auth, users, tokens, spaces, files, jobs, audit):
+    for module in (health, auth, users, tokens, spaces, files, jobs, audit, registry):
         app.include_router(module.router)
     app.mount(MOUNT, WSGIMiddleware(Gateway(platform), workers=32))  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)

@@ -9,6 +9,7 @@ from fastapi import Request
 from primage.auth.cache import PrincipalCache
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
+from primage.auth.registry import RegistryKey
 from primage.config import Settings
 from primage.db import Database
 from primage.executors.base import Executor
@@ -27,6 +28,7 @@ class Platform:
     reconciler: Reconciler
     providers: Providers
     box: SecretBox
+    registry: RegistryKey
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 
