@@ -279,3 +279,33 @@ def test_registry_token_endpoint_refuses_bad_requests(registry: tuple[RunningSer
     ).json()["token"]
     access = pyjwt.decode(granted, options={"verify_signature": False})["access"]
     assert access == [{"type": "repository", "name": "admin/x", "actions": ["pull"]}]
+
+
+def test_job_image_is_pulled_from_the_registry_as_the_submitter(
+    registry: tuple[RunningServer, str], container_env: dict[str, str], tmp_path: Path
+) -> None:
+    server, host = registry
+    admin = server.client()
+    alice, bob = (admin.create_user(name).token for name in ("alice", "bob"))
+    auth = str(tmp_path / "auth.json")
+    login = podman(container_env, "login", "--tls-verify=false", "--authfile", auth,
+                   "-u", "alice", "-p", alice, host)  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    private = f"{host}/alice/tools:1"
+    assert podman(container_env, "tag", IMAGE, private).returncode == 0
+    pushed = podman(container_env, "push", "--tls-verify=false", "--authfile", auth, private)
+    assert pushed.returncode == 0, pushed.stderr
+    assert podman(container_env, "rmi", private).returncode == 0  # not on this machine now
+
+    for name, token in (("alice", alice), ("bob", bob)):
+        server.client(token).create_space(f"s-{name}")
+    job = {"image": private, "command": "echo pulled", "spaces": ["s-bob"]}
+    with pytest.raises(BadRequest, match=r"cannot pull image .* as bob"):
+        server.client(bob).submit_job(job)  # alice's image is not bob's to use
+
+    mine = server.client(alice).submit_job({**job, "spaces": ["s-alice"]})
+    assert mine.image is not None and mine.image.startswith(f"{host}/alice/tools@sha256:")
+    assert server.client(alice).wait_job(mine.id, timeout=60).state == "succeeded"
+    # the token minted for the pull was revoked once the job was stored
+    minted = [t for t in server.client(alice).list_tokens() if t.name == "image-pull"]
+    assert minted and all(t.revoked for t in minted)

@@ -46,6 +46,14 @@ class TaskRun:
 
 
 @dataclass(frozen=True)
+class Pull:
+    """How to pull an image from the platform registry on someone's behalf."""
+
+    credentials: tuple[str, str]  # user name, a short-lived read-only platform token
+    tls_verify: bool
+
+
+@dataclass(frozen=True)
 class ExternalRef:
     """How an executor finds a task attempt again; ``value`` is None until it started."""
 
@@ -132,8 +140,9 @@ class Executor(abc.ABC):
     def space_path(self, space: str, *, container: bool = False) -> str:
         """The path at which tasks see a space (a real folder, or /spaces/<name> in a container)."""
 
-    def pin_image(self, image: str) -> str:
-        """The image reference tasks will run, pinned by digest (executors with containers)."""
+    def pin_image(self, image: str, pull: Pull | None = None) -> str:
+        """The image reference tasks will run, pinned by digest (executors with containers);
+        ``pull``: credentials to fetch it from the platform registry if it is not here."""
         self.require("containers", f"the job asks for image '{image}'")
         raise NotImplementedError
 

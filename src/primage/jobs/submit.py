@@ -14,7 +14,7 @@ from primage.auth.policy import Right
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict
-from primage.executors.base import Executor
+from primage.executors.base import Executor, Pull
 from primage.jobs.expand import OUTPUTS, expand
 from primage.jobs.states import JobState, TaskState
 from primage.models.jobs import JobSpec
@@ -29,9 +29,10 @@ def submit(
     caller: Principal,
     spec: JobSpec,
     max_tasks: int,
+    pull: Pull | None = None,
 ) -> tables.Job:
     check_spaces(session, caller, spec)
-    image = executor.pin_image(spec.image) if spec.image is not None else None
+    image = executor.pin_image(spec.image, pull) if spec.image is not None else None
     root = store.folder(spec.inputs.space) if spec.inputs else None
     tasks = expand(spec, root, max_tasks)
     if spec.inputs and caller.caveats.path_prefix is not None:  # a token confined to a folder

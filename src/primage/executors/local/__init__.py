@@ -28,6 +28,7 @@ from primage.executors.base import (
     Executor,
     ExternalRef,
     Outcome,
+    Pull,
     TaskEvent,
     TaskKey,
     TaskRun,
@@ -81,10 +82,10 @@ class LocalExecutor(Executor):
     def space_path(self, space: str, *, container: bool = False) -> str:
         return f"{SPACES}/{space}" if container else str(self.storage_root / space)
 
-    def pin_image(self, image: str) -> str:
+    def pin_image(self, image: str, pull: Pull | None = None) -> str:
         if self.runtime is None:
             return super().pin_image(image)
-        return self.runtime.pin(image)
+        return self.runtime.pin(image, pull)
 
     def folder(self, key: TaskKey) -> Path:
         return Path(self.folder_name(key))

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from primage.config import Settings
 from primage.errors import BadRequest
+from primage.executors.base import Pull
 
 SPACES = "/spaces"
 CATATONIT = "/usr/libexec/podman/catatonit"
@@ -59,9 +60,20 @@ class Runtime:
             timeout=timeout,
         )
 
-    def pin(self, image: str) -> str:
-        """``image`` as ``repository@sha256:…`` of the image this machine has under that name."""
+    def pin(self, image: str, pull: Pull | None = None) -> str:
+        """``image`` as ``repository@sha256:…``: the image this machine has under that name, or
+        pulls with ``pull``'s credentials (the platform registry, as the submitting user)."""
         done = self._run("image", "inspect", "--format", "json", image)
+        if done.returncode != 0 and pull is not None:
+            user, password = pull.credentials
+            fetched = self._run(
+                "pull", "--quiet", f"--tls-verify={str(pull.tls_verify).lower()}",
+                "--creds", f"{user}:{password}", image, timeout=600,
+            )  # fmt: skip
+            if fetched.returncode != 0:
+                why = (fetched.stderr.strip().splitlines() or ["no message"])[-1]
+                raise BadRequest(f"cannot pull image '{image}' as {user}: {why}")
+            done = self._run("image", "inspect", "--format", "json", image)
         if done.returncode != 0:
             raise BadRequest(
                 f"image '{image}' not found on this machine: build or pull it first "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
@@ -13,13 +16,13 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
-from primage.auth import audit, policy
+from primage.auth import audit, policy, tokens
 from primage.auth.policy import RANK, Role
-from primage.auth.principal import Principal
+from primage.auth.principal import Caveats, Principal
 from primage.db import lookup, tables
 from primage.db.paging import page
 from primage.errors import NotFound
-from primage.executors.base import TaskKey
+from primage.executors.base import Pull, TaskKey
 from primage.jobs import states
 from primage.jobs.progress import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
@@ -79,15 +82,50 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
     """Submit a job; it is checked, expanded into tasks and stored before this returns."""
     name = state.executor.name
     policy.check_executor(caller, name, state.settings.executor_groups.get(name))
-    with state.db.session() as session:
+    with registry_pull(state, caller, spec.image) as pull, state.db.session() as session:
         job = submit(
-            session, state.store, state.executor, caller, spec, state.settings.max_tasks_per_job
+            session,
+            state.store,
+            state.executor,
+            caller,
+            spec,
+            state.settings.max_tasks_per_job,
+            pull,
         )
         session.flush()
         audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)
         result = detail(session, job)
     state.reconciler.poke()
     return result
+
+
+@contextmanager
+def registry_pull(state: State, caller: Principal, image: str | None) -> Iterator[Pull | None]:
+    """Credentials to pull ``image`` from the platform registry as the caller: a read-only
+    platform token of ten minutes, revoked as soon as the job is stored. None for other images."""
+    registry = state.settings.registry_url
+    host = urlsplit(registry).netloc if registry else None
+    if image is None or host is None or not image.startswith(host + "/"):
+        yield None
+        return
+    with state.db.session() as session:
+        user = session.get(tables.User, caller.user_id)
+        assert user is not None
+        row, secret = tokens.issue(
+            session,
+            user,
+            name="image-pull",
+            lifetime=dt.timedelta(minutes=10),
+            caveats=Caveats(read_only=True),
+        )
+        token_id = row.id
+    try:
+        yield Pull((caller.name, secret), tls_verify=urlsplit(str(registry)).scheme == "https")
+    finally:
+        with state.db.session() as session:
+            token = session.get(tables.Token, token_id)
+            if token is not None:
+                tokens.revoke(session, token)
 
 
 @router.get("", response_model=m.JobPage)
