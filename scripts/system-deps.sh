@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3, davfs2,
-# podman with runc and catatonit, busybox-static (a tiny image's contents), docker-registry
-# (Debian packages), Node.js and the test identity provider (npm oidc-provider, pinned by
+# podman with runc and catatonit, busybox-static (a tiny image's contents), docker-registry,
+# mmdebstrap (base images from Debian's packages) (Debian packages), Node.js and the test identity provider (npm oidc-provider, pinned by
 # tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
 set -euo pipefail
@@ -16,6 +16,7 @@ command -v runc >/dev/null || missing+=(runc)
 [ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null || missing+=(catatonit)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -309,3 +309,29 @@ def test_job_image_is_pulled_from_the_registry_as_the_submitter(
     # the token minted for the pull was revoked once the job was stored
     minted = [t for t in server.client(alice).list_tokens() if t.name == "image-pull"]
     assert minted and all(t.revoked for t in minted)
+
+
+def test_bootstrap_a_python_base_image_and_share_it(
+    registry: tuple[RunningServer, str], container_env: dict[str, str]
+) -> None:
+    """Debian's packages (mmdebstrap) → a Python image → library/ in the registry."""
+    require(None if shutil.which("mmdebstrap") else "apt-get install mmdebstrap")
+    server, host = registry
+    env = {
+        **os.environ,
+        "PRIMAGE_SERVER": server.url,
+        "PRIMAGE_TOKEN": server.admin_token,
+        "PRIMAGE_CONTAINER_ENV": json.dumps(container_env),
+    }
+    target = f"{host}/library/python:test"
+    made = primage(
+        "image", "bootstrap", "--name", "localhost/pybase:test", "--push", target, "--insecure",
+        env=env, timeout=900,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ran = podman(
+        container_env, "run", "--rm", "localhost/pybase:test", "python3", "-c", "print(6*7)"
+    )
+    assert ran.stdout.strip() == "42", ran.stderr
+    bob = server.client().create_user("bob").token
+    assert {i.repository for i in server.client(bob).list_images()} == {"library/python"}

@@ -39,3 +39,34 @@ def rm(ctx: typer.Context, image: str = typer.Argument(..., help="REPOSITORY:TAG
         raise BadRequest(f"'{image}' names no tag: write REPOSITORY:TAG, e.g. alice/seg:1.0")
     client(ctx).remove_image(repository, tag)
     typer.echo(f"removed {image}")
+
+
+@app.command()
+def bootstrap(
+    ctx: typer.Context,
+    name: str = typer.Option("localhost/python:3.11", help="Local name of the image."),
+    include: str = typer.Option("python3", help="Debian packages, comma-separated."),
+    suite: str = typer.Option("bookworm", help="Debian release."),
+    mirror: str = typer.Option("http://deb.debian.org/debian", help="Debian mirror."),
+    push: str | None = typer.Option(
+        None, help="Also push it here, e.g. registry.example.org/library/python:3.11."
+    ),
+    insecure: bool = typer.Option(False, "--insecure", help="The registry speaks plain HTTP."),
+) -> None:
+    """Build a Debian-based base image from Debian's packages (no public registry needed)."""
+    from primage import images
+    from primage.config import Settings
+    from primage.executors.local.containers import Runtime
+
+    runtime = Runtime.from_settings(Settings())
+    if runtime is None:
+        raise BadRequest("no container runtime here: apt-get install podman (setting containers)")
+    packages = [p.strip() for p in include.split(",") if p.strip()]
+    typer.echo(f"building {name} from Debian {suite} with {', '.join(packages)}…", err=True)
+    images.bootstrap(runtime, name, packages=packages, suite=suite, mirror=mirror)
+    typer.echo(f"imported {name}")
+    if push:
+        sdk = client(ctx)
+        user = sdk.whoami().name
+        images.push(runtime, name, push, user=user, token=sdk.current_token(), tls=not insecure)
+        typer.echo(f"pushed {push}")

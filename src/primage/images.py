@@ -1,0 +1,87 @@
+"""Base images without the internet: a Debian root filesystem made by mmdebstrap, imported.
+
+The machines of a PRIMAGE site often reach Debian's package mirror but no public container
+registry, so ``FROM python:3.11-slim`` cannot be pulled. ``primage image bootstrap`` builds the
+equivalent from Debian's packages (``mmdebstrap``, no root filesystem tricks, about 25 s for
+Python), imports it into the local container store, and pushes it to the platform registry
+(``library/…``, which every user may pull) when asked. Sites with a registry mirror simply use
+their usual base images.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from primage.errors import BadRequest, PrimageError
+from primage.executors.local.containers import Runtime
+
+EXCLUDE = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
+
+
+def bootstrap(
+    runtime: Runtime,
+    name: str,
+    *,
+    packages: Sequence[str],
+    suite: str,
+    mirror: str,
+    log: Path | None = None,
+) -> None:
+    """Build a Debian ``suite`` image with ``packages`` and import it as ``name``."""
+    with tempfile.TemporaryDirectory(prefix="primage-bootstrap-") as work:
+        tar = Path(work) / "rootfs.tar"
+        command = [
+            "mmdebstrap",
+            "--variant=apt",
+            f"--include={','.join(packages)}",
+            *(f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDE),
+            suite,
+            str(tar),
+            mirror,
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        except FileNotFoundError:
+            raise BadRequest("mmdebstrap is not installed: apt-get install mmdebstrap") from None
+        if log is not None:
+            log.write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise PrimageError(f"mmdebstrap failed: {why}")
+        imported = subprocess.run(
+            [
+                *runtime.command,
+                "import",
+                "--change",
+                'CMD ["/usr/bin/python3"]' if "python3" in packages else 'CMD ["/bin/bash"]',
+                "--change",
+                "ENV LANG=C.UTF-8",
+                str(tar),
+                name,
+            ],
+            env={**os.environ, **runtime.env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if imported.returncode != 0:
+            raise PrimageError(f"podman import failed: {imported.stderr.strip()[-300:]}")
+
+
+def push(runtime: Runtime, source: str, target: str, *, user: str, token: str, tls: bool) -> None:
+    """Tag ``source`` as ``target`` and push it with the user's platform token."""
+    env = {**os.environ, **runtime.env}
+    for args in (
+        ["tag", source, target],
+        ["push", f"--tls-verify={str(tls).lower()}", "--creds", f"{user}:{token}", target],
+    ):
+        done = subprocess.run(
+            [*runtime.command, *args], env=env, capture_output=True, text=True, timeout=600
+        )
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise PrimageError(f"podman {args[0]} {target} failed: {why}")
