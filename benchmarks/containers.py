@@ -23,38 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.harness import RunningServer
+from tests.harness import RunningServer, import_busybox, podman_store
 
 IMAGE = "localhost/busybox:bench"
-
-
-def prepare(work: Path) -> dict[str, str]:
-    (work / "containers.conf").write_text(
-        '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
-        'runtime = "runc"\nevents_logger = "file"\n'
-    )
-    (work / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/storage"\nrunroot = "{work}/run"\n'
-    )
-    env = {
-        "CONTAINERS_CONF": str(work / "containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(work / "storage.conf"),
-    }
-    rootfs = work / "rootfs" / "bin"
-    rootfs.mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "busybox")
-    for applet in ("sh", "true"):
-        (rootfs / applet).symlink_to("busybox")
-    tar = subprocess.Popen(["tar", "-C", str(work / "rootfs"), "-c", "."], stdout=subprocess.PIPE)
-    subprocess.run(
-        ["podman", "import", "-", IMAGE],
-        stdin=tar.stdout,
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-    )
-    tar.wait()
-    return env
 
 
 def main() -> None:
@@ -68,7 +39,8 @@ def main() -> None:
             sys.exit(f"cannot run: {tool} is not installed (apt-get install podman runc)")
 
     work = Path(tempfile.mkdtemp(prefix="primage-bench-containers-", dir=Path.home()))
-    env = prepare(work)
+    env = podman_store(work)
+    import_busybox(env, IMAGE, work / "rootfs")
     server = RunningServer.start(
         work / "data",
         f"sqlite:///{work / 'db.sqlite'}",

@@ -219,3 +219,39 @@ def start_postgres(workdir: Path) -> PostgresCluster | str:
         "start",
     )
     return cluster
+
+
+def podman_store(work: Path) -> dict[str, str]:
+    """A container store of its own under ``work``, configured as a cgroup v1 host needs
+    (runc, cgroupfs, no default ulimits): the environment podman (and the platform's
+    ``container_env``) should run with."""
+    (work / "containers.conf").write_text(
+        '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
+        'runtime = "runc"\nevents_logger = "file"\n'
+    )
+    (work / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/storage"\nrunroot = "{work}/run"\n'
+    )
+    return {
+        "CONTAINERS_CONF": str(work / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(work / "storage.conf"),
+    }
+
+
+def import_busybox(env: dict[str, str], name: str, rootfs: Path) -> None:
+    """A tiny image from Debian's busybox-static (every applet linked), imported as ``name``."""
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout
+    for applet in applets.split():
+        if applet != "busybox":
+            (rootfs / "bin" / applet).symlink_to("busybox")
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["podman", "import", "--change", 'CMD ["/bin/sh"]', "-", name],
+        stdin=tar.stdout,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    tar.wait()

@@ -22,7 +22,14 @@ import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
-from tests.harness import RunningServer, free_port, primage, require
+from tests.harness import (
+    RunningServer,
+    free_port,
+    import_busybox,
+    podman_store,
+    primage,
+    require,
+)
 
 IMAGE = "localhost/busybox:test"
 
@@ -42,33 +49,8 @@ def _missing() -> str | None:
 def container_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     require(_missing())
     work = tmp_path_factory.mktemp("containers")
-    (work / "containers.conf").write_text(
-        '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
-        'runtime = "runc"\nevents_logger = "file"\n'
-    )
-    (work / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/storage"\nrunroot = "{work}/run"\n'
-    )
-    env = {
-        "CONTAINERS_CONF": str(work / "containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(work / "storage.conf"),
-    }
-    rootfs = work / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout
-    for applet in applets.split():
-        if applet != "busybox":
-            (rootfs / "bin" / applet).symlink_to("busybox")
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    subprocess.run(
-        ["podman", "import", "--change", 'CMD ["/bin/sh"]', "-", IMAGE],
-        stdin=tar.stdout,
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-    )
-    tar.wait()
+    env = podman_store(work)
+    import_busybox(env, IMAGE, work / "rootfs")
     yield env
     subprocess.run(  # unmount and remove the store, so that nothing stays mounted
         ["podman", "system", "reset", "--force"], env={**os.environ, **env}, capture_output=True

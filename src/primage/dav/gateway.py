@@ -16,8 +16,6 @@ Errors are the API's JSON (``{"error", "detail"}``) with its status codes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import threading
@@ -44,9 +42,8 @@ from primage.errors import (
     Forbidden,
     MethodNotAllowed,
     PrimageError,
-    Unauthenticated,
 )
-from primage.server.deps import authenticate
+from primage.server.deps import authenticate, bearer_or_basic
 from primage.server.state import Platform
 
 MOUNT = "/dav"
@@ -54,26 +51,6 @@ SPACE_TTL = 2.0  # seconds a space's members are reused: how long a change of sh
 READ = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 REALM = "primage"
 StartResponse = Any
-
-
-def _credential(environ: dict[str, Any]) -> str:
-    header = str(environ.get("HTTP_AUTHORIZATION", ""))
-    scheme, _, value = header.partition(" ")
-    if not header:
-        raise Unauthenticated(
-            "no credentials: send a platform token or an access token as 'Bearer <token>', "
-            "or as the password of Basic authentication (any user name)"
-        )
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic":
-        try:
-            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthenticated("malformed Basic credentials") from None
-        if password:
-            return password
-    raise Unauthenticated("use 'Bearer <token>', or Basic with the token as the password")
 
 
 def _target(environ: dict[str, Any]) -> str | None:
@@ -154,7 +131,7 @@ class Gateway:
             return False
 
     def _authenticate(self, environ: dict[str, Any]) -> Principal:
-        raw = _credential(environ)
+        raw = bearer_or_basic(str(environ.get("HTTP_AUTHORIZATION", "")))
         cached = self.state.principals.get(raw)
         if cached is not None:
             return cached

@@ -12,6 +12,8 @@ A credential seen in the last seconds costs no database query, no provider call 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -61,6 +63,27 @@ def authenticate(state: Platform, raw: str, *, cookie: bool) -> Principal:
         with state.db.session() as session:
             return tokens.authenticate(session, raw)
     return _from_provider(state, raw)
+
+
+def bearer_or_basic(header: str) -> str:
+    """The token in ``Bearer <token>``, or the password of Basic credentials, for clients that
+    only do Basic (WebDAV mounts, ``podman login``): the user name is ignored."""
+    scheme, _, value = header.partition(" ")
+    if not header:
+        raise Unauthenticated(
+            "no credentials: send a platform token or an access token as 'Bearer <token>', "
+            "or as the password of Basic authentication (any user name)"
+        )
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        if password:
+            return password
+    raise Unauthenticated("use 'Bearer <token>', or Basic with the token as the password")
 
 
 async def _csrf_sent(request: Request) -> str | None:

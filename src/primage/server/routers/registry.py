@@ -7,8 +7,6 @@ remove images through the registry's API, showing only what the caller may pull.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 import httpx
@@ -21,7 +19,7 @@ from primage.auth.principal import Principal
 from primage.auth.registry import Scope
 from primage.errors import BadRequest, Forbidden, NotFound, ServerUnavailable, Unauthenticated
 from primage.models.images import Image
-from primage.server.deps import Caller, State, authenticate
+from primage.server.deps import Caller, State, authenticate, bearer_or_basic
 
 router = APIRouter(tags=["images"])
 ISSUER = "primage"
@@ -34,23 +32,6 @@ MANIFESTS = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
-
-
-def _credential(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic":
-        try:
-            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthenticated("malformed Basic credentials") from None
-        if password:
-            return password
-    raise Unauthenticated(
-        "log in with a platform token as the password: podman login -u ME REGISTRY"
-    )
 
 
 @router.get("/registry/token")
@@ -67,7 +48,7 @@ async def token(
             f"{state.settings.registry_service!r}"
         )
     try:
-        raw = _credential(request)
+        raw = bearer_or_basic(request.headers.get("authorization", ""))
     except Unauthenticated as exc:
         return JSONResponse(
             exc.to_json(), status_code=401, headers={"WWW-Authenticate": 'Basic realm="primage"'}
