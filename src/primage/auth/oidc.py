@@ -14,6 +14,7 @@ that cannot be reached is :class:`ProviderUnavailable` (503) naming it.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from primage.auth.entitlements import Entitlement
 from primage.config import ProviderSettings
 from primage.errors import NotFound, ProviderUnavailable, Unauthenticated
 
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
+MAX_TOKEN = 16384
 JWKS_MIN_REFRESH = 1.0  # seconds between fetches of the keys: unknown kids cannot force more
 DISCOVERY_TTL = 3600.0
 
@@ -339,6 +342,9 @@ class Providers:
 
     def authenticate(self, raw: str) -> Identity:
         """The identity behind a provider's access token (JWT or opaque)."""
+        if len(raw) > MAX_TOKEN or not TOKEN_RE.fullmatch(raw):
+            # not a bearer token at all (RFC 6750 syntax): no provider is asked about it
+            raise Unauthenticated("malformed token: not a platform token nor an access token")
         if looks_like_jwt(raw):
             try:
                 unverified = jwt.decode(raw, options={"verify_signature": False})
