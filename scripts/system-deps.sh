@@ -17,6 +17,7 @@ command -v runc >/dev/null || missing+=(runc)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v git >/dev/null || missing+=(git)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

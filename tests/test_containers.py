@@ -317,3 +317,54 @@ def test_bootstrap_a_python_base_image_and_share_it(
     assert ran.stdout.strip() == "42", ran.stderr
     bob = server.client().create_user("bob").token
     assert {i.repository for i in server.client(bob).list_images()} == {"library/python"}
+
+
+def _repository(folder: Path, test_script: str) -> str:
+    """A git repository with a Dockerfile over the test image and a self-test."""
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(
+        f"FROM {IMAGE}\nCOPY selftest.sh /app/selftest.sh\nRUN chmod +x /app/selftest.sh\n"
+    )
+    (folder / "selftest.sh").write_text(test_script)
+    commit = ["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "app"]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], commit):
+        subprocess.run(["git", *args], cwd=folder, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_build_tests_then_pushes_and_a_failing_test_blocks_the_push(
+    registry: tuple[RunningServer, str], tmp_path: Path
+) -> None:
+    server, _host = registry
+    alice = server.client(server.client().create_user("alice").token)
+    commit = _repository(tmp_path / "good", "#!/bin/sh\necho selftest ok\n")
+    built = alice.start_build(
+        (tmp_path / "good").as_uri(), "alice/app:1", test_command="/app/selftest.sh"
+    )
+    done = alice.wait_build(built.id, timeout=300)
+    log = b"".join(alice.build_logs(built.id)).decode()
+    assert done.state == "succeeded", log
+    assert done.commit == commit and done.digest and done.digest.startswith("sha256:")
+    assert "selftest ok" in log and "prm_" not in log  # the push token never reaches the log
+    assert {i.repository: i.tags for i in alice.list_images()} == {"alice/app": ["1"]}
+
+    _repository(tmp_path / "bad", "#!/bin/sh\necho 'test_segmentation FAILED' >&2\nexit 1\n")
+    failed = alice.start_build(
+        (tmp_path / "bad").as_uri(), "alice/app:2", test_command="/app/selftest.sh"
+    )
+    done = alice.wait_build(failed.id, timeout=300)
+    assert done.state == "failed" and "tests failed" in done.message
+    assert "test_segmentation FAILED" in b"".join(alice.build_logs(failed.id)).decode()
+    assert {i.repository: i.tags for i in alice.list_images()} == {"alice/app": ["1"]}
+
+    with pytest.raises(Forbidden, match="may not push to 'bob/app'"):
+        alice.start_build((tmp_path / "good").as_uri(), "bob/app:1")
+    broken = tmp_path / "broken"
+    _repository(broken, "#!/bin/sh\n")
+    (broken / "Dockerfile").write_text("FROM localhost/does-not-exist:1\n")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "x"],
+                   cwd=broken, check=True)  # fmt: skip
+    done = alice.wait_build(alice.start_build(broken.as_uri(), "alice/app:3").id, timeout=300)
+    assert done.state == "failed" and "build failed" in done.message

@@ -26,6 +26,7 @@ from primage import credentials, login
 from primage.errors import PrimageError, ServerUnavailable, Unauthenticated, from_response
 from primage.jobs.states import JOB_DONE, JobState
 from primage.models.audit import AuditPage
+from primage.models.builds import Build
 from primage.models.files import FileInfo, Listing
 from primage.models.images import Image
 from primage.models.jobs import JobDetail, JobPage, JobSpec, TaskPage
@@ -387,6 +388,39 @@ class Client:
 
     def remove_image(self, repository: str, tag: str) -> None:
         self._request("DELETE", f"/images/{quote(repository)}", params={"tag": tag})
+
+    def start_build(
+        self,
+        source: str,
+        tag: str,
+        *,
+        ref: str | None = None,
+        dockerfile: str = "Dockerfile",
+        test_command: str | None = None,
+    ) -> Build:
+        """Build ``source`` (a git URL), test the image, push it as ``tag`` if all passes."""
+        body = {"source": source, "tag": tag, "ref": ref, "dockerfile": dockerfile,
+                "test_command": test_command}  # fmt: skip
+        return Build.model_validate(self._request("POST", "/builds", json=body).json())
+
+    def build(self, build_id: int) -> Build:
+        return Build.model_validate(self._request("GET", f"/builds/{build_id}").json())
+
+    def list_builds(self) -> list[Build]:
+        return [Build.model_validate(b) for b in self._request("GET", "/builds").json()]
+
+    def build_logs(self, build_id: int, *, follow: bool = False) -> Iterator[bytes]:
+        url = f"/builds/{build_id}/logs"
+        with self._stream("GET", url, params={"follow": follow}) as response:
+            yield from response.iter_bytes()
+
+    def wait_build(self, build_id: int, *, timeout: float = 1800, poll: float = 0.5) -> Build:
+        deadline = time.monotonic() + timeout
+        while (found := self.build(build_id)).state not in ("succeeded", "failed"):
+            if time.monotonic() > deadline:
+                raise PrimageError(f"build {build_id} still {found.state} after {timeout:.0f} s")
+            time.sleep(poll)
+        return found
 
     def submit_job(self, spec: JobSpec | dict[str, Any]) -> JobDetail:
         """Submit a job; checked and expanded into tasks by the server before this returns."""

@@ -37,6 +37,7 @@ ACTIONS = (
     "job.cancel",
     "job.remove",
     "image.delete",
+    "build.start",
 )
 
 

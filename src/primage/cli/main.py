@@ -9,7 +9,19 @@ import typer
 from rich.console import Console
 
 from primage import __version__
-from primage.cli import admin, config, files, image, job, login, mount, server, space, token
+from primage.cli import (
+    admin,
+    build,
+    config,
+    files,
+    image,
+    job,
+    login,
+    mount,
+    server,
+    space,
+    token,
+)
 from primage.errors import PrimageError
 
 app = typer.Typer(
@@ -26,6 +38,7 @@ app.add_typer(job.app, name="job")
 app.add_typer(token.app, name="token")
 app.add_typer(admin.app, name="admin")
 app.add_typer(image.app, name="image")
+app.add_typer(build.app, name="build")
 files.register(app)
 login.register(app)
 mount.register(app)

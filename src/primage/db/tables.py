@@ -277,3 +277,27 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32), index=True)  # e.g. "space.share"
     target: Mapped[str] = mapped_column(Text, index=True)  # e.g. "space:ct", "job:3"
     detail: Mapped[str] = mapped_column(Text, default="")  # JSON
+
+
+class Build(Base):
+    """An image built from a git repository, tested in itself, then pushed (or not)."""
+
+    __tablename__ = "builds"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy's declaration)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    source: Mapped[str] = mapped_column(Text)  # a git URL
+    ref: Mapped[str | None] = mapped_column(String(255))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")
+    tag: Mapped[str] = mapped_column(String(512))  # namespace/repository:tag in the registry
+    test_command: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    digest: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    owner: Mapped[User] = relationship(lazy="joined")

@@ -13,6 +13,7 @@ from primage import __version__
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
 from primage.auth.registry import RegistryKey
+from primage.builds import Builder
 from primage.config import Settings
 from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
@@ -25,6 +26,7 @@ from primage.server.metrics import Metrics, MetricsMiddleware
 from primage.server.routers import (
     audit,
     auth,
+    builds,
     files,
     health,
     jobs,
@@ -47,11 +49,9 @@ def build_platform(settings: Settings) -> Platform:
     db.upgrade()
     if ensure_admin(settings, db):
         log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
+    runtime = Runtime.from_settings(settings)
     executor = LocalExecutor(
-        settings.jobs_path,
-        settings.storage_path,
-        settings.concurrency,
-        Runtime.from_settings(settings),
+        settings.jobs_path, settings.storage_path, settings.concurrency, runtime
     )
     metrics = Metrics()
     return Platform(
@@ -64,6 +64,7 @@ def build_platform(settings: Settings) -> Platform:
         providers=Providers(settings.oidc_providers),
         box=SecretBox(settings),
         registry=RegistryKey(settings.data_dir / "registry"),
+        builder=Builder(settings, db, runtime),
     )
 
 
@@ -73,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await platform.reconciler.start()
+        platform.builder.start()
         yield
+        platform.builder.stop()
         await platform.reconciler.stop()
         platform.providers.close()
         platform.db.dispose()
@@ -86,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (health, auth, users, tokens, spaces, files, jobs, audit, registry):
+    for module in (health, auth, users, tokens, spaces, files, jobs, audit, registry, builds):
         app.include_router(module.router)
     app.mount(MOUNT, WSGIMiddleware(Gateway(platform), workers=32))  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)

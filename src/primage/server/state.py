@@ -10,6 +10,7 @@ from primage.auth.cache import PrincipalCache
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
 from primage.auth.registry import RegistryKey
+from primage.builds import Builder
 from primage.config import Settings
 from primage.db import Database
 from primage.executors.base import Executor
@@ -29,6 +30,7 @@ class Platform:
     providers: Providers
     box: SecretBox
     registry: RegistryKey
+    builder: Builder
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 

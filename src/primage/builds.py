@@ -1,0 +1,204 @@
+"""Automatic image builds: clone, build, test in the built image, and only then push.
+
+A build runs in the server, one at a time, on a thread of its own (builds are rare and heavy):
+
+1. ``git clone`` the source and check out the ref; the commit is recorded;
+2. ``podman build`` with the Dockerfile named (layers are cached between builds);
+3. the project's tests run *inside the built image* (``test_command``, network off); a failure
+   fails the build and nothing is pushed;
+4. the image is pushed to the platform registry as the build's owner (a short-lived token of
+   theirs, so the registry's rules apply), and its digest is recorded.
+
+Everything a step prints goes to the build's log (``<data_dir>/builds/<id>.log``), which clients
+follow while it grows. A build the server was running when it stopped is marked failed at the
+next start; queued ones are run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import shlex
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from primage.auth import tokens
+from primage.auth.principal import Caveats
+from primage.config import Settings
+from primage.db import Database, tables
+from primage.db.tables import utcnow
+from primage.executors.local.containers import Runtime
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+STEP_TIMEOUT = 3600
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+log = logging.getLogger("primage.builds")
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Builder:
+    def __init__(self, settings: Settings, db: Database, runtime: Runtime | None) -> None:
+        self.settings, self.db, self.runtime = settings, db, runtime
+        self.folder = settings.data_dir / "builds"
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def log_path(self, build_id: int) -> Path:
+        return self.folder / f"{build_id}.log"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.db.session() as session:
+            for row in session.scalars(select(tables.Build).where(tables.Build.state == RUNNING)):
+                row.state, row.finished_at = FAILED, utcnow()
+                row.message = "the server stopped during the build; start it again"
+            waiting = session.scalars(
+                select(tables.Build.id).where(tables.Build.state == QUEUED)
+            ).all()
+        for build_id in waiting:
+            self._queue.put(build_id)
+        self._thread = threading.Thread(target=self._work, name="builder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def enqueue(self, build_id: int) -> None:
+        self._queue.put(build_id)
+
+    def _work(self) -> None:
+        while (build_id := self._queue.get()) is not None:
+            try:
+                self._build(build_id)
+            except Exception:  # never let one build stop the builder
+                log.exception("build %s", build_id)
+                self._finish(build_id, FAILED, "internal error; the server log has the details")
+
+    def _finish(self, build_id: int, state: str, message: str, digest: str | None = None) -> None:
+        with self.db.session() as session:
+            row = session.get(tables.Build, build_id)
+            if row is not None:
+                row.state, row.message, row.digest = state, message, digest
+                row.finished_at = utcnow()
+
+    def _build(self, build_id: int) -> None:
+        with self.db.session() as session:
+            row = session.get(tables.Build, build_id)
+            if row is None or row.state != QUEUED:
+                return
+            row.state, row.started_at = RUNNING, utcnow()
+            session.flush()
+            session.expunge(row)
+        with open(self.log_path(build_id), "ab") as out, tempfile.TemporaryDirectory() as work:
+            try:
+                digest = self._steps(row, Path(work), out)
+            except StepFailed as failed:
+                out.write(f"\nbuild failed: {failed}\n".encode())
+                self._finish(build_id, FAILED, str(failed))
+                return
+            out.write(f"\npushed {row.tag} ({digest})\n".encode())
+        self._finish(build_id, SUCCEEDED, f"pushed {row.tag}", digest)
+
+    def _run(
+        self,
+        out: BinaryIO,
+        what: str,
+        argv: list[str],
+        cwd: Path | None = None,
+        secret: str | None = None,
+    ) -> str:
+        """Run one step, its output into the log; StepFailed with the last line if it fails.
+        ``secret`` is never written to the log."""
+        shown = shlex.join(argv).replace(secret, "***") if secret else shlex.join(argv)
+        out.write(f"$ {shown}\n".encode())
+        out.flush()
+        env = dict(self.runtime.env) if self.runtime else {}
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env={"PATH": SYSTEM_PATH, "HOME": str(self.folder), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=STEP_TIMEOUT,
+        )
+        out.write(done.stdout)
+        out.flush()
+        if done.returncode != 0:
+            last = (done.stdout.decode(errors="replace").strip().splitlines() or [""])[-1]
+            raise StepFailed(f"{what} failed (exit {done.returncode}): {last[-300:]}")
+        return done.stdout.decode(errors="replace")
+
+    def _steps(self, row: tables.Build, work: Path, out: BinaryIO) -> str:
+        if self.runtime is None:
+            raise StepFailed("this server has no container runtime (setting containers)")
+        registry = self.settings.registry_url
+        if not registry:
+            raise StepFailed("this platform has no registry to push to (setting registry_url)")
+        source = work / "source"
+        self._run(out, "clone", ["git", "clone", "--quiet", row.source, str(source)])
+        if row.ref:
+            self._run(out, "checkout", ["git", "checkout", "--quiet", row.ref], cwd=source)
+        commit = self._run(out, "commit", ["git", "rev-parse", "HEAD"], cwd=source).strip()
+        with self.db.session() as session:
+            found = session.get(tables.Build, row.id)
+            if found is not None:
+                found.commit = commit
+        local = f"localhost/primage-build:{row.id}"
+        podman = self.runtime.command
+        dockerfile = str(source / row.dockerfile)
+        self._run(out, "build", [*podman, "build", "-f", dockerfile, "-t", local, str(source)])
+        try:
+            if row.test_command:
+                self._run(
+                    out,
+                    "tests",
+                    [*podman, "run", "--rm", "--network", "none", local, "sh", "-c",
+                     row.test_command],
+                )  # fmt: skip
+            return self._push(row, local, work, out, registry)
+        finally:
+            subprocess.run(
+                [*podman, "rmi", local],
+                env={**self.runtime.env, "PATH": SYSTEM_PATH},
+                capture_output=True,
+            )
+
+    def _push(self, row: tables.Build, local: str, work: Path, out: BinaryIO, registry: str) -> str:
+        assert self.runtime is not None
+        with self.db.session() as session:
+            token, secret = tokens.issue(
+                session,
+                row.owner,
+                name="image-push",
+                lifetime=dt.timedelta(minutes=30),
+                caveats=Caveats(),
+            )
+            token_id = token.id
+        target = f"{urlsplit(registry).netloc}/{row.tag}"
+        tls = "true" if urlsplit(registry).scheme == "https" else "false"
+        digest_file = work / "digest"
+        try:
+            self._run(
+                out,
+                "push",
+                [*self.runtime.command, "push", f"--tls-verify={tls}",
+                 "--creds", f"{row.owner.name}:{secret}", "--digestfile", str(digest_file),
+                 local, target],
+                secret=secret,
+            )  # fmt: skip
+        finally:
+            with self.db.session() as session:
+                found = session.get(tables.Token, token_id)
+                if found is not None:
+                    tokens.revoke(session, found)
+        return digest_file.read_text().strip()

@@ -1,0 +1,76 @@
+"""``primage build``: images built from git, tested in themselves, pushed to the registry."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from primage.cli.common import JsonOption, client, print_json, table
+from primage.errors import PrimageError
+
+app = typer.Typer(help="Build images from git repositories.", no_args_is_help=True)
+
+
+def _source(value: str) -> str:
+    """A local repository becomes a file:// URL (the server clones it on this machine)."""
+    path = Path(value).expanduser()
+    return path.resolve().as_uri() if path.is_dir() else value
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="A git URL, or a local repository folder."),
+    tag: str = typer.Option(..., help="namespace/repository:tag, e.g. alice/seg:1.0."),
+    ref: str | None = typer.Option(None, help="Branch, tag or commit."),
+    dockerfile: str = typer.Option("Dockerfile", help="Path of the Dockerfile in the repository."),
+    test: str | None = typer.Option(None, help="Command run in the built image; must pass."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until it ends."),
+) -> None:
+    """Build, test in the built image, and push only if all passed."""
+    sdk = client(ctx)
+    made = sdk.start_build(_source(source), tag, ref=ref, dockerfile=dockerfile, test_command=test)
+    typer.echo(f"build {made.id} queued: primage build logs {made.id} --follow", err=True)
+    if follow:
+        for chunk in sdk.build_logs(made.id, follow=True):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        done = sdk.wait_build(made.id)
+        if done.state != "succeeded":
+            raise PrimageError(f"build {made.id} failed: {done.message}")
+        typer.echo(f"build {made.id} pushed {done.tag} ({done.digest})")
+
+
+@app.command("ls")
+def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Your builds, newest first."""
+    found = client(ctx).list_builds()
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (b.id, b.state, b.tag, (b.commit or "")[:10], b.digest and b.digest[:19],
+         f"{b.duration_s:.0f}s" if b.duration_s is not None else "")
+        for b in found
+    ]  # fmt: skip
+    table(("ID", "STATE", "TAG", "COMMIT", "DIGEST", "TOOK"), rows)
+
+
+@app.command()
+def show(ctx: typer.Context, build_id: int) -> None:
+    """One build: state, commit, digest, duration, and why it failed."""
+    print_json(client(ctx).build(build_id))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    build_id: int,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the build ends."),
+) -> None:
+    """A build's log (clone, build, tests, push)."""
+    for chunk in client(ctx).build_logs(build_id, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()

@@ -1,0 +1,33 @@
+"""Image builds."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+
+class BuildRequest(BaseModel):
+    source: str = Field(description="A git URL the server can clone (file://, https://, …).")
+    tag: str = Field(description="Where to push: namespace/repository:tag, e.g. alice/seg:1.0.")
+    ref: str | None = Field(None, description="Branch, tag or commit; default the default branch.")
+    dockerfile: str = Field("Dockerfile", description="Path of the Dockerfile in the repository.")
+    test_command: str | None = Field(
+        None, description="Run in the built image (network off); a failure blocks the push."
+    )
+
+
+class Build(BaseModel):
+    id: int
+    owner: str
+    source: str
+    ref: str | None
+    commit: str | None
+    tag: str
+    state: str
+    digest: str | None
+    message: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration_s: float | None
