@@ -8,6 +8,8 @@ storage.conf.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -368,3 +370,56 @@ def test_build_tests_then_pushes_and_a_failing_test_blocks_the_push(
                    cwd=broken, check=True)  # fmt: skip
     done = alice.wait_build(alice.start_build(broken.as_uri(), "alice/app:3").id, timeout=300)
     assert done.state == "failed" and "build failed" in done.message
+
+
+def test_webhooks_start_builds_only_when_signed(
+    registry: tuple[RunningServer, str], tmp_path: Path
+) -> None:
+    server, _ = registry
+    token = server.client().create_user("alice").token
+    alice = server.client(token)
+    commit = _repository(tmp_path / "app", "#!/bin/sh\necho ok\n")
+    made = httpx.post(
+        f"{server.url}/builds/hooks",
+        json={
+            "source": (tmp_path / "app").as_uri(),
+            "tag": "alice/app:{branch}",
+            "test_command": "/app/selftest.sh",
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert made.status_code == 201, made.text
+    hook = made.json()
+    body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
+    signature = "sha256=" + hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
+    github = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
+
+    forged = httpx.post(
+        hook["github_url"],
+        content=body,
+        headers={**github, "X-Hub-Signature-256": "sha256=" + "0" * 64},
+    )
+    assert forged.status_code == 401
+    wrong_token = httpx.post(
+        hook["gitlab_url"],
+        content=body,
+        headers={"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "guess"},
+    )
+    assert wrong_token.status_code == 401
+    assert alice.list_builds() == []  # nothing started
+
+    signed = httpx.post(
+        hook["github_url"], content=body, headers={**github, "X-Hub-Signature-256": signature}
+    )
+    assert signed.status_code == 202, signed.text
+    done = alice.wait_build(signed.json()["build"], timeout=300)
+    assert done.state == "succeeded" and done.commit == commit and done.tag == "alice/app:main"
+
+    gitlab_body = json.dumps({"ref": "refs/heads/dev", "checkout_sha": commit}).encode()
+    by_gitlab = httpx.post(
+        hook["gitlab_url"],
+        content=gitlab_body,
+        headers={"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": hook["secret"]},
+    )
+    assert by_gitlab.status_code == 202
+    assert alice.wait_build(by_gitlab.json()["build"], timeout=300).tag == "alice/app:dev"

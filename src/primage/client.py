@@ -26,7 +26,7 @@ from primage import credentials, login
 from primage.errors import PrimageError, ServerUnavailable, Unauthenticated, from_response
 from primage.jobs.states import JOB_DONE, JobState
 from primage.models.audit import AuditPage
-from primage.models.builds import Build
+from primage.models.builds import Build, Hook, HookWithSecret
 from primage.models.files import FileInfo, Listing
 from primage.models.images import Image
 from primage.models.jobs import JobDetail, JobPage, JobSpec, TaskPage
@@ -402,6 +402,24 @@ class Client:
         body = {"source": source, "tag": tag, "ref": ref, "dockerfile": dockerfile,
                 "test_command": test_command}  # fmt: skip
         return Build.model_validate(self._request("POST", "/builds", json=body).json())
+
+    def add_build_hook(
+        self,
+        source: str,
+        tag: str,
+        *,
+        dockerfile: str = "Dockerfile",
+        test_command: str | None = None,
+    ) -> HookWithSecret:
+        """Register a repository whose pushes start builds; the secret is returned this once."""
+        body = {"source": source, "tag": tag, "dockerfile": dockerfile,
+                "test_command": test_command}  # fmt: skip
+        return HookWithSecret.model_validate(
+            self._request("POST", "/builds/hooks", json=body).json()
+        )
+
+    def list_build_hooks(self) -> list[Hook]:
+        return [Hook.model_validate(h) for h in self._request("GET", "/builds/hooks").json()]
 
     def build(self, build_id: int) -> Build:
         return Build.model_validate(self._request("GET", f"/builds/{build_id}").json())

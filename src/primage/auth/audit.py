@@ -38,6 +38,7 @@ ACTIONS = (
     "job.remove",
     "image.delete",
     "build.start",
+    "build.hook",
 )
 
 

@@ -74,3 +74,35 @@ def logs(
     for chunk in client(ctx).build_logs(build_id, follow=follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
+
+
+hooks = typer.Typer(help="Repositories whose pushes start builds (GitHub, GitLab).")
+app.add_typer(hooks, name="hook")
+
+
+@hooks.command("add")
+def add_hook(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="The git URL builds clone."),
+    tag: str = typer.Option(..., help="namespace/repository:tag; {branch} and {commit} work."),
+    dockerfile: str = typer.Option("Dockerfile", help="Path of the Dockerfile."),
+    test: str | None = typer.Option(None, help="Command run in the built image; must pass."),
+) -> None:
+    """Register a repository: prints the webhook URLs and the secret (shown once)."""
+    made = client(ctx).add_build_hook(source, tag, dockerfile=dockerfile, test_command=test)
+    typer.echo(f"GitHub: payload URL {made.github_url} (application/json), secret below")
+    typer.echo(f"GitLab: URL {made.gitlab_url}, secret token below")
+    typer.echo(made.secret)
+
+
+@hooks.command("ls")
+def list_hooks(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Your registered repositories."""
+    found = client(ctx).list_build_hooks()
+    if as_json:
+        print_json(found)
+        return
+    table(
+        ("ID", "SOURCE", "TAG", "GITHUB URL"),
+        [(h.id, h.source, h.tag, h.github_url) for h in found],
+    )

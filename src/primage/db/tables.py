@@ -301,3 +301,21 @@ class Build(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     owner: Mapped[User] = relationship(lazy="joined")
+
+
+class BuildHook(Base):
+    """A repository whose pushes start builds (GitHub or GitLab webhooks)."""
+
+    __tablename__ = "build_hooks"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy's declaration)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(Text)  # the git URL builds clone
+    tag: Mapped[str] = mapped_column(String(512))  # may use {branch} and {commit}
+    dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")
+    test_command: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)  # sealed (SecretBox): checks the signatures
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined")

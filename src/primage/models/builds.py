@@ -31,3 +31,23 @@ class Build(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     duration_s: float | None
+
+
+class HookRequest(BaseModel):
+    source: str = Field(description="The git URL builds clone (as the server reaches it).")
+    tag: str = Field(description="namespace/repository:tag; {branch} and {commit} are filled in.")
+    dockerfile: str = "Dockerfile"
+    test_command: str | None = None
+
+
+class Hook(BaseModel):
+    id: int
+    owner: str
+    source: str
+    tag: str
+    github_url: str = Field(description="Payload URL for GitHub (content type application/json).")
+    gitlab_url: str = Field(description="URL for GitLab (the secret goes in 'Secret token').")
+
+
+class HookWithSecret(Hook):
+    secret: str = Field(description="The webhook secret, shown this once.")

@@ -29,6 +29,7 @@ from primage.server.routers import (
     builds,
     files,
     health,
+    hooks,
     jobs,
     registry,
     spaces,
@@ -89,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (health, auth, users, tokens, spaces, files, jobs, audit, registry, builds):
+    routers = (health, auth, users, tokens, spaces, files, jobs, audit, registry, hooks, builds)
+    for module in routers:
         app.include_router(module.router)
     app.mount(MOUNT, WSGIMiddleware(Gateway(platform), workers=32))  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)

@@ -54,14 +54,11 @@ def _find(state: State, caller: Principal, build_id: int) -> tables.Build:
         return row
 
 
-@router.post("", status_code=201, response_model=m.Build)
-def start(body: m.BuildRequest, caller: Caller, state: State) -> m.Build:
-    """Queue a build; it pushes to ``tag`` only if the build and its tests succeed."""
-    if not TAG_RE.fullmatch(body.tag):
-        raise BadRequest(f"tag '{body.tag}' is not namespace/repository:tag, e.g. alice/seg:1.0")
-    if body.source.startswith("-") or not body.source.strip():
-        raise BadRequest("source must be a git URL, e.g. https://host/group/project.git")
-    repository = body.tag.rsplit(":", 1)[0]
+def check_tag(caller: Principal, tag: str) -> None:
+    """A tag the caller may push to, in the registry's syntax."""
+    if not TAG_RE.fullmatch(tag):
+        raise BadRequest(f"tag '{tag}' is not namespace/repository:tag, e.g. alice/seg:1.0")
+    repository = tag.rsplit(":", 1)[0]
     if caller.caveats.restricted:
         raise Forbidden("a restricted token cannot start builds; use an unrestricted token")
     if not policy.registry_actions(caller, "repository", repository, ("push",)):
@@ -69,9 +66,14 @@ def start(body: m.BuildRequest, caller: Caller, state: State) -> m.Build:
             f"you may not push to '{repository}': use your namespace ('{caller.name}/…') "
             "or a group's"
         )
+
+
+def queue_build(state: State, actor: Principal, owner_id: int, body: m.BuildRequest) -> m.Build:
+    if body.source.startswith("-") or not body.source.strip():
+        raise BadRequest("source must be a git URL, e.g. https://host/group/project.git")
     with state.db.session() as session:
         row = tables.Build(
-            owner_id=caller.user_id,
+            owner_id=owner_id,
             source=body.source,
             ref=body.ref,
             dockerfile=body.dockerfile,
@@ -81,10 +83,17 @@ def start(body: m.BuildRequest, caller: Caller, state: State) -> m.Build:
         )
         session.add(row)
         session.flush()
-        audit.record(session, caller, "build.start", f"build:{row.id}", tag=body.tag)
+        audit.record(session, actor, "build.start", f"build:{row.id}", tag=body.tag)
         made = to_model(row)
     state.builder.enqueue(made.id)
     return made
+
+
+@router.post("", status_code=201, response_model=m.Build)
+def start(body: m.BuildRequest, caller: Caller, state: State) -> m.Build:
+    """Queue a build; it pushes to ``tag`` only if the build and its tests succeed."""
+    check_tag(caller, body.tag)
+    return queue_build(state, caller, caller.user_id, body)
 
 
 @router.get("", response_model=list[m.Build])
