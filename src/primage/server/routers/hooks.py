@@ -29,6 +29,16 @@ from primage.server.routers.builds import check_tag, queue_build
 router = APIRouter(tags=["builds"])
 
 
+def fill(template: str, branch: str, commit: str) -> str:
+    """The tag for one push: ``{branch}`` and ``{commit}`` (12 hex digits) filled in."""
+    try:
+        return template.format(branch=branch, commit=commit[:12])
+    except (KeyError, IndexError, ValueError):
+        raise BadRequest(
+            f"tag '{template}' may use only {{branch}} and {{commit}} (double other braces)"
+        ) from None
+
+
 def to_hook(state: State, row: tables.BuildHook) -> m.Hook:
     base = state.settings.base_url
     return m.Hook(
@@ -44,7 +54,7 @@ def to_hook(state: State, row: tables.BuildHook) -> m.Hook:
 @router.post("/builds/hooks", status_code=201, response_model=m.HookWithSecret)
 def register(body: m.HookRequest, caller: Caller, state: State) -> m.HookWithSecret:
     """Register a repository; its pushes will build ``tag`` (``{branch}``, ``{commit}`` filled)."""
-    check_tag(caller, body.tag.format(branch="main", commit="0" * 12))
+    check_tag(caller, fill(body.tag, "main", "0" * 12))
     secret = secrets.token_urlsafe(32)
     with state.db.session() as session:
         row = tables.BuildHook(
@@ -97,7 +107,7 @@ def _start(state: State, hook: tables.BuildHook, ref: str, commit: str) -> m.Bui
             group_names=frozenset(g.name for g in owner.groups),
         )
     branch = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
-    tag = hook.tag.format(branch=branch.replace("/", "-"), commit=commit[:12])
+    tag = fill(hook.tag, branch.replace("/", "-"), commit)
     check_tag(actor, tag)  # the owner's rights now, not when the hook was made
     body = m.BuildRequest(
         source=hook.source,
