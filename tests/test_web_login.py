@@ -69,9 +69,14 @@ def test_session_writes_need_the_csrf_token(
         assert [s["name"] for s in browser.get("/spaces").json()] == ["scans"]
 
         cookie = browser.cookies["primage_session"]
+        assert browser.post("/auth/logout").status_code == 403  # another site cannot log you out
+        assert browser.get("/whoami").status_code == 200
         out = browser.post("/auth/logout", data={"csrf_token": csrf})
         assert out.status_code == 200 and out.json() == {"logged_out": True}
         assert browser.get("/whoami").status_code == 401
+        stale = httpx.post(f"{oidc_server.url}/auth/logout", cookies={"primage_session": cookie})
+        assert stale.status_code == 200 and stale.json() == {"logged_out": False}
+        assert 'primage_session=""' in stale.headers["set-cookie"]  # cleared all the same
     log = (oidc_server.data_dir.parent / "data.log").read_text()
     for secret in (cookie, csrf, "web-secret"):  # nothing secret reaches the server's log
         assert secret not in log

@@ -69,6 +69,12 @@ def create(
     return cookie
 
 
+def find(session: Session, cookie: str) -> WebSession | None:
+    """The live session a cookie opens, if any."""
+    row = session.get(WebSession, _hash(cookie))
+    return row if row is not None and row.expires_at > utcnow() else None
+
+
 def end(session: Session, box: SecretBox, cookie: str) -> tuple[WebSession | None, str | None]:
     """Delete a session; returns it and its refresh token (to revoke at the provider)."""
     row = session.get(WebSession, _hash(cookie))

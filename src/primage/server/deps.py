@@ -86,7 +86,7 @@ def bearer_or_basic(header: str) -> str:
     raise Unauthenticated("use 'Bearer <token>', or Basic with the token as the password")
 
 
-async def _csrf_sent(request: Request) -> str | None:
+async def csrf_sent(request: Request) -> str | None:
     sent = request.headers.get(sessions.CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
         value = (await request.form()).get(sessions.CSRF_FIELD)
@@ -111,7 +111,7 @@ async def current_principal(
         principal = await run_in_threadpool(authenticate, state, raw, cookie=cookie)
         state.principals.put(key, principal)
     if cookie and request.method not in sessions.SAFE_METHODS:
-        sessions.check_csrf(principal, request.method, await _csrf_sent(request))
+        sessions.check_csrf(principal, request.method, await csrf_sent(request))
     return principal
 
 

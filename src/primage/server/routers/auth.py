@@ -15,8 +15,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from primage.auth import audit, sessions, weblogin
+from primage.auth.principal import Principal
 from primage.models.auth import ProviderInfo
-from primage.server.deps import Caller, State
+from primage.server.deps import State, csrf_sent
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -83,16 +84,33 @@ async def callback(
 
 
 @router.post("/logout")
-def logout(request: Request, caller: Caller, state: State) -> Response:
-    """End the browser session (and revoke its refresh token at the provider)."""
+async def logout(request: Request, state: State) -> Response:
+    """End the browser session (and revoke its refresh token at the provider). The cookie is
+    cleared in any case, also when the session had already ended."""
     cookie = request.cookies.get(sessions.COOKIE)
-    if caller.via == "session" and cookie:
-        with state.db.session() as session:
-            row, refresh = sessions.end(session, state.box, cookie)
-            audit.record(session, caller, "user.logout", f"user:{caller.name}", via="web")
-        state.principals.clear()
-        if row is not None and refresh and row.provider in state.providers.by_name:
-            state.providers.get(row.provider).revoke(refresh)
-    response = JSONResponse({"logged_out": caller.via == "session"})
+    ended = None
+    if cookie:
+        sent = await csrf_sent(request)
+        ended = await run_in_threadpool(_end_session, state, cookie, sent)
+    if ended is not None and ended[1] and ended[0] in state.providers.by_name:
+        await run_in_threadpool(state.providers.get(ended[0]).revoke, ended[1])
+    response = JSONResponse({"logged_out": ended is not None})
     response.delete_cookie(sessions.COOKIE, path="/")
     return response
+
+
+def _end_session(state: State, cookie: str, sent: str | None) -> tuple[str, str | None] | None:
+    """(provider, refresh token) of the session ended, or None if there was none to end."""
+    with state.db.session() as session:
+        row = sessions.find(session, cookie)
+        if row is None:
+            return None
+        user = row.user
+        actor = Principal(user_id=user.id, name=user.name, is_admin=user.is_admin, via="session",
+                          csrf_token=row.csrf_token)  # fmt: skip
+        sessions.check_csrf(actor, "POST", sent)  # another site cannot log you out
+        _, refresh = sessions.end(session, state.box, cookie)
+        audit.record(session, actor, "user.logout", f"user:{user.name}", via="web")
+        provider = row.provider
+    state.principals.clear()
+    return provider, refresh
