@@ -13,13 +13,14 @@ similar tools): it is run for a fresh access token whenever the last one is abou
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,19 @@ def _write(data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2)
     os.replace(temp, path)
+
+
+@contextlib.contextmanager
+def _file_lock() -> Iterator[None]:
+    """Exclusive across processes, so a rotated refresh token is never used twice."""
+    path = credentials_file().with_name(credentials_file().name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load(server: str) -> Login | None:
@@ -285,8 +299,13 @@ class LoginAuth(httpx.Auth):
     def token(self) -> str:
         with self._lock:
             if not self.login.fresh:
-                self.login = refresh(self.login)
-                save(self.login)  # keep the new (possibly rotated) refresh token
+                with _file_lock():  # other primage processes may be refreshing the same login
+                    kept = None if self.login.token_command else load(self.login.server)
+                    if kept is not None and kept.fresh:
+                        self.login = kept  # one of them just did
+                    else:
+                        self.login = refresh(self.login)
+                        save(self.login)  # keep the new (possibly rotated) refresh token
             assert self.login.access_token is not None
             return self.login.access_token
 
