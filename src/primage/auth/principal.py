@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from primage.db.tables import User
 
 
 @dataclass(frozen=True)
@@ -41,3 +45,17 @@ class Principal:
     # provider's access token) or "session" (the web login's cookie).
     via: str = "token"
     csrf_token: str | None = field(default=None, repr=False)  # a web session's, for its writes
+
+
+def of_user(user: User, **credential: Any) -> Principal:
+    """A user acting with their groups, through the credential ``credential`` describes
+    (token id, expiry, caveats, via…): the one way every kind of login builds its principal."""
+    groups = user.groups
+    return Principal(
+        user_id=user.id,
+        name=user.name,
+        is_admin=user.is_admin,
+        group_ids=frozenset(g.id for g in groups),
+        group_names=frozenset(g.name for g in groups),
+        **credential,
+    )

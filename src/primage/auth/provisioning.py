@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from primage.auth import audit, entitlements
 from primage.auth.oidc import Identity
-from primage.auth.principal import Principal
+from primage.auth.principal import Principal, of_user
 from primage.config import ProviderSettings
 from primage.db.tables import Group, GroupMember, User, utcnow
 from primage.db.tables import Identity as IdentityRow
@@ -151,13 +151,4 @@ def admit(
     if (link.email, link.display_name) != seen or now - link.seen_at > SEEN_EVERY:
         link.email, link.display_name, link.seen_at = *seen, now  # not a write per request
     _sync_groups(session, user, identity)
-    groups = user.groups
-    return Principal(
-        user_id=user.id,
-        name=user.name,
-        is_admin=user.is_admin,
-        group_ids=frozenset(g.id for g in groups),
-        group_names=frozenset(g.name for g in groups),
-        expires_at=identity.expires_at,
-        via=via,
-    )
+    return of_user(user, expires_at=identity.expires_at, via=via)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from primage.auth import oidc, provisioning, tokens
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Provider, Providers
-from primage.auth.principal import Principal
+from primage.auth.principal import Principal, of_user
 from primage.config import Settings
 from primage.db import Database
 from primage.db.tables import WebSession, utcnow
@@ -147,16 +147,8 @@ def authenticate(
         fresh = session.get(WebSession, row.id_hash)
         if fresh is None:
             raise Unauthenticated("your session has ended; log in again at /auth/login")
-        groups = fresh.user.groups
-        return Principal(
-            user_id=fresh.user_id,
-            name=fresh.user.name,
-            is_admin=fresh.user.is_admin,
-            group_ids=frozenset(g.id for g in groups),
-            group_names=frozenset(g.name for g in groups),
-            expires_at=row.expires_at,
-            via="session",
-            csrf_token=row.csrf_token,
+        return of_user(
+            fresh.user, expires_at=row.expires_at, via="session", csrf_token=row.csrf_token
         )
 
 

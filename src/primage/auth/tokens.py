@@ -15,7 +15,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from primage.auth.principal import Caveats, Principal
+from primage.auth.principal import Caveats, Principal, of_user
 from primage.db.tables import Token, User, utcnow
 from primage.errors import BadRequest, Forbidden, Unauthenticated
 from primage.storage.paths import normalise_relpath
@@ -78,16 +78,7 @@ def authenticate(session: Session, raw: str) -> Principal:
         raise Unauthenticated(f"token '{row.name}' expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")
     user = row.user
     check_not_suspended(user)
-    return Principal(
-        user_id=user.id,
-        name=user.name,
-        is_admin=user.is_admin,
-        group_ids=frozenset(g.id for g in user.groups),
-        group_names=frozenset(g.name for g in user.groups),
-        token_id=row.id,
-        expires_at=row.expires_at,
-        caveats=caveats_of(row),
-    )
+    return of_user(user, token_id=row.id, expires_at=row.expires_at, caveats=caveats_of(row))
 
 
 def check_not_suspended(user: User) -> None:

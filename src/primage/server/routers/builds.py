@@ -108,11 +108,7 @@ def list_builds(caller: Caller, state: State) -> list[m.Build]:
 
 @router.get("/{build_id}", response_model=m.Build)
 def show(build_id: int, caller: Caller, state: State) -> m.Build:
-    with state.db.session() as session:
-        _find(state, caller, build_id)
-        row = session.get(tables.Build, build_id)
-        assert row is not None
-        return to_model(row)
+    return to_model(_find(state, caller, build_id))  # the owner is loaded with the row
 
 
 @router.get("/{build_id}/logs", response_class=StreamingResponse)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from primage.auth import audit, tokens
-from primage.auth.principal import Principal
+from primage.auth.principal import of_user
 from primage.db import tables
 from primage.errors import BadRequest, NotFound, Unauthenticated
 from primage.models import builds as m
@@ -99,13 +99,7 @@ def _start(state: State, hook: tables.BuildHook, ref: str, commit: str) -> m.Bui
         owner = session.get(tables.User, hook.owner_id)
         assert owner is not None
         tokens.check_not_suspended(owner)
-        actor = Principal(
-            user_id=owner.id,
-            name=owner.name,
-            is_admin=owner.is_admin,
-            group_ids=frozenset(g.id for g in owner.groups),
-            group_names=frozenset(g.name for g in owner.groups),
-        )
+        actor = of_user(owner)
     branch = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
     tag = fill(hook.tag, branch.replace("/", "-"), commit)
     check_tag(actor, tag)  # the owner's rights now, not when the hook was made
