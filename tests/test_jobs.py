@@ -290,8 +290,23 @@ def wait_for_running(api: Client, job_id: int, exclude: set[int]) -> list[int]:
         time.sleep(0.05)
 
 
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def running_processes(api: Client, job_id: int, exclude: set[int]) -> tuple[list[int], list[int]]:
+    """Two running tasks not in ``exclude`` whose processes exist now (the API can lag behind a
+    loaded machine: a task it shows as running may just have ended), and their PIDs."""
+    while True:
+        indexes = wait_for_running(api, job_id, exclude)
+        refs = [t.external_id for t in api.tasks(job_id).tasks if t.index in indexes]
+        pids = [parse_ref(ref)[0] for ref in refs if ref]
+        if len(pids) == 2 and all(parent_of(pid) is not None for pid in pids):
+            return indexes, pids
 
 
 def test_sigkill_mid_job_then_restart_adopts_running_tasks_and_reruns_dead_ones(
@@ -315,10 +330,9 @@ def test_sigkill_mid_job_then_restart_adopts_running_tasks_and_reruns_dead_ones(
         api = servers[-1].client()
 
         # 2. Server, runner and running tasks all die (as in a crash): those tasks run again.
-        crashed = wait_for_running(api, job.id, set(adopted))
-        refs = [t.external_id for t in api.tasks(job.id).tasks if t.index in crashed]
-        pids = [parse_ref(ref)[0] for ref in refs if ref]
+        crashed, pids = running_processes(api, job.id, set(adopted))
         runner = parent_of(pids[0])
+        assert runner is not None
         servers[-1].kill()
         os.kill(runner, signal.SIGKILL)
         for pid in pids:
