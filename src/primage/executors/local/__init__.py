@@ -198,11 +198,13 @@ class LocalExecutor(Executor):
         return ["prlimit", *limits, "--", *argv] if limits else argv
 
     def _process_env(self, run: TaskRun) -> dict[str, str]:
-        """A process task's environment; for a container, the runtime's (the task's own
-        variables go into the container with -e)."""
+        """A process task's environment; for a container, podman's, which carries the task's
+        variables for ``-e KEY`` to hand on."""
         if run.image is None:
             return self._env | dict(run.env)
-        return self._env | (self.runtime.env if self.runtime else {})
+        if self.runtime is None:
+            return self._env
+        return self.runtime.process_env(self._env, run.env)
 
     def _container_argv(self, run: TaskRun) -> list[str]:
         if self.runtime is None:  # a job accepted while containers were on, run after a restart
@@ -216,6 +218,7 @@ class LocalExecutor(Executor):
             workdir=str(Path(self.folder_name(key)).resolve()),
             mounts={name: (str(self.storage_root / name), ro) for name, ro in run.mounts.items()},
             env=run.env,
+            own_env=self._env.keys() | self.runtime.env.keys(),
             cpus=run.cpus,
             memory_bytes=run.memory_bytes,
             network=run.network,

@@ -6,6 +6,8 @@ A task that names an image runs as ``<container_command> run --rm`` with:
   the kernel enforces), its working folder at ``/work`` (its current directory);
 - ``--network none`` unless the job asks for the network;
 - ``--cpus`` and ``--memory`` from the job's resources;
+- the task's variables passed by name (``-e KEY``, the value taken from podman's environment),
+  so that neither ``ps`` nor the process table shows them and multi-line values arrive whole;
 - the image by the digest it was pinned to when the job was submitted (provenance: the tasks of
   a job all run the same image, whatever happens to its tag meanwhile), never pulled implicitly.
 
@@ -19,7 +21,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from primage.config import Settings
 from primage.errors import BadRequest
@@ -97,13 +99,16 @@ class Runtime:
         workdir: str,
         mounts: Mapping[str, tuple[str, bool]],
         env: Mapping[str, str],
+        own_env: Collection[str],
         cpus: int,
         memory_bytes: int | None,
         network: bool,
     ) -> list[str]:
         """The command line that runs ``command`` in ``image`` as one task attempt.
 
-        ``mounts``: space name → (host folder, read-only).
+        ``mounts``: space name → (host folder, read-only). ``env`` is named here, not valued:
+        podman runs with the values in its environment (:meth:`process_env`), except for names
+        of its own environment, ``own_env``, which are passed by value.
         """
         args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
         args += ["--network", "slirp4netns" if network else "none"]
@@ -115,5 +120,12 @@ class Runtime:
         for space, (host, read_only) in sorted(mounts.items()):
             args += ["-v", f"{host}:{SPACES}/{space}" + (":ro" if read_only else "")]
         for key, value in sorted(env.items()):
-            args += ["-e", f"{key}={value}"]
+            args += ["-e", f"{key}={value}" if key in own_env else key]
         return [*args, *self.options, image, *command]
+
+    def process_env(self, base: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
+        """The environment podman itself runs with: ``base`` and the runtime's, plus the task's
+        variables for ``-e KEY`` to hand on. Podman's own (PATH, HOME, the runtime's settings)
+        are never replaced by a task's: :meth:`argv` passes those few by value instead."""
+        own = {**base, **self.env}
+        return {**env, **own}
