@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 import yaml
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from primage.cli.common import JsonOption, client, console, print_json, split_target, table
@@ -26,6 +27,7 @@ EXAMPLE = """\
 Examples:
 
   primage job submit examples/segmentation/job.yaml
+  primage job submit examples/segmentation/job.yaml --image localhost:5001/alice/seg:1
   primage job submit --input ct:'scans/*.dcm' -c 'sha256sum {input}' --wait
   primage job submit --array 10 --space sim -c 'simulate {task_index} > {output_dir}/{task_index}'
 """
@@ -70,6 +72,9 @@ def submit(
     array: int | None = typer.Option(None, help="HTC: run N tasks, {task_index} 0..N-1."),
     spaces: list[str] = typer.Option([], "--space", help="Mount a space: NAME, NAME:ro, NAME:rw."),
     files_per_task: int | None = typer.Option(None, help="Input files given to each task."),
+    image: str | None = typer.Option(
+        None, help="Run each task in a container of this image, e.g. REGISTRY/alice/seg:1."
+    ),
     cpus: int | None = typer.Option(None, help="Cores per task."),
     memory: str | None = typer.Option(None, help="Memory limit per task, e.g. 2GiB."),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the tasks."),
@@ -91,6 +96,7 @@ def submit(
         "array": array,
         "files_per_task": files_per_task,
         "timeout": timeout,
+        "image": image,
     }
     data |= {k: v for k, v in flags.items() if v is not None}
     if inputs is not None:
@@ -121,18 +127,23 @@ def submit(
     if as_json and not wait_:
         print_json(job)
         return
-    typer.echo(f"submitted job {job.id} ({job.task_count} task{'s' * (job.task_count != 1)})")
+    typer.echo(
+        f"submitted job {job.id} ({job.task_count} task{'s' * (job.task_count != 1)})",
+        err=as_json,
+    )
     if job.output_space:
-        typer.echo(f"outputs: {job.output_space}:{job.output_path}")
+        typer.echo(f"outputs: {job.output_space}:{job.output_path}", err=as_json)
     if wait_:
-        finished = follow(api, job.id)
+        finished = follow(api, job.id, quiet_stdout=as_json)
         if as_json:
             print_json(finished)
         raise typer.Exit(0 if finished.state == JobState.SUCCEEDED else 1)
 
 
-def follow(api: Client, job_id: int) -> JobDetail:
-    """A progress bar until the job ends; then its summary line."""
+def follow(api: Client, job_id: int, *, quiet_stdout: bool = False) -> JobDetail:
+    """A progress bar until the job ends; then its summary line (on stderr with
+    ``quiet_stdout``, when stdout is for JSON)."""
+    out = Console(stderr=True) if quiet_stdout else console
     columns = (
         TextColumn("job {task.fields[job]}"),
         BarColumn(),
@@ -140,7 +151,7 @@ def follow(api: Client, job_id: int) -> JobDetail:
         TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=out, transient=True) as progress:
         bar = progress.add_task("", total=None, job=job_id, detail="")
 
         def update(job: JobDetail) -> None:
@@ -153,14 +164,14 @@ def follow(api: Client, job_id: int) -> JobDetail:
 
         finished = api.wait_job(job_id, poll=0.5, on_update=update)
     colour = "green" if finished.state == JobState.SUCCEEDED else "red"
-    console.print(f"job {job_id} [{colour}]{finished.state}[/{colour}]: {finished.message}")
+    out.print(f"job {job_id} [{colour}]{finished.state}[/{colour}]: {finished.message}")
     return finished
 
 
 @app.command()
 def wait(ctx: typer.Context, job_id: int, as_json: bool = JsonOption) -> None:
     """Show a job's progress until it ends; exit 0 only if every task succeeded."""
-    finished = follow(client(ctx), job_id)
+    finished = follow(client(ctx), job_id, quiet_stdout=as_json)
     if as_json:
         print_json(finished)
     raise typer.Exit(0 if finished.state == JobState.SUCCEEDED else 1)
