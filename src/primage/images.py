@@ -6,6 +6,10 @@ equivalent from Debian's packages (``mmdebstrap``, no root filesystem tricks, ab
 Python), imports it into the local container store, and pushes it to the platform registry
 (``library/…``, which every user may pull) when asked. Sites with a registry mirror simply use
 their usual base images.
+
+Sites whose traffic passes a TLS-inspecting proxy give the image their CA bundle
+(``ca_bundle``): it replaces the image's, and pip, requests and Python's ``ssl`` are pointed at
+it, so that builds over this base (``pip install`` in a Dockerfile) reach the package index.
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ from primage.errors import BadRequest, PrimageError
 from primage.executors.local.containers import Runtime
 
 EXCLUDE = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
+CA_FILE = "/etc/ssl/certs/ca-certificates.crt"  # where Debian's OpenSSL looks
+CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
+
+
+def image_changes(packages: Sequence[str], ca_bundle: Path | None) -> list[str]:
+    """The ``podman import --change`` instructions: a command, a locale, the CA bundle."""
+    command = 'CMD ["/usr/bin/python3"]' if "python3" in packages else 'CMD ["/bin/bash"]'
+    changes = [command, "ENV LANG=C.UTF-8"]
+    if ca_bundle is not None:
+        changes += [f"ENV {variable}={CA_FILE}" for variable in CA_VARIABLES]
+    return changes
 
 
 def bootstrap(
@@ -29,9 +44,18 @@ def bootstrap(
     packages: Sequence[str],
     suite: str,
     mirror: str,
+    ca_bundle: Path | None = None,
     log: Path | None = None,
 ) -> None:
     """Build a Debian ``suite`` image with ``packages`` and import it as ``name``."""
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise BadRequest(f"CA bundle '{ca_bundle}' is not a file (PEM certificates)")
+    trust = []
+    if ca_bundle is not None:
+        trust = [
+            f'--customize-hook=mkdir -p "$1{Path(CA_FILE).parent}"',
+            f"--customize-hook=upload {ca_bundle.resolve()} {CA_FILE}",
+        ]
     with tempfile.TemporaryDirectory(prefix="primage-bootstrap-") as work:
         tar = Path(work) / "rootfs.tar"
         command = [
@@ -39,6 +63,7 @@ def bootstrap(
             "--variant=apt",
             f"--include={','.join(packages)}",
             *(f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDE),
+            *trust,
             suite,
             str(tar),
             mirror,
@@ -52,17 +77,9 @@ def bootstrap(
         if done.returncode != 0:
             why = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise PrimageError(f"mmdebstrap failed: {why}")
+        changes = [arg for change in image_changes(packages, ca_bundle) for arg in ("-c", change)]
         imported = subprocess.run(
-            [
-                *runtime.command,
-                "import",
-                "--change",
-                'CMD ["/usr/bin/python3"]' if "python3" in packages else 'CMD ["/bin/bash"]',
-                "--change",
-                "ENV LANG=C.UTF-8",
-                str(tar),
-                name,
-            ],
+            [*runtime.command, "import", *changes, str(tar), name],
             env={**os.environ, **runtime.env},
             capture_output=True,
             text=True,

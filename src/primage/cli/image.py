@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from primage import images
 from primage.cli.common import JsonOption, client, print_json, table
+from primage.config import Settings
 from primage.errors import BadRequest
+from primage.executors.local.containers import Runtime
 
 app = typer.Typer(help="Images in the platform registry.", no_args_is_help=True)
 
@@ -41,32 +46,55 @@ def rm(ctx: typer.Context, image: str = typer.Argument(..., help="REPOSITORY:TAG
     typer.echo(f"removed {image}")
 
 
+def _runtime() -> Runtime:
+    runtime = Runtime.from_settings(Settings())
+    if runtime is None:
+        raise BadRequest("no container runtime here: apt-get install podman (setting containers)")
+    return runtime
+
+
+def _push(ctx: typer.Context, runtime: Runtime, source: str, target: str, insecure: bool) -> None:
+    sdk = client(ctx)
+    user = sdk.whoami().name
+    images.push(runtime, source, target, user=user, token=sdk.current_token(), tls=not insecure)
+    typer.echo(f"pushed {target}")
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="A local image, e.g. localhost/seg:1."),
+    target: str = typer.Argument(..., help="REGISTRY/namespace/repository:tag."),
+    insecure: bool = typer.Option(False, "--insecure", help="The registry speaks plain HTTP."),
+) -> None:
+    """Push a local image to the platform registry with your platform credentials."""
+    _push(ctx, _runtime(), source, target, insecure)
+
+
 @app.command()
 def bootstrap(
     ctx: typer.Context,
     name: str = typer.Option("localhost/python:3.11", help="Local name of the image."),
-    include: str = typer.Option("python3", help="Debian packages, comma-separated."),
+    include: str = typer.Option("python3,python3-venv", help="Debian packages, comma-separated."),
     suite: str = typer.Option("bookworm", help="Debian release."),
     mirror: str = typer.Option("http://deb.debian.org/debian", help="Debian mirror."),
     push: str | None = typer.Option(
         None, help="Also push it here, e.g. registry.example.org/library/python:3.11."
     ),
     insecure: bool = typer.Option(False, "--insecure", help="The registry speaks plain HTTP."),
+    ca_bundle: Path | None = typer.Option(
+        None,
+        help="CA certificates (PEM) the image trusts instead of Debian's, e.g. this machine's "
+        "/etc/ssl/certs/ca-certificates.crt behind a TLS-inspecting proxy.",
+    ),
 ) -> None:
     """Build a Debian-based base image from Debian's packages (no public registry needed)."""
-    from primage import images
-    from primage.config import Settings
-    from primage.executors.local.containers import Runtime
-
-    runtime = Runtime.from_settings(Settings())
-    if runtime is None:
-        raise BadRequest("no container runtime here: apt-get install podman (setting containers)")
+    runtime = _runtime()
     packages = [p.strip() for p in include.split(",") if p.strip()]
     typer.echo(f"building {name} from Debian {suite} with {', '.join(packages)}…", err=True)
-    images.bootstrap(runtime, name, packages=packages, suite=suite, mirror=mirror)
+    images.bootstrap(
+        runtime, name, packages=packages, suite=suite, mirror=mirror, ca_bundle=ca_bundle
+    )
     typer.echo(f"imported {name}")
     if push:
-        sdk = client(ctx)
-        user = sdk.whoami().name
-        images.push(runtime, name, push, user=user, token=sdk.current_token(), tls=not insecure)
-        typer.echo(f"pushed {push}")
+        _push(ctx, runtime, name, push, insecure)
