@@ -6,8 +6,12 @@ A build runs in the server, one at a time, on a thread of its own (builds are ra
 2. ``podman build`` with the Dockerfile named (layers are cached between builds);
 3. the project's tests run *inside the built image* (``test_command``, network off); a failure
    fails the build and nothing is pushed;
-4. the image is pushed to the platform registry as the build's owner (a short-lived token of
-   theirs, so the registry's rules apply), and its digest is recorded.
+4. the image is pushed to the platform registry as the build's owner, and its digest recorded.
+
+The build pulls base images from the platform registry, and pushes, with a short-lived token of
+the owner's (in an authfile that names the platform registry alone), so the registry's rules for
+them apply; it is revoked when the build ends. Layers are cached between builds: a Dockerfile that
+installs its dependencies before copying its sources rebuilds in seconds after a source change.
 
 Everything a step prints goes to the build's log (``<data_dir>/builds/<id>.log``), which clients
 follow while it grows. A build the server was running when it stopped is marked failed at the
@@ -16,13 +20,18 @@ next start; queued ones are run.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime as dt
+import io
+import json
 import logging
 import queue
 import shlex
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -34,10 +43,12 @@ from primage.auth.principal import Caveats
 from primage.config import Settings
 from primage.db import Database, tables
 from primage.db.tables import utcnow
+from primage.executors.local import procs
 from primage.executors.local.containers import Runtime
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 STEP_TIMEOUT = 3600
+TOKEN_LIFETIME = dt.timedelta(hours=3)  # a build's three steps at their longest
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 log = logging.getLogger("primage.builds")
 
@@ -109,34 +120,25 @@ class Builder:
             out.write(f"\npushed {row.tag} ({digest})\n".encode())
         self._finish(build_id, SUCCEEDED, f"pushed {row.tag}", digest)
 
-    def _run(
-        self,
-        out: BinaryIO,
-        what: str,
-        argv: list[str],
-        cwd: Path | None = None,
-        secret: str | None = None,
-    ) -> str:
-        """Run one step, its output into the log; StepFailed with the last line if it fails.
-        ``secret`` is never written to the log."""
-        shown = shlex.join(argv).replace(secret, "***") if secret else shlex.join(argv)
-        out.write(f"$ {shown}\n".encode())
+    def _run(self, out: BinaryIO, what: str, argv: list[str], cwd: Path | None = None) -> None:
+        """Run one step, its output straight into the log (followers see it as it comes);
+        StepFailed with the step's last line if it fails."""
+        out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()
+        begin = out.tell()
         env = dict(self.runtime.env) if self.runtime else {}
         done = subprocess.run(
             argv,
             cwd=cwd,
             env={"PATH": SYSTEM_PATH, "HOME": str(self.folder), **env},
-            stdout=subprocess.PIPE,
+            stdout=out,
             stderr=subprocess.STDOUT,
             timeout=STEP_TIMEOUT,
         )
-        out.write(done.stdout)
-        out.flush()
+        out.seek(0, io.SEEK_END)
         if done.returncode != 0:
-            last = (done.stdout.decode(errors="replace").strip().splitlines() or [""])[-1]
-            raise StepFailed(f"{what} failed (exit {done.returncode}): {last[-300:]}")
-        return done.stdout.decode(errors="replace")
+            printed = procs.tail(Path(out.name), limit=min(2048, out.tell() - begin), lines=1)
+            raise StepFailed(f"{what} failed (exit {done.returncode}): {printed[-300:]}")
 
     def _steps(self, row: tables.Build, work: Path, out: BinaryIO) -> str:
         if self.runtime is None:
@@ -148,15 +150,58 @@ class Builder:
         self._run(out, "clone", ["git", "clone", "--quiet", row.source, str(source)])
         if row.ref:
             self._run(out, "checkout", ["git", "checkout", "--quiet", row.ref], cwd=source)
-        commit = self._run(out, "commit", ["git", "rev-parse", "HEAD"], cwd=source).strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        out.write(f"commit {commit}\n".encode())
         with self.db.session() as session:
             found = session.get(tables.Build, row.id)
             if found is not None:
                 found.commit = commit
+        with self._owner_token(row) as secret:
+            auth = self._authfile(work, registry, row.owner.name, secret)
+            return self._build_test_push(row, source, work, out, registry, auth)
+
+    @contextlib.contextmanager
+    def _owner_token(self, row: tables.Build) -> Iterator[str]:
+        """A token of the build's owner for the registry, revoked when the build ends: the
+        registry's rules for them apply to the base images pulled and to the push."""
+        with self.db.session() as session:
+            token, secret = tokens.issue(
+                session, row.owner, name="image-build", lifetime=TOKEN_LIFETIME, caveats=Caveats()
+            )
+            token_id = token.id
+        try:
+            yield secret
+        finally:
+            with self.db.session() as session:
+                found = session.get(tables.Token, token_id)
+                if found is not None:
+                    tokens.revoke(session, found)
+
+    @staticmethod
+    def _authfile(work: Path, registry: str, user: str, secret: str) -> Path:
+        """Credentials for the platform registry alone (never sent to another registry)."""
+        path = work / "auth.json"
+        basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        path.write_text(json.dumps({"auths": {urlsplit(registry).netloc: {"auth": basic}}}))
+        path.chmod(0o600)
+        return path
+
+    def _build_test_push(
+        self, row: tables.Build, source: Path, work: Path, out: BinaryIO, registry: str, auth: Path
+    ) -> str:
+        assert self.runtime is not None
         local = f"localhost/primage-build:{row.id}"
         podman = self.runtime.command
+        tls = "true" if urlsplit(registry).scheme == "https" else "false"
         dockerfile = str(source / row.dockerfile)
-        self._run(out, "build", [*podman, "build", "-f", dockerfile, "-t", local, str(source)])
+        self._run(
+            out,
+            "build",
+            [*podman, "build", f"--tls-verify={tls}", "--authfile", str(auth),
+             *self.settings.build_options, "-f", dockerfile, "-t", local, str(source)],
+        )  # fmt: skip
         try:
             if row.test_command:
                 self._run(
@@ -165,40 +210,18 @@ class Builder:
                     [*podman, "run", "--rm", "--network", "none", local, "sh", "-c",
                      row.test_command],
                 )  # fmt: skip
-            return self._push(row, local, work, out, registry)
+            digest_file = work / "digest"
+            self._run(
+                out,
+                "push",
+                [*podman, "push", f"--tls-verify={tls}", "--authfile", str(auth),
+                 "--digestfile", str(digest_file), local,
+                 f"{urlsplit(registry).netloc}/{row.tag}"],
+            )  # fmt: skip
+            return digest_file.read_text().strip()
         finally:
             subprocess.run(
                 [*podman, "rmi", local],
                 env={**self.runtime.env, "PATH": SYSTEM_PATH},
                 capture_output=True,
             )
-
-    def _push(self, row: tables.Build, local: str, work: Path, out: BinaryIO, registry: str) -> str:
-        assert self.runtime is not None
-        with self.db.session() as session:
-            token, secret = tokens.issue(
-                session,
-                row.owner,
-                name="image-push",
-                lifetime=dt.timedelta(minutes=30),
-                caveats=Caveats(),
-            )
-            token_id = token.id
-        target = f"{urlsplit(registry).netloc}/{row.tag}"
-        tls = "true" if urlsplit(registry).scheme == "https" else "false"
-        digest_file = work / "digest"
-        try:
-            self._run(
-                out,
-                "push",
-                [*self.runtime.command, "push", f"--tls-verify={tls}",
-                 "--creds", f"{row.owner.name}:{secret}", "--digestfile", str(digest_file),
-                 local, target],
-                secret=secret,
-            )  # fmt: skip
-        finally:
-            with self.db.session() as session:
-                found = session.get(tables.Token, token_id)
-                if found is not None:
-                    tokens.revoke(session, found)
-        return digest_file.read_text().strip()

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     container_run_options: list[str] = Field(
         default_factory=list, description="Extra options for every 'run', e.g. ['--userns=auto']."
     )
+    build_options: list[str] = Field(
+        default_factory=list,
+        description="Extra options for every image build's 'podman build', e.g. "
+        '["--network", "host"] or ["--build-arg", "PIP_INDEX_URL=https://pypi.example.org"].',
+    )
     executor_groups: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Who may run jobs on each executor: executor name → groups (local or a "
