@@ -10,20 +10,40 @@
 - ``idp`` (session): a real OpenID Provider (npm oidc-provider) configured like EGI Check-in.
 - ``oidc_server``: a server on SQLite trusting ``idp``, listening where the provider's web client
   may redirect to.
+- ``container_env`` (session): a podman store of its own (rootful, runc, cgroupfs: a cgroup v1
+  host's settings) holding ``harness.BUSYBOX``; the environment podman and the platform's
+  ``container_env`` setting run with. Removed at the end.
+- ``python_base`` (session): ``primage image bootstrap`` run once into that store: the Debian
+  Python base (``harness.PYTHON_BASE``) that the segmentation example's Dockerfile starts from.
+- ``registry``: a server with containers on and a real Docker Distribution registry that uses it
+  as its token server; yields (server, registry host:port).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import PostgresCluster, RunningServer, require, start_postgres
+from tests.harness import (
+    BUSYBOX,
+    PYTHON_BASE,
+    PostgresCluster,
+    RunningServer,
+    import_busybox,
+    platform_with_registry,
+    podman_store,
+    primage,
+    require,
+    start_postgres,
+)
 from tests.idp import IdentityProvider, why_unavailable
 
 _db_counter = itertools.count()
@@ -105,3 +125,48 @@ def oidc_server(idp: IdentityProvider, tmp_path: Path) -> Iterator[RunningServer
 def oidc_server_fast_recheck(idp: IdentityProvider, tmp_path: Path) -> Iterator[RunningServer]:
     """Web sessions re-check group membership every 10 s (the shortest allowed)."""
     yield from _oidc_server(idp, tmp_path, PRIMAGE_MEMBERSHIP_CHECK_SECONDS="10")
+
+
+def _missing() -> str | None:
+    for tool in ("podman", "runc"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install podman runc)"
+    if not Path("/bin/busybox").exists():
+        return "busybox-static is not installed (apt-get install busybox-static)"
+    if os.geteuid() != 0:
+        return "these tests run rootful podman"
+    return None
+
+
+@pytest.fixture(scope="session")
+def container_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    require(_missing())
+    work = tmp_path_factory.mktemp("containers")
+    env = podman_store(work)
+    import_busybox(env, BUSYBOX, work / "rootfs")
+    yield env
+    subprocess.run(  # unmount and remove the store, so that nothing stays mounted
+        ["podman", "system", "reset", "--force"], env={**os.environ, **env}, capture_output=True
+    )
+
+
+# What this machine trusts, given to the base image: a site behind a TLS-inspecting proxy (this
+# one is) needs it for pip in builds; elsewhere it is the usual public CAs.
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@pytest.fixture(scope="session")
+def python_base(container_env: dict[str, str]) -> str:
+    require(None if shutil.which("mmdebstrap") else "apt-get install mmdebstrap")
+    trust = ["--ca-bundle", str(HOST_CA_BUNDLE)] if HOST_CA_BUNDLE.is_file() else []
+    env = {**os.environ, "PRIMAGE_CONTAINER_ENV": json.dumps(container_env)}
+    made = primage("image", "bootstrap", "--name", PYTHON_BASE, *trust, env=env, timeout=900)
+    assert made.returncode == 0, made.stderr
+    return PYTHON_BASE
+
+
+@pytest.fixture
+def registry(container_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
+    require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
+    with platform_with_registry(tmp_path, container_env) as (server, host):
+        yield server, host

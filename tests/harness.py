@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,3 +257,61 @@ def import_busybox(env: dict[str, str], name: str, rootfs: Path) -> None:
         capture_output=True,
     )
     tar.wait()
+
+
+BUSYBOX = "localhost/busybox:test"  # the tiny image of the container tests (import_busybox)
+PYTHON_BASE = "localhost/python:3.11"  # primage image bootstrap's default name
+
+
+def podman(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run podman in the test's container store (``env``: podman_store's)."""
+    return subprocess.run(
+        ["podman", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+@contextmanager
+def platform_with_registry(
+    work: Path, container_env: dict[str, str], env: dict[str, str] | None = None
+) -> Iterator[tuple[RunningServer, str]]:
+    """A server with containers on, and a real Docker Distribution registry (Debian's
+    docker-registry) that uses it as its token server: (server, registry host:port)."""
+    port, registry_port = free_port(), free_port()
+    env = {
+        "PRIMAGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PRIMAGE_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        "PRIMAGE_CONTAINERS": "true",
+        "PRIMAGE_CONTAINER_ENV": json.dumps(container_env),
+        **(env or {}),
+    }
+    server = RunningServer.start(work / "data", f"sqlite:///{work / 'db'}", env=env, port=port)
+    config = primage(
+        "server", "registry-config", "--storage", str(work / "images"),
+        "--listen", f"127.0.0.1:{registry_port}",
+        env={**os.environ, **env, "PRIMAGE_DATA_DIR": str(server.data_dir)},
+    )  # fmt: skip
+    if config.returncode != 0:
+        server.stop()
+        raise RuntimeError(config.stderr)
+    (work / "registry.yml").write_text(config.stdout)
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(work / "registry.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "registry.log", "wb"),  # noqa: SIM115 - the child writes to it
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{registry_port}/v2/").status_code == 401:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError((work / "registry.log").read_text())
+            time.sleep(0.1)
+        yield server, f"127.0.0.1:{registry_port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        server.stop()

@@ -8,11 +8,11 @@ storage.conf.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,39 +24,8 @@ import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
-from tests.harness import (
-    RunningServer,
-    free_port,
-    import_busybox,
-    podman_store,
-    primage,
-    require,
-)
-
-IMAGE = "localhost/busybox:test"
-
-
-def _missing() -> str | None:
-    for tool in ("podman", "runc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install podman runc)"
-    if not Path("/bin/busybox").exists():
-        return "busybox-static is not installed (apt-get install busybox-static)"
-    if os.geteuid() != 0:
-        return "these tests run rootful podman"
-    return None
-
-
-@pytest.fixture(scope="session")
-def container_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    require(_missing())
-    work = tmp_path_factory.mktemp("containers")
-    env = podman_store(work)
-    import_busybox(env, IMAGE, work / "rootfs")
-    yield env
-    subprocess.run(  # unmount and remove the store, so that nothing stays mounted
-        ["podman", "system", "reset", "--force"], env={**os.environ, **env}, capture_output=True
-    )
+from tests.harness import BUSYBOX as IMAGE
+from tests.harness import RunningServer, podman, primage
 
 
 @pytest.fixture
@@ -109,6 +78,42 @@ def test_htc_job_runs_in_containers_with_its_spaces(container_server: RunningSer
     assert log[3] == "/spaces/study/in/scan0.dcm"
 
 
+def _command_lines() -> str:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            found.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(found)
+
+
+def test_task_variables_reach_the_container_whole_and_off_the_command_line(
+    container_server: RunningServer,
+) -> None:
+    api = container_server.client()
+    _files(api, "study", 2)
+    job = api.submit_job(
+        {
+            "kind": "htc",
+            "image": IMAGE,
+            "inputs": {"space": "study", "glob": "in/*.dcm"},
+            "files_per_task": 2,
+            "env": {"API_KEY": "k3y-not-for-ps", "PATH": "/bin:/opt/tools"},
+            "command": 'echo "$PRIMAGE_INPUTS" "$API_KEY" "$PATH"; sleep 2',
+        }
+    )
+    deadline = time.monotonic() + 30
+    while api.tasks(job.id).tasks[0].state != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "k3y-not-for-ps" not in _command_lines()
+    assert api.wait_job(job.id, timeout=60).state == "succeeded"
+    printed = b"".join(api.logs(job.id, 0)).decode().splitlines()
+    assert printed == [
+        "/spaces/study/in/scan0.dcm",  # PRIMAGE_INPUTS: one path a line, both lines arrived
+        "/spaces/study/in/scan1.dcm k3y-not-for-ps /bin:/opt/tools",  # PATH is the task's own
+    ]
+
+
 def test_read_only_space_is_read_only_in_the_container(container_server: RunningServer) -> None:
     api = container_server.client()
     _files(api, "study", 1)
@@ -154,55 +159,6 @@ def test_cancelled_container_task_stops_and_leaves_no_container(
         text=True,
     ).stdout
     assert f"primage-{job.id}-" not in left
-
-
-@pytest.fixture
-def registry(container_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
-    """A platform and a real Docker Distribution registry that uses it as its token server."""
-    require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
-    port, registry_port = free_port(), free_port()
-    env = {
-        "PRIMAGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "PRIMAGE_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
-        "PRIMAGE_CONTAINERS": "true",
-        "PRIMAGE_CONTAINER_ENV": json.dumps(container_env),
-    }
-    server = RunningServer.start(
-        tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env, port=port
-    )
-    config = primage(
-        "server", "registry-config", "--storage", str(tmp_path / "images"),
-        "--listen", f"127.0.0.1:{registry_port}",
-        env={**os.environ, **env, "PRIMAGE_DATA_DIR": str(server.data_dir)},
-    )  # fmt: skip
-    assert config.returncode == 0, config.stderr
-    (tmp_path / "registry.yml").write_text(config.stdout)
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(tmp_path / "registry.yml")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "registry.log", "wb"),  # noqa: SIM115 - the child writes to it
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{registry_port}/v2/").status_code == 401:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
-            time.sleep(0.1)
-        yield server, f"127.0.0.1:{registry_port}"
-    finally:
-        process.terminate()
-        process.wait(10)
-        server.stop()
-
-
-def podman(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
-    )
 
 
 def test_registry_tokens_follow_the_policy(
@@ -296,11 +252,15 @@ def test_job_image_is_pulled_from_the_registry_as_the_submitter(
 
 
 def test_bootstrap_a_python_base_image_and_share_it(
-    registry: tuple[RunningServer, str], container_env: dict[str, str]
+    registry: tuple[RunningServer, str], container_env: dict[str, str], python_base: str
 ) -> None:
-    """Debian's packages (mmdebstrap) → a Python image → library/ in the registry."""
-    require(None if shutil.which("mmdebstrap") else "apt-get install mmdebstrap")
+    """Debian's packages (mmdebstrap) → a Python image that makes venvs → library/."""
     server, host = registry
+    ran = podman(
+        container_env, "run", "--rm", "--network", "none", python_base, "sh", "-c",
+        "python3 -m venv /tmp/v && /tmp/v/bin/python -c 'print(6*7)' && echo $PIP_CERT",
+    )  # fmt: skip
+    assert ran.stdout.split() == ["42", "/etc/ssl/certs/ca-certificates.crt"], ran.stderr
     env = {
         **os.environ,
         "PRIMAGE_SERVER": server.url,
@@ -308,15 +268,8 @@ def test_bootstrap_a_python_base_image_and_share_it(
         "PRIMAGE_CONTAINER_ENV": json.dumps(container_env),
     }
     target = f"{host}/library/python:test"
-    made = primage(
-        "image", "bootstrap", "--name", "localhost/pybase:test", "--push", target, "--insecure",
-        env=env, timeout=900,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    ran = podman(
-        container_env, "run", "--rm", "localhost/pybase:test", "python3", "-c", "print(6*7)"
-    )
-    assert ran.stdout.strip() == "42", ran.stderr
+    pushed = primage("image", "push", python_base, target, "--insecure", env=env)
+    assert pushed.returncode == 0 and pushed.stdout.strip() == f"pushed {target}", pushed.stderr
     bob = server.client().create_user("bob").token
     assert {i.repository for i in server.client(bob).list_images()} == {"library/python"}
 

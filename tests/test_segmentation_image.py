@@ -1,0 +1,84 @@
+"""Canonical application 1 in containers, the whole path a developer takes: the example's git
+repository is built by the platform over the bootstrapped Python base, its tests run inside the
+built image, the image is pushed to the private registry, and the canonical HTC job
+(``examples/segmentation/job.yaml``) runs with ``--image`` over the real sample images. Its results
+match the same job run as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from primage.client import Client
+from primage.samples import sample_images
+from tests.harness import RunningServer, primage
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
+
+
+def _git_repository(folder: Path) -> None:
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    commit = ["-c", "user.name=dev", "-c", "user.email=dev@lab", "commit", "-qm", "segmentation"]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], commit):
+        subprocess.run(["git", *args], cwd=folder, check=True)
+
+
+def _reports(api: Client, space: str, folder: str) -> dict[str, float | None]:
+    """Input file name → lesion volume in mL (None: no lesion), from the job's JSON reports."""
+    found = {}
+    for info in api.listdir(space, folder):
+        if info.path.endswith(".json"):
+            report = json.loads(api.read_bytes(space, info.path))
+            volume = report["volume_ml"] if report["lesion_found"] else None
+            found[Path(report["input"]).name] = volume
+    return found
+
+
+def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
+    registry: tuple[RunningServer, str], python_base: str, tmp_path: Path
+) -> None:
+    server, host = registry
+    token = server.client().create_user("alice").token
+    alice = server.client(token)
+    env = {**os.environ, "PRIMAGE_SERVER": server.url, "PRIMAGE_TOKEN": token}
+    _git_repository(tmp_path / "segmentation")
+
+    built = primage(
+        "build", "start", str(tmp_path / "segmentation"), "--tag", "alice/segmentation:1",
+        "--test", "python -m pytest -q tests", "--follow", env=env, timeout=900,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr
+    assert " passed" in built.stdout  # the example's own tests, inside the image
+    build = alice.list_builds()[0]
+    assert build.state == "succeeded" and build.digest is not None
+
+    alice.create_space("scans")
+    images = sample_images()
+    for path in images:
+        alice.upload("scans", f"images/{path.name}", path)
+    job_file = str(EXAMPLE / "job.yaml")
+    runs = {}
+    for how, extra in (
+        ("containers", ["--image", f"{host}/alice/segmentation:1"]),
+        ("processes", []),
+    ):
+        done = primage(
+            "job", "submit", job_file, "--input", "scans:images/*", *extra, "--wait", "--json",
+            env=env, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        runs[how] = json.loads(done.stdout)
+
+    in_containers = runs["containers"]
+    assert in_containers["image"] == f"{host}/alice/segmentation@{build.digest}"  # provenance
+    assert in_containers["task_count"] == len(images)
+    outputs = {i.name for i in alice.listdir("scans", in_containers["output_path"])}
+    for path in images:
+        stem = path.name.removesuffix(".gz").rsplit(".", 1)[0]
+        assert {f"{stem}_mask.nii.gz", f"{stem}_overlay.png", f"{stem}.json"} <= outputs
+    assert _reports(alice, "scans", in_containers["output_path"]) == _reports(
+        alice, "scans", runs["processes"]["output_path"]
+    )
