@@ -74,6 +74,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"cannot run: {tool} is not installed (./run test installs it)")
     work = Path(tempfile.mkdtemp(prefix="primage-bench-builds-", dir=Path.home()))
+    (work / "store").mkdir()
     env = podman_store(work / "store")
     first: list[float] = []
     rebuild: list[float] = []
