@@ -221,7 +221,7 @@ class Builder:
             return digest_file.read_text().strip()
         finally:
             subprocess.run(
-                [*podman, "rmi", local],
+                [*podman, "rmi", "--no-prune", local],  # its parent layers are the cache
                 env={**self.runtime.env, "PATH": SYSTEM_PATH},
                 capture_output=True,
             )
