@@ -27,11 +27,12 @@ def read_runtime(settings: Settings) -> dict[str, object] | None:
 
 def serve(settings: Settings) -> None:
     """Serve until interrupted. Port 0 picks a free port; the runtime file says which."""
-    app = create_app(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     host, port = sock.getsockname()[:2]
+    settings = settings.model_copy(update={"port": port})  # base_url names the real port
+    app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
     runtime: Path = settings.runtime_file
