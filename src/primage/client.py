@@ -25,6 +25,7 @@ import httpx
 from primage import credentials, login
 from primage.errors import PrimageError, ServerUnavailable, Unauthenticated, from_response
 from primage.jobs.states import JOB_DONE, JobState
+from primage.models.apps import App, AppDetail, AppSpec, AppUpdate
 from primage.models.audit import AuditPage
 from primage.models.builds import Build, Hook, HookWithSecret
 from primage.models.files import FileInfo, Listing
@@ -439,6 +440,68 @@ class Client:
                 raise PrimageError(f"build {build_id} still {found.state} after {timeout:.0f} s")
             time.sleep(poll)
         return found
+
+    # -- applications ---------------------------------------------------------------------------
+
+    def deploy_app(
+        self,
+        template: str | None = None,
+        *,
+        inputs: dict[str, str] | None = None,
+        spec: AppSpec | dict[str, Any] | None = None,
+        source: str = "template",
+        name: str | None = None,
+    ) -> App:
+        """Deploy from a template's text (own YAML or TOSCA, with its inputs), or from a spec;
+        ``name`` deploys it under another name than the template's."""
+        body: dict[str, Any] = {
+            "template": template, "inputs": inputs or {}, "source": source, "name": name
+        }  # fmt: skip
+        if spec is not None:
+            body["spec"] = spec.model_dump(mode="json") if isinstance(spec, AppSpec) else spec
+        return App.model_validate(self._request("POST", "/applications", json=body).json())
+
+    def list_apps(self) -> list[App]:
+        return [App.model_validate(a) for a in self._request("GET", "/applications").json()]
+
+    def app(self, name: str) -> AppDetail:
+        return AppDetail.model_validate(self._request("GET", f"/applications/{name}").json())
+
+    def update_app(self, name: str, **changes: Any) -> App:
+        """Reconfigure (replicas, image, command, env, resources): rolled out, old serving."""
+        body = AppUpdate(**changes).model_dump(mode="json", exclude_none=True)
+        return App.model_validate(self._request("PATCH", f"/applications/{name}", json=body).json())
+
+    def stop_app(self, name: str) -> AppDetail:
+        answer = self._request("POST", f"/applications/{name}/stop")
+        return AppDetail.model_validate(answer.json())
+
+    def start_app(self, name: str) -> AppDetail:
+        answer = self._request("POST", f"/applications/{name}/start")
+        return AppDetail.model_validate(answer.json())
+
+    def remove_app(self, name: str) -> None:
+        self._request("DELETE", f"/applications/{name}")
+
+    def app_logs(self, name: str, *, instance: int = 0, follow: bool = False) -> Iterator[bytes]:
+        url = f"/applications/{name}/logs"
+        with self._stream("GET", url, params={"instance": instance, "follow": follow}) as answer:
+            yield from answer.iter_bytes()
+
+    def wait_app(
+        self, name: str, *, until: tuple[str, ...] = ("running",), timeout: float = 300
+    ) -> AppDetail:
+        """Poll until the app is in one of ``until`` with every instance ready, or has failed
+        or stopped (returned too: the caller reads its state and message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.app(name)
+            settled = found.state in until and found.ready == found.replicas
+            if settled or found.state in ("failed", "stopped"):
+                return found
+            if time.monotonic() > deadline:
+                raise PrimageError(f"app '{name}' still {found.state} after {timeout:.0f} s")
+            time.sleep(0.25)
 
     def submit_job(self, spec: JobSpec | dict[str, Any]) -> JobDetail:
         """Submit a job; checked and expanded into tasks by the server before this returns."""

@@ -81,6 +81,13 @@ class ServerUnavailable(PrimageError):
     status = 503
 
 
+class AppUnavailable(PrimageError):
+    """An app exists but no instance of it is ready to answer."""
+
+    code = "app_unavailable"
+    status = 503
+
+
 class ProviderUnavailable(PrimageError):
     """A trusted identity provider could not be reached to check a token."""
 

@@ -164,3 +164,36 @@ def registry_actions(
     if principal.caveats.read_only:
         allowed &= {"pull"}
     return tuple(action for action in asked if action in allowed)
+
+
+def check_open_app(
+    principal: Principal, name: str, owner_id: int, who: str, group: str | None, spaces: list[Space]
+) -> None:
+    """Opening an app through the proxy: its owner, admins, and whom its ``access`` names
+    (``members``: those who may read every space it mounts; ``group``: that group's members)."""
+    if principal.caveats.space is not None:
+        raise Forbidden("a token restricted to a space cannot open apps; use another token")
+    if owner_id == principal.user_id or principal.is_admin:
+        return
+    if who == "members" and spaces and all(role_on(principal, s) for s in spaces):
+        return
+    if who == "group" and group in principal.group_names:
+        return
+    allowed = {"owner": "its owner", "members": "members of its spaces", "group": f"group {group}"}
+    raise Forbidden(f"app '{name}' is open to {allowed.get(who, 'its owner')} only")
+
+
+def check_manage_app(principal: Principal, name: str, owner_id: int, what: str) -> None:
+    """Seeing an app's details and logs, changing or removing it: its owner and admins; a
+    read-only token only sees."""
+    if what != "see" and principal.caveats.read_only:
+        raise Forbidden(f"this token is read-only; it cannot {what} apps")
+    if principal.caveats.space is not None:
+        raise Forbidden("a token restricted to a space cannot manage apps")
+    if owner_id != principal.user_id and not principal.is_admin:
+        raise Forbidden(f"only the owner of app '{name}' may {what} it")
+
+
+def check_deploy(principal: Principal) -> None:
+    if principal.caveats.restricted:
+        raise Forbidden("a restricted token cannot deploy apps; use an unrestricted token")

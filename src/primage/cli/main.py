@@ -22,6 +22,9 @@ from primage.cli import (
     space,
     token,
 )
+from primage.cli import (
+    app as apps,
+)
 from primage.errors import PrimageError
 
 app = typer.Typer(
@@ -39,6 +42,7 @@ app.add_typer(token.app, name="token")
 app.add_typer(admin.app, name="admin")
 app.add_typer(image.app, name="image")
 app.add_typer(build.app, name="build")
+app.add_typer(apps.app, name="app")
 files.register(app)
 login.register(app)
 mount.register(app)

@@ -319,3 +319,55 @@ class BuildHook(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship(lazy="joined")
+
+
+class App(Base):
+    """A deployed application: the spec it serves, and the one an update is rolling out."""
+
+    __tablename__ = "apps"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy's declaration)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    spec: Mapped[str] = mapped_column(Text)  # JSON, its secrets sealed (SecretBox)
+    pending_spec: Mapped[str | None] = mapped_column(Text)  # an update not yet serving
+    generation: Mapped[int] = mapped_column(Integer, default=1)  # of ``spec``
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    app_token: Mapped[str] = mapped_column(Text)  # sealed: the proxy's credential at the app
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    owner: Mapped[User] = relationship(lazy="joined")
+
+
+class AppInstance(Base):
+    """One running copy of an app's generation, and where to find it again after a restart."""
+
+    __tablename__ = "app_instances"
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str | None] = mapped_column(String(255))  # PID:start-time
+    port: Mapped[int | None] = mapped_column(Integer)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    ever_ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # restart backoff
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class AppEvent(Base):
+    """Something that happened to an app, for ``primage app show``."""
+
+    __tablename__ = "app_events"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy's declaration)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    message: Mapped[str] = mapped_column(Text)

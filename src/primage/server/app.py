@@ -10,6 +10,8 @@ from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
 
 from primage import __version__
+from primage.apps.proxy import Proxy
+from primage.apps.supervisor import Supervisor
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
 from primage.auth.registry import RegistryKey
@@ -24,6 +26,7 @@ from primage.server import errors
 from primage.server.bootstrap import ensure_admin
 from primage.server.metrics import Metrics, MetricsMiddleware
 from primage.server.routers import (
+    apps,
     audit,
     auth,
     builds,
@@ -31,6 +34,7 @@ from primage.server.routers import (
     health,
     hooks,
     jobs,
+    proxy,
     registry,
     spaces,
     tokens,
@@ -55,6 +59,8 @@ def build_platform(settings: Settings) -> Platform:
         settings.jobs_path, settings.storage_path, settings.concurrency, runtime
     )
     metrics = Metrics()
+    box = SecretBox(settings)
+    supervisor = Supervisor(settings, db, box, runtime)
     return Platform(
         settings=settings,
         db=db,
@@ -63,9 +69,11 @@ def build_platform(settings: Settings) -> Platform:
         executor=executor,
         reconciler=Reconciler(db, executor, observe=metrics.task_events),
         providers=Providers(settings.oidc_providers),
-        box=SecretBox(settings),
+        box=box,
         registry=RegistryKey(settings.data_dir / "registry"),
         builder=Builder(settings, db, runtime),
+        supervisor=supervisor,
+        proxy=Proxy(settings, db, supervisor),
     )
 
 
@@ -76,7 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await platform.reconciler.start()
         platform.builder.start()
+        await platform.supervisor.start()
         yield
+        await platform.supervisor.stop()
+        await platform.proxy.close()
         platform.builder.stop()
         await platform.reconciler.stop()
         platform.providers.close()
@@ -90,7 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    routers = (health, auth, users, tokens, spaces, files, jobs, audit, registry, hooks, builds)
+    routers = (
+        health, auth, users, tokens, spaces, files, jobs, apps, proxy, audit, registry, hooks,
+        builds,
+    )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.mount(MOUNT, WSGIMiddleware(Gateway(platform), workers=32))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
+from starlette.requests import HTTPConnection
 
 from primage.auth import provisioning, sessions, tokens
 from primage.auth.principal import Principal
@@ -28,8 +29,8 @@ from primage.server.state import Platform, platform
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def bearer(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization", "")
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -94,12 +95,11 @@ async def csrf_sent(request: Request) -> str | None:
     return sent
 
 
-async def current_principal(
-    request: Request, state: Annotated[Platform, Depends(platform)]
-) -> Principal:
-    raw, cookie = bearer(request), False
+async def identify(connection: HTTPConnection, state: Platform) -> tuple[Principal, bool]:
+    """The caller of a request or WebSocket, and whether they came with the session cookie."""
+    raw, cookie = bearer(connection), False
     if raw is None:
-        raw, cookie = request.cookies.get(sessions.COOKIE), True
+        raw, cookie = connection.cookies.get(sessions.COOKIE), True
     if raw is None:
         raise Unauthenticated(
             "no credentials: send 'Authorization: Bearer <token>' (primage login, or primage "
@@ -110,6 +110,13 @@ async def current_principal(
     if principal is None:
         principal = await run_in_threadpool(authenticate, state, raw, cookie=cookie)
         state.principals.put(key, principal)
+    return principal, cookie
+
+
+async def current_principal(
+    request: Request, state: Annotated[Platform, Depends(platform)]
+) -> Principal:
+    principal, cookie = await identify(request, state)
     if cookie and request.method not in sessions.SAFE_METHODS:
         sessions.check_csrf(principal, request.method, await csrf_sent(request))
     return principal

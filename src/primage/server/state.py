@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from primage.apps.proxy import Proxy
+from primage.apps.supervisor import Supervisor
 from primage.auth.cache import PrincipalCache
 from primage.auth.crypto import SecretBox
 from primage.auth.oidc import Providers
@@ -31,6 +33,8 @@ class Platform:
     box: SecretBox
     registry: RegistryKey
     builder: Builder
+    supervisor: Supervisor
+    proxy: Proxy
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 

@@ -55,7 +55,7 @@ def base_env() -> dict[str, str]:
 
 class LocalExecutor(Executor):
     name = "local"
-    supports = frozenset({"arrays"})
+    supports = frozenset({"arrays", "apps"})  # apps: services as processes (apps/supervisor)
 
     def __init__(
         self, runs_dir: Path, storage_root: Path, slots: int, runtime: Runtime | None = None
@@ -63,7 +63,7 @@ class LocalExecutor(Executor):
         super().__init__()
         self.runtime = runtime
         if runtime is not None:
-            self.supports = self.supports | {"containers"}
+            self.supports = self.supports | {"containers", "app-containers"}
         self.runs_dir = runs_dir
         self.storage_root = storage_root
         self.slots = slots

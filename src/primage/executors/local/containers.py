@@ -90,6 +90,10 @@ class Runtime:
             repository = repository.rsplit(":", 1)[0]
         return f"{repository}@{digest}"
 
+    def remove(self, name: str, grace: int = 5) -> None:
+        """Stop (SIGTERM, SIGKILL after ``grace`` seconds) and remove a container, if it exists."""
+        self._run("rm", "--force", "--ignore", "--time", str(grace), name, timeout=grace + 60)
+
     def argv(
         self,
         *,
@@ -113,15 +117,49 @@ class Runtime:
         args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
         args += ["--network", "slirp4netns" if network else "none"]
         args += ["--cpus", str(cpus), "-w", WORKDIR, "-v", f"{workdir}:{WORKDIR}"]
-        if self.init:
-            args.append("--init")
+        args += self._shared(mounts, env, own_env, memory_bytes)
+        return [*args, *self.options, image, *command]
+
+    def service_argv(
+        self,
+        *,
+        image: str,
+        command: list[str],
+        name: str,
+        publish: tuple[int, int],
+        workdir: str | None,
+        mounts: Mapping[str, tuple[str, bool]],
+        env: Mapping[str, str],
+        own_env: Collection[str],
+        cpus: int,
+        memory_bytes: int | None,
+    ) -> list[str]:
+        """The command line of one app instance: as a task's, but its port published on
+        loopback (``publish``: host port, container port), which needs a network, and an
+        instance of the same name left by a crash replaced. ``command`` empty: the image's."""
+        host_port, port = publish
+        args = [*self.command, "run", "--rm", "--replace", "--name", name, "--pull", "never"]
+        args += ["-p", f"127.0.0.1:{host_port}:{port}", "--cpus", str(cpus)]
+        if workdir is not None:
+            args += ["-w", workdir]
+        args += self._shared(mounts, env, own_env, memory_bytes)
+        return [*args, *self.options, image, *command]
+
+    def _shared(
+        self,
+        mounts: Mapping[str, tuple[str, bool]],
+        env: Mapping[str, str],
+        own_env: Collection[str],
+        memory_bytes: int | None,
+    ) -> list[str]:
+        args = ["--init"] if self.init else []
         if memory_bytes:
             args += ["--memory", str(memory_bytes)]
         for space, (host, read_only) in sorted(mounts.items()):
             args += ["-v", f"{host}:{SPACES}/{space}" + (":ro" if read_only else "")]
         for key, value in sorted(env.items()):
             args += ["-e", f"{key}={value}" if key in own_env else key]
-        return [*args, *self.options, image, *command]
+        return args
 
     def process_env(self, base: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
         """The environment podman itself runs with: ``base`` and the runtime's, plus the task's

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from typing import Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
@@ -16,19 +13,20 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
-from primage.auth import audit, policy, tokens
+from primage.auth import audit, policy
 from primage.auth.policy import RANK, Role
-from primage.auth.principal import Caveats, Principal
+from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.db.paging import page
 from primage.errors import NotFound
-from primage.executors.base import Pull, TaskKey
+from primage.executors.base import TaskKey
 from primage.jobs import states
 from primage.jobs.progress import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
 from primage.jobs.submit import submit
 from primage.models import jobs as m
 from primage.server.deps import Caller, State
+from primage.server.pulls import registry_pull
 from primage.storage.archive import tar_stream
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -97,35 +95,6 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
         result = detail(session, job)
     state.reconciler.poke()
     return result
-
-
-@contextmanager
-def registry_pull(state: State, caller: Principal, image: str | None) -> Iterator[Pull | None]:
-    """Credentials to pull ``image`` from the platform registry as the caller: a read-only
-    platform token of ten minutes, revoked as soon as the job is stored. None for other images."""
-    registry = state.settings.registry_url
-    host = urlsplit(registry).netloc if registry else None
-    if image is None or host is None or not image.startswith(host + "/"):
-        yield None
-        return
-    with state.db.session() as session:
-        user = session.get(tables.User, caller.user_id)
-        assert user is not None
-        row, secret = tokens.issue(
-            session,
-            user,
-            name="image-pull",
-            lifetime=dt.timedelta(minutes=10),
-            caveats=Caveats(read_only=True),
-        )
-        token_id = row.id
-    try:
-        yield Pull((caller.name, secret), tls_verify=urlsplit(str(registry)).scheme == "https")
-    finally:
-        with state.db.session() as session:
-            token = session.get(tables.Token, token_id)
-            if token is not None:
-                tokens.revoke(session, token)
 
 
 @router.get("", response_model=m.JobPage)

@@ -1,0 +1,1 @@
+"""Applications: long-running services deployed from templates, reached through the platform."""

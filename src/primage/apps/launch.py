@@ -1,0 +1,133 @@
+"""What one instance of an app runs: its command line, environment and folders, rendered from the
+spec. An instance is a process on this machine (``executors/local/services.py``): the app's own
+command, or, for an app with an image, the ``podman run`` of its container, which publishes the
+app's port on loopback and sees its spaces at ``/spaces/<name>``."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from primage.config import Settings
+from primage.executors.local import base_env as process_base_env
+from primage.executors.local import procs, services
+from primage.executors.local.containers import SPACES, Runtime
+from primage.jobs.template import PATTERN
+from primage.models.apps import AppSpec
+
+
+def space_variable(name: str) -> str:
+    return "PRIMAGE_SPACE_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def container_name(app_id: int, generation: int, index: int) -> str:
+    return f"primage-app-{app_id}-{generation}-{index}"
+
+
+class Launch:
+    """One app's instances as this platform starts them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        app_id: int,
+        spec: AppSpec,
+        token: str,
+        runtime: Runtime | None = None,
+    ) -> None:
+        self.settings, self.name, self.app_id, self.spec, self.token = (
+            settings, name, app_id, spec, token,
+        )  # fmt: skip
+        self.runtime = runtime if spec.image is not None else None
+        self.root = settings.storage_path
+        self.prefix = "/" if spec.strip_prefix else f"/apps/{name}/"
+
+    def fixed_port(self) -> int | None:
+        """The host port the app must have (a process with ``port``), else None: any free one.
+        A container listens on its own port, published on a free one of the host."""
+        return self.spec.port if self.runtime is None else None
+
+    def app_port(self, host_port: int) -> int:
+        """The port the app listens on: in a container, its ``port`` (or the host's)."""
+        return self.spec.port or host_port if self.runtime is not None else host_port
+
+    def space_path(self, name: str) -> str:
+        return f"{SPACES}/{name}" if self.runtime is not None else str(self.root / name)
+
+    def folder(self, generation: int, index: int) -> Path:
+        """An instance's folder: its output.log, and its working folder without a workdir
+        (Supervisor.log_path names the same file)."""
+        return self.settings.data_dir / "apps" / str(self.app_id) / f"{generation}.{index}"
+
+    @property
+    def workdir(self) -> str | None:
+        """Where the app starts, as it sees it (``{workdir}``)."""
+        if self.spec.workdir is None:
+            return None
+        space, _, folder = self.spec.workdir.partition("/")
+        return f"{self.space_path(space)}/{folder}".rstrip("/")
+
+    def render(self, port: int) -> str:
+        values = {
+            "port": str(port),
+            "base_url": f"/apps/{self.name}/",
+            "app_token": self.token,
+            "workdir": self.workdir or "",
+        }
+
+        def fill(match: re.Match[str]) -> str:
+            token, name = match[0], match[1]
+            if name is None:
+                return token[0]
+            if name.startswith("spaces."):
+                return shlex.quote(self.space_path(name.removeprefix("spaces.")))
+            return shlex.quote(values[name])
+
+        return PATTERN.sub(fill, self.spec.command or "")
+
+    def command(self, port: int = 0) -> list[str]:
+        """The app's own command line as argv (empty: an image's default command)."""
+        return procs.argv_for(self.render(port)) if self.spec.command else []
+
+    def variables(self, port: int) -> dict[str, str]:
+        """What the app finds in its environment: the spec's, its secrets, the platform's."""
+        env = {**self.spec.env, **self.spec.secrets}
+        env |= {
+            "PRIMAGE_APP": self.name,
+            "PRIMAGE_PORT": str(port),
+            "PRIMAGE_BASE_URL": f"/apps/{self.name}/",
+            "PRIMAGE_APP_TOKEN": self.token,
+            "PRIMAGE_SERVER": self.settings.base_url,
+        }
+        for mount in self.spec.spaces:
+            env[space_variable(mount.name)] = self.space_path(mount.name)
+        return env
+
+    def start(self, generation: int, index: int, host_port: int) -> services.Service:
+        """Start one instance, the app listening on (or published at) ``host_port``."""
+        folder = self.folder(generation, index)
+        port = self.app_port(host_port)
+        base = process_base_env()
+        if self.runtime is None:
+            read_only = [str(self.root / m.name) for m in self.spec.spaces if m.read_only]
+            cwd = Path(self.workdir) if self.workdir else folder
+            env = base | self.variables(port)
+            return services.start(
+                self.command(port), folder=folder, cwd=cwd, env=env, read_only=read_only
+            )
+        argv = self.runtime.service_argv(
+            image=self.spec.image or "",
+            command=self.command(port),
+            name=container_name(self.app_id, generation, index),
+            publish=(host_port, port),
+            workdir=self.workdir,
+            mounts={m.name: (str(self.root / m.name), m.read_only) for m in self.spec.spaces},
+            env=self.variables(port),
+            own_env=base.keys() | self.runtime.env.keys(),
+            cpus=self.spec.resources.cpus,
+            memory_bytes=self.spec.resources.memory,
+        )
+        env = self.runtime.process_env(base, self.variables(port))
+        return services.start(argv, folder=folder, cwd=folder, env=env)

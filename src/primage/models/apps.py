@@ -1,0 +1,204 @@
+"""Applications: long-running services deployed from a template and reached through the platform.
+
+One pydantic model, :class:`AppSpec`, validates the project's own YAML, what a TOSCA template
+becomes (``apps/tosca.py``) and API bodies alike; its field descriptions are the documentation
+(``primage app spec``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from primage.errors import BadRequest, describe_invalid
+from primage.jobs.template import PATTERN
+from primage.models.jobs import Mount, Resources, Seconds, Strict, parse_mount
+
+NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
+VARIABLES = ("port", "base_url", "app_token", "workdir", "spaces.NAME")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Access(Strict):
+    """Who may open the app through the platform (its owner and admins always may)."""
+
+    who: Literal["owner", "members", "group"] = Field(
+        "owner",
+        description="owner: only the owner; members: whoever may read every space the app "
+        "mounts; group: the members of 'group'.",
+    )
+    group: str | None = Field(None, description="With who: group, the group (local or a VO's).")
+
+    @model_validator(mode="after")
+    def group_when_needed(self) -> Access:
+        if (self.who == "group") != (self.group is not None):
+            raise ValueError("access: give 'group' exactly when who is 'group'")
+        return self
+
+
+class AppSpec(Strict):
+    """A service: what runs, where it listens, what data it sees, who may open it."""
+
+    name: str = Field(description="Its name, in its URL: /apps/<name>/.")
+    image: str | None = Field(None, description="Container image (executors with containers).")
+    command: str | None = Field(
+        None,
+        description="Command line. Variables: {port} (where to listen, on 127.0.0.1), "
+        "{base_url} (the path the app is served under, /apps/<name>/), {app_token} (a secret "
+        "the proxy sends as 'Authorization: token …'), {workdir}, {spaces.NAME}.",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port the app listens on; default: a free one the platform picks ({port}).",
+    )
+    health_path: str = Field(
+        "", description="Path below {base_url} that answers 200 once the app is ready."
+    )
+    strip_prefix: bool = Field(
+        False, description="Send requests to the app without the /apps/<name> prefix."
+    )
+    replicas: int = Field(1, ge=1, le=16, description="Instances behind the proxy.")
+    resources: Resources = Field(default_factory=Resources)
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables sealed at rest and never shown back.",
+    )
+    spaces: list[Annotated[Mount, BeforeValidator(parse_mount)]] = Field(
+        default_factory=list, description="Spaces the app sees, e.g. ['scans', 'atlas:ro']."
+    )
+    workdir: str | None = Field(
+        None, description="A mounted space (or SPACE/folder) the app starts in ({workdir})."
+    )
+    idle_timeout: Seconds | None = Field(
+        None, description="Stop the app after this long without traffic through the proxy."
+    )
+    startup_timeout: Seconds = Field(
+        120.0, description="How long an instance may take to answer its health check."
+    )
+    access: Access = Field(default_factory=Access)
+
+    @field_validator("name")
+    @classmethod
+    def _url_name(cls, value: str) -> str:
+        if not NAME.fullmatch(value):
+            raise ValueError(
+                f"'{value}' cannot name an app (it is in its URL): lowercase letters, digits "
+                "and '-', starting with a letter, at most 40"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def consistent(self) -> AppSpec:
+        if self.image is None and self.command is None:
+            raise ValueError("give a command (run as a process) or an image (run in a container)")
+        if self.port is not None and self.replicas > 1 and self.image is None:
+            raise ValueError("a fixed port serves one process: drop 'port' or use replicas: 1")
+        for key in [*self.env, *self.secrets]:
+            if not ENV_NAME.fullmatch(key):
+                raise ValueError(f"env: '{key}' is not a variable name (letters, digits, '_')")
+            if key.startswith("PRIMAGE_"):
+                raise ValueError(f"env: '{key}': PRIMAGE_* variables are set by the platform")
+        names = [m.name for m in self.spaces]
+        if len(names) != len(set(names)):
+            raise ValueError("spaces: a space is listed twice")
+        if self.workdir is not None and self.workdir.split("/", 1)[0] not in names:
+            raise ValueError(
+                f"workdir '{self.workdir}' is not in a mounted space: add it to spaces"
+            )
+        check_variables(self.command or "", set(names), self.workdir is not None)
+        return self
+
+
+def check_variables(command: str, spaces: set[str], has_workdir: bool) -> None:
+    for match in PATTERN.finditer(command):
+        name = match[1]
+        if name is None or name in ("port", "base_url", "app_token"):
+            continue
+        if name.startswith("spaces.") and name.removeprefix("spaces.") not in spaces:
+            raise ValueError(f"command uses {{{name}}} but that space is not mounted")
+        if name == "workdir" and not has_workdir:
+            raise ValueError("command uses {workdir} but the app has no workdir")
+        if not name.startswith("spaces.") and name != "workdir":
+            known = ", ".join("{" + v + "}" for v in VARIABLES)
+            raise ValueError(f"command uses unknown variable {{{name}}}; known: {known}")
+
+
+def app_from(data: Any, source: str = "app") -> AppSpec:
+    """A validated spec, or BadRequest naming each wrong field and what to write instead."""
+    if not isinstance(data, dict):
+        raise BadRequest(f"{source}: an app is a mapping of fields (name, command, …)")
+    try:
+        return AppSpec.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(f"{source}: {describe_invalid(exc.errors())}") from None
+
+
+class Instance(BaseModel):
+    """One running copy of an app."""
+
+    index: int
+    generation: int = Field(description="The deployment's version it runs (update adds one).")
+    state: str = Field(description="starting, ready, crashed, stopped")
+    external_id: str | None = Field(description="Where it runs: PID:start-time.")
+    port: int | None
+    restarts: int
+    started_at: dt.datetime | None
+    message: str
+
+
+class App(BaseModel):
+    name: str
+    owner: str
+    state: str = Field(description="deploying, running, updating, failed, stopped")
+    url: str = Field(description="Where to open it: the platform's /apps/<name>/.")
+    replicas: int
+    ready: int = Field(description="Instances that answer their health check.")
+    generation: int
+    message: str = Field("", description="Why it is in its state.")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    last_activity_at: dt.datetime | None
+
+
+class AppEvent(BaseModel):
+    at: dt.datetime
+    message: str
+
+
+class AppDetail(App):
+    spec: AppSpec = Field(description="As deployed; secrets' values are not shown.")
+    instances: list[Instance]
+    events: list[AppEvent] = Field(description="The latest first.")
+
+
+class AppUpdate(Strict):
+    """What ``update`` may change; the rest of the spec stays."""
+
+    replicas: int | None = Field(None, ge=1, le=16)
+    image: str | None = None
+    command: str | None = None
+    env: dict[str, str] | None = Field(None, description="Replaces the environment.")
+    resources: Resources | None = None
+
+
+class AppDeploy(Strict):
+    """A deployment: a template's text with its inputs, or a spec."""
+
+    template: str | None = Field(None, description="Own YAML or TOSCA, as text.")
+    inputs: dict[str, str] = Field(default_factory=dict, description="The template's inputs.")
+    spec: dict[str, Any] | None = Field(None, description="An app spec instead of a template.")
+    source: str = Field("template", max_length=255, description="A name for error messages.")
+    name: str | None = Field(None, description="Deploy under this name, not the template's.")

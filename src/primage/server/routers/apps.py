@@ -1,0 +1,315 @@
+"""Applications: deploy from a template, list, inspect, follow logs, update, stop, start, remove.
+
+The apps themselves are reached at ``/apps/<name>/`` (``routers/proxy.py``); this is their
+management API, under ``/applications`` so that no app path can shadow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from primage.apps import templates
+from primage.auth import audit, policy
+from primage.auth.policy import Right
+from primage.auth.principal import Principal
+from primage.db import lookup, tables
+from primage.db.tables import utcnow
+from primage.errors import BadRequest, Conflict, NotFound
+from primage.executors.local import read_from
+from primage.models import apps as m
+from primage.server.deps import Caller, State
+from primage.server.pulls import registry_pull
+
+router = APIRouter(prefix="/applications", tags=["applications"])
+EVENTS_SHOWN = 30
+
+
+def sealed_spec(state: State, spec: m.AppSpec) -> str:
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    if spec.secrets:
+        data["secrets"] = {k: state.box.seal(v) for k, v in spec.secrets.items()}
+    return json.dumps(data)
+
+
+def shown_spec(text: str) -> m.AppSpec:
+    """The spec as the API shows it: secrets' names, never their values."""
+    data = json.loads(text)
+    data["secrets"] = dict.fromkeys(data.get("secrets", {}), "***")
+    return m.AppSpec.model_validate(data)
+
+
+def to_model(state: State, row: tables.App, ready: int) -> m.App:
+    spec = json.loads(row.spec)
+    return m.App(
+        name=row.name,
+        owner=row.owner.name,
+        state=row.state,
+        url=f"{state.settings.base_url}/apps/{row.name}/",
+        replicas=spec.get("replicas", 1),
+        ready=ready,
+        generation=row.generation,
+        message=row.message,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_activity_at=row.last_activity_at,
+    )
+
+
+def ready_count(session: Session, row: tables.App) -> int:
+    found = session.scalars(
+        select(tables.AppInstance).where(
+            tables.AppInstance.app_id == row.id,
+            tables.AppInstance.generation == row.generation,
+            tables.AppInstance.state == "ready",
+        )
+    ).all()
+    return len(found)
+
+
+def find(session: Session, caller: Principal, name: str, what: str) -> tables.App:
+    row = session.scalar(select(tables.App).where(tables.App.name == name))
+    if row is None:
+        raise NotFound(f"no app '{name}' (primage app ls lists yours)")
+    policy.check_manage_app(caller, name, row.owner_id, what)
+    return row
+
+
+def check_spaces(session: Session, caller: Principal, spec: m.AppSpec) -> None:
+    """404/403 before anything runs: every space must exist and allow the use the app makes."""
+    for mount in spec.spaces:
+        space = lookup.space(session, mount.name)
+        policy.check_space(caller, space, Right.READ if mount.read_only else Right.WRITE)
+
+
+def spec_of(state: State, body: m.AppDeploy) -> m.AppSpec:
+    if (body.template is None) == (body.spec is None):
+        raise BadRequest("give exactly one of 'template' (YAML or TOSCA text) or 'spec'")
+    if body.spec is not None:
+        spec = m.app_from(body.spec, body.source)
+    else:
+        spec = templates.load(body.template or "", body.inputs, body.source)
+    if body.name is not None:
+        data = {**spec.model_dump(exclude_defaults=True), "name": body.name}
+        spec = m.app_from(data, body.source)
+    return spec
+
+
+def pinned(state: State, caller: Principal, spec: m.AppSpec) -> m.AppSpec:
+    """The spec with its image pinned by digest (pulled as the caller from the platform
+    registry if need be): every instance, and every restart, runs the same image."""
+    state.executor.require("app-containers", f"app '{spec.name}' names image '{spec.image}'")
+    with registry_pull(state, caller, spec.image) as pull:
+        image = state.executor.pin_image(spec.image or "", pull)
+    return spec.model_copy(update={"image": image})
+
+
+@router.post("", status_code=201)
+async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
+    """Deploy an app from a template (own YAML or TOSCA, with inputs) or a spec."""
+    policy.check_deploy(caller)
+    spec = await run_in_threadpool(spec_of, state, body)
+    state.executor.require("apps", f"app '{spec.name}' is a long-running service")
+    if spec.image is not None:
+        spec = await run_in_threadpool(pinned, state, caller, spec)
+
+    def store() -> m.App:
+        with state.db.session() as session:
+            check_spaces(session, caller, spec)
+            row = tables.App(
+                name=spec.name,
+                owner_id=caller.user_id,
+                spec=sealed_spec(state, spec),
+                state="deploying",
+                app_token=state.box.seal(secrets.token_urlsafe(32)),
+            )
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError:
+                raise Conflict(
+                    f"an app named '{spec.name}' exists: deploy under another name (--name), "
+                    f"or remove it first (primage app rm {spec.name})"
+                ) from None
+            session.add(tables.AppEvent(app_id=row.id, message=f"deployed by {caller.name}"))
+            audit.record(session, caller, "app.deploy", f"app:{spec.name}")
+            session.refresh(row)
+            return to_model(state, row, 0)
+
+    made = await run_in_threadpool(store)
+    state.supervisor.wake()
+    return made
+
+
+@router.get("")
+async def list_apps(caller: Caller, state: State) -> list[m.App]:
+    """Your apps (all of them for admins)."""
+
+    def load() -> list[m.App]:
+        with state.db.session() as session:
+            query = select(tables.App).order_by(tables.App.name)
+            if not caller.is_admin:
+                query = query.where(tables.App.owner_id == caller.user_id)
+            rows = session.scalars(query).all()
+            return [to_model(state, r, ready_count(session, r)) for r in rows]
+
+    return await run_in_threadpool(load)
+
+
+@router.get("/{name}")
+async def show(name: str, caller: Caller, state: State) -> m.AppDetail:
+    """State, replicas ready, URL, instances and the latest events."""
+
+    def load() -> m.AppDetail:
+        with state.db.session() as session:
+            row = find(session, caller, name, "see")
+            instances = session.scalars(
+                select(tables.AppInstance)
+                .where(tables.AppInstance.app_id == row.id)
+                .order_by(tables.AppInstance.generation, tables.AppInstance.index)
+            ).all()
+            events = session.scalars(
+                select(tables.AppEvent)
+                .where(tables.AppEvent.app_id == row.id)
+                .order_by(tables.AppEvent.id.desc())
+                .limit(EVENTS_SHOWN)
+            ).all()
+            return m.AppDetail(
+                **to_model(state, row, ready_count(session, row)).model_dump(),
+                spec=shown_spec(row.spec),
+                instances=[
+                    m.Instance(
+                        index=i.index,
+                        generation=i.generation,
+                        state=i.state,
+                        external_id=i.external_id,
+                        port=i.port,
+                        restarts=i.restarts,
+                        started_at=i.started_at,
+                        message=i.message,
+                    )
+                    for i in instances
+                ],
+                events=[m.AppEvent(at=e.at, message=e.message) for e in events],
+            )
+
+    return await run_in_threadpool(load)
+
+
+@router.patch("/{name}")
+async def update(name: str, body: m.AppUpdate, caller: Caller, state: State) -> m.App:
+    """Reconfigure: the new generation starts beside the serving one and takes over once all
+    its instances are ready."""
+
+    def store() -> m.App:
+        with state.db.session() as session:
+            row = find(session, caller, name, "update")
+            if row.state not in ("running", "deploying"):
+                raise Conflict(f"app '{name}' is {row.state}; update it once it runs")
+            if row.pending_spec is not None:
+                raise Conflict(f"app '{name}' is already being updated; wait for it to finish")
+            current = json.loads(row.spec)
+            changes = body.model_dump(mode="json", exclude_none=True)
+            merged = m.app_from({**current, **changes}, f"update of {name}")
+            if "image" in changes:
+                merged = pinned(state, caller, merged)
+            row.pending_spec = json.dumps(
+                {**json.loads(sealed_spec(state, merged)), "secrets": current.get("secrets", {})}
+            )
+            row.state, row.updated_at = "updating", utcnow()
+            changed = ", ".join(sorted(changes)) or "nothing"
+            session.add(tables.AppEvent(app_id=row.id, message=f"update ({changed}) started"))
+            audit.record(session, caller, "app.update", f"app:{name}", changed=sorted(changes))
+            return to_model(state, row, ready_count(session, row))
+
+    made = await run_in_threadpool(store)
+    state.supervisor.wake()
+    return made
+
+
+async def _set_state(state: State, caller: Principal, name: str, what: str, to: str) -> int:
+    def store() -> int:
+        with state.db.session() as session:
+            row = find(session, caller, name, what)
+            if to == "deploying" and row.state not in ("stopped", "failed"):
+                raise Conflict(f"app '{name}' is {row.state}; only a stopped app is started")
+            row.state, row.message = to, ""
+            if to == "deploying":
+                row.last_activity_at = utcnow()
+            audit.record(session, caller, f"app.{what}", f"app:{name}")
+            return row.id
+
+    return await run_in_threadpool(store)
+
+
+@router.post("/{name}/stop")
+async def stop(name: str, caller: Caller, state: State) -> m.AppDetail:
+    """Stop every instance; the app stays, to be started again."""
+    app_id = await _set_state(state, caller, name, "stop", "stopping")
+    await state.supervisor.settle(app_id)
+    return await show(name, caller, state)
+
+
+@router.post("/{name}/start")
+async def start(name: str, caller: Caller, state: State) -> m.AppDetail:
+    """Start a stopped (or failed, or idle-culled) app again."""
+    await _set_state(state, caller, name, "start", "deploying")
+    state.supervisor.wake()
+    return await show(name, caller, state)
+
+
+@router.delete("/{name}", status_code=204)
+async def remove(name: str, caller: Caller, state: State) -> None:
+    """Undeploy: stop its instances and forget it. The spaces it used are untouched."""
+    app_id = await _set_state(state, caller, name, "remove", "removing")
+    await state.supervisor.settle(app_id)
+
+
+@router.get("/{name}/logs")
+async def logs(
+    name: str,
+    caller: Caller,
+    state: State,
+    instance: int = Query(0, ge=0, description="Which instance."),
+    follow: bool = Query(False, description="Keep streaming while the app runs."),
+) -> StreamingResponse:
+    """An instance's output (stdout and stderr) of the serving generation."""
+
+    def locate() -> tuple[int, int, str]:
+        with state.db.session() as session:
+            row = find(session, caller, name, "see")
+            return row.id, row.generation, row.state
+
+    app_id, generation, _ = await run_in_threadpool(locate)
+    path = state.supervisor.log_path(app_id, generation, instance)
+    if not path.exists():
+        raise NotFound(f"app '{name}' has no instance {instance} with output yet")
+
+    async def running() -> bool:
+        try:
+            return (await run_in_threadpool(locate))[2] in ("deploying", "running", "updating")
+        except NotFound:
+            return False
+
+    async def stream() -> AsyncIterator[bytes]:
+        offset = 0
+        while True:
+            data = await asyncio.to_thread(read_from, path, offset)
+            offset += len(data)
+            if data:
+                yield data
+            elif not follow or not await running():
+                return
+            else:
+                await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/plain")
