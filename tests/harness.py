@@ -240,9 +240,19 @@ def podman_store(work: Path) -> dict[str, str]:
     }
 
 
-def import_busybox(env: dict[str, str], name: str, rootfs: Path) -> None:
-    """A tiny image from Debian's busybox-static (every applet linked), imported as ``name``."""
+def import_busybox(
+    env: dict[str, str],
+    name: str,
+    rootfs: Path,
+    command: str = '["/bin/sh"]',
+    files: dict[str, bytes] | None = None,
+) -> None:
+    """A tiny image from Debian's busybox-static (every applet linked), imported as ``name``
+    with ``command`` (JSON) as its default command and ``files`` (path → content) added."""
     (rootfs / "bin").mkdir(parents=True)
+    for path, content in (files or {}).items():
+        (rootfs / path).parent.mkdir(parents=True, exist_ok=True)
+        (rootfs / path).write_bytes(content)
     shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
     applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout
     for applet in applets.split():
@@ -250,7 +260,7 @@ def import_busybox(env: dict[str, str], name: str, rootfs: Path) -> None:
             (rootfs / "bin" / applet).symlink_to("busybox")
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     subprocess.run(
-        ["podman", "import", "--change", 'CMD ["/bin/sh"]', "-", name],
+        ["podman", "import", "--change", f"CMD {command}", "-", name],
         stdin=tar.stdout,
         env={**os.environ, **env},
         check=True,

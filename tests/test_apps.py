@@ -1,0 +1,300 @@
+"""Applications end to end, against a real server, real processes and a real Jupyter server.
+
+Canonical application 2 is deployed from ``examples/notebook/template.yaml`` with a space, reached
+through the platform's proxy with a token, and its notebook is executed through Jupyter's own
+REST and kernel WebSocket API, via the proxy: the filtered images appear in the space. Then the
+app is reconfigured (the old version serving until the new one is ready) and undeployed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from primage.client import Client
+from primage.errors import BadRequest, Conflict
+from primage.executors.local import procs
+from primage.samples import sample_images
+from tests.harness import RunningServer, free_port, import_busybox, podman, require
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "tests" / "templates"
+NOTEBOOK = ROOT / "examples" / "notebook"
+JUPYTER = Path(sys.executable).with_name("jupyter")
+
+
+@pytest.fixture
+def app_server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _users(server: RunningServer) -> tuple[str, str]:
+    admin = server.client()
+    return admin.create_user("alice").token, admin.create_user("bob").token
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def run_notebook(base: str, headers: dict[str, str], notebook: Path) -> list[str]:
+    """Execute every code cell of ``notebook`` in a kernel of the Jupyter server at ``base``,
+    over its REST and kernel WebSocket API; the text the cells printed. Fails on a cell error."""
+    kernel = httpx.post(f"{base}api/kernels", json={"name": "python3"}, headers=headers)
+    assert kernel.status_code == 201, kernel.text
+    kernel_id = kernel.json()["id"]
+    printed: list[str] = []
+    url = base.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
+    with connect(url, additional_headers=headers, max_size=None, open_timeout=30) as ws:
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                printed += _execute(ws, "".join(cell["source"]))
+    httpx.delete(f"{base}api/kernels/{kernel_id}", headers=headers)
+    return printed
+
+
+def _execute(ws: Any, code: str) -> list[str]:
+    msg_id, printed = uuid.uuid4().hex, []
+    ws.send(
+        json.dumps(
+            {
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": "t",
+                           "username": "test", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+                "content": {"code": code, "silent": False, "store_history": True,
+                            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+            }
+        )
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        message = json.loads(ws.recv(timeout=300))
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = message["header"]["msg_type"], message["content"]
+        if kind == "stream":
+            printed.append(content["text"])
+        elif kind == "error":
+            pytest.fail(f"cell failed: {content['ename']}: {content['evalue']}\n{code}")
+        elif kind == "execute_reply":
+            assert content["status"] == "ok", content
+            return printed
+    pytest.fail(f"cell did not finish:\n{code}")
+
+
+def test_jupyter_app_filters_the_images_of_a_space_through_the_proxy(
+    app_server: RunningServer,
+) -> None:
+    require(None if JUPYTER.exists() else "pip install ./examples/notebook (JupyterLab)")
+    alice_token, bob_token = _users(app_server)
+    alice = app_server.client(alice_token)
+    alice.create_space("scans")
+    images = sample_images()
+    for path in images:
+        alice.upload("scans", f"images/{path.name}", path)
+
+    deployed = app_server.cli(
+        "app", "deploy", str(NOTEBOOK / "template.yaml"), "--space", "scans", token=alice_token
+    )
+    assert deployed.code == 0, deployed.out + deployed.err
+    base = f"{app_server.url}/apps/notebook/"
+    assert base in deployed.out and "running" in deployed.out
+
+    # Jupyter answers through the proxy with the platform's token: its own login never shows.
+    status = httpx.get(f"{base}api/status", headers=_bearer(alice_token))
+    assert status.status_code == 200 and "started" in status.json()
+    lab = httpx.get(f"{base}lab", headers=_bearer(alice_token))
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+
+    # Bob may not read the space, so he may not open the app: the platform's 403, HTTP and WS.
+    refused = httpx.get(f"{base}api/status", headers=_bearer(bob_token))
+    assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+    ws_url = base.replace("http://", "ws://") + "api/kernels/x/channels"
+    with pytest.raises(InvalidStatus) as denied:
+        connect(ws_url, additional_headers=_bearer(bob_token), open_timeout=10)
+    assert denied.value.response.status_code == 403
+    assert httpx.get(f"{base}api/status").status_code == 401  # nobody: 401, not Jupyter's page
+
+    printed = "".join(run_notebook(base, _bearer(alice_token), NOTEBOOK / "filtering.ipynb"))
+    assert f"{len(images)} images in" in printed
+    written = {i.name for i in alice.listdir("scans", "filtered")}
+    for path in images:
+        stem = path.name.split(".")[0]
+        assert {f"{stem}_{f}.nii.gz" for f in ("smooth", "edges", "window")} <= written, printed
+
+    # Shared with bob as a viewer: 'access: members' now lets him in.
+    alice.share("scans", "bob", role="viewer")
+    assert httpx.get(f"{base}api/status", headers=_bearer(bob_token)).status_code == 200
+
+    # Reconfigure: generation 2 starts beside 1, which serves until 2 is ready.
+    alice.update_app("notebook", env={"FILTER_NOTE": "v2"})
+    during = alice.app("notebook")
+    assert during.state == "updating" and during.generation == 1
+    assert httpx.get(f"{base}api/status", headers=_bearer(alice_token)).status_code == 200
+    after = alice.wait_app("notebook", timeout=180)
+    assert (after.state, after.generation, after.ready) == ("running", 2, 1), after.message
+    assert [i.generation for i in after.instances] == [2]
+
+    removed = app_server.cli("app", "rm", "notebook", token=alice_token)
+    assert removed.code == 0, removed.err
+    assert httpx.get(f"{base}api/status", headers=_bearer(alice_token)).status_code == 404
+    assert len(alice.listdir("scans", "images")) == len(images)  # the space is untouched
+
+
+@contextlib.contextmanager
+def _listening(port: int) -> Iterator[None]:
+    """Something else listening on ``port`` meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield
+
+
+WEB = """
+inputs:
+  name: {default: web}
+app:
+  name: {get_input: name}
+  command: python3 -m http.server {port} --bind 127.0.0.1
+  strip_prefix: true
+  spaces: [site]
+  workdir: site
+  idle_timeout: %s
+"""
+
+
+def _web_app(api: Client, idle: str = "1h") -> None:
+    api.create_space("site")
+    api.upload("site", "index.html", b"<h1>hello</h1>\n")
+    api.deploy_app(WEB % idle, source="web.yaml")
+    assert api.wait_app("web", timeout=60).state == "running"
+
+
+def test_app_is_adopted_after_a_server_kill_and_stopped_when_idle(
+    app_server: RunningServer,
+) -> None:
+    api = app_server.client()
+    _web_app(api, idle="6s")
+    before = api.app("web").instances[0].external_id
+    assert before is not None and procs.alive(before)
+
+    app_server.kill()  # SIGKILL: the app's process carries on, in a session of its own
+    assert procs.alive(before)
+    server = app_server.restart()
+    try:
+        api = server.client()
+        page = httpx.get(f"{server.url}/apps/web/index.html", headers=_bearer(server.admin_token))
+        assert page.status_code == 200 and page.text == "<h1>hello</h1>\n"
+        assert api.app("web").instances[0].external_id == before  # adopted, not restarted
+
+        deadline = time.monotonic() + 30  # no more traffic: culled after 6 s
+        while (found := api.app("web")).state != "stopped":
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+        assert "without traffic" in found.message and not procs.alive(before)
+        assert (
+            httpx.get(f"{server.url}/apps/web/", headers=_bearer(server.admin_token)).status_code
+            == 503
+        )
+        api.start_app("web")
+        assert api.wait_app("web", timeout=60).state == "running"
+    finally:
+        server.client().remove_app("web")  # stops its process: apps outlive servers
+        server.stop()
+
+
+def test_bad_templates_and_apps_that_cannot_start_say_why(app_server: RunningServer) -> None:
+    api = app_server.client()
+    with pytest.raises(BadRequest, match=r"web.yaml: line 3, column 15: mapping values are not"):
+        api.deploy_app("app:\n  name: x\n  command: run: now\n", source="web.yaml")
+    with pytest.raises(BadRequest, match="input 'space' is required"):
+        api.deploy_app("inputs: {space: {}}\napp: {name: x, command: 'true'}\n")
+    with pytest.raises(BadRequest, match="unknown input colour"):
+        api.deploy_app(WEB % "1h", inputs={"colour": "red"})
+    with pytest.raises(BadRequest, match=r"command uses unknown variable \{prot\}"):
+        api.deploy_app("app: {name: x, command: 'serve --port {prot}'}\n")
+    tosca = (TEMPLATES / "database.tosca.yaml").read_text()
+    with pytest.raises(BadRequest, match=r"node 'db' has type tosca\.nodes\.Database"):
+        api.deploy_app(tosca, source="database.tosca.yaml")
+
+    api.deploy_app("app:\n  name: crash\n  command: sh -c 'echo no config file >&2; exit 3'\n")
+    failed = api.wait_app("crash", timeout=60)
+    assert failed.state == "failed", failed
+    assert "exited with code 3" in failed.message and "no config file" in failed.message
+
+    port = free_port()
+    with _listening(port):
+        api.deploy_app(f"app: {{name: clash, command: 'sleep 60', port: {port}}}\n")
+        clash = api.wait_app("clash", timeout=30)
+    assert clash.state == "failed" and f"port {port} is already in use" in clash.message
+
+    _web_app(api)
+    with pytest.raises(Conflict, match="an app named 'web' exists"):
+        api.deploy_app(WEB % "1h")
+    api.remove_app("web")
+
+
+@pytest.fixture
+def container_server(container_env: dict[str, str], tmp_path: Path) -> Iterator[RunningServer]:
+    env = {"PRIMAGE_CONTAINERS": "true", "PRIMAGE_CONTAINER_ENV": json.dumps(container_env)}
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_tosca_templates_deploy_as_containers_behind_the_proxy(
+    container_server: RunningServer, container_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An INDIGO-shaped template with inputs, a published port and a volume, and one of the
+    standard types (application → runtime → compute), each deployed and reached."""
+    server = container_server
+    httpd = "localhost/busybox-httpd:test"
+    import_busybox(container_env, httpd, tmp_path / "rootfs",
+                   '["httpd", "-f", "-p", "8080", "-h", "/srv"]',
+                   files={"srv/index.html": b"<p>web app</p>\n"})  # fmt: skip
+    alice_token, bob_token = _users(server)
+    alice = server.client(alice_token)
+    alice.create_space("reports")
+    alice.upload("reports", "index.html", b"<p>3 lesions</p>\n")
+
+    viewer = TEMPLATES / "viewer.indigo.yaml"
+    made = server.cli("app", "deploy", str(viewer), "--input", "space=reports", token=alice_token)
+    assert made.code == 0, made.out + made.err
+    shown = alice.app("viewer")
+    assert shown.spec.image is not None and "@sha256:" in shown.spec.image  # pinned
+    assert (shown.spec.port, shown.spec.resources.memory) == (8080, 256_000_000)
+    page = httpx.get(f"{server.url}/apps/viewer/index.html", headers=_bearer(alice_token))
+    assert page.status_code == 200 and page.text == "<p>3 lesions</p>\n"
+    refused = httpx.get(f"{server.url}/apps/viewer/index.html", headers=_bearer(bob_token))
+    assert refused.status_code == 403  # not a member of 'reports'
+
+    standard = (TEMPLATES / "webapp.tosca.yaml").read_text()
+    with pytest.raises(BadRequest, match="input 'image' is required"):
+        alice.deploy_app(standard, source="webapp.tosca.yaml")
+    alice.deploy_app(standard, inputs={"image": httpd}, source="webapp.tosca.yaml")
+    assert alice.wait_app("webapp", timeout=60).state == "running"
+    answer = httpx.get(f"{server.url}/apps/webapp/", headers=_bearer(alice_token))
+    assert answer.status_code == 200 and answer.text == "<p>web app</p>\n"
+
+    for name in ("viewer", "webapp"):
+        alice.remove_app(name)
+    left = podman(container_env, "ps", "-a", "--format", "{{.Names}}").stdout
+    assert "primage-app-" not in left
