@@ -298,3 +298,51 @@ def test_tosca_templates_deploy_as_containers_behind_the_proxy(
         alice.remove_app(name)
     left = podman(container_env, "ps", "-a", "--format", "{{.Names}}").stdout
     assert "primage-app-" not in left
+
+
+ECHO = b"""
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+        self.send_response(200)
+        self.send_header("Set-Cookie", "a=1; Path=/")
+        self.send_header("Set-Cookie", "b=2; Path=/")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"""
+
+
+def test_proxy_sends_the_app_its_own_credential_and_the_path_as_it_came(
+    app_server: RunningServer,
+) -> None:
+    api = app_server.client()
+    api.create_space("tools")
+    api.upload("tools", "echo.py", ECHO)
+    api.deploy_app(
+        "app: {name: echo, command: 'python3 {spaces.tools}/echo.py {port}', spaces: [tools],"
+        " strip_prefix: true}\n"
+    )
+    assert api.wait_app("echo", timeout=60).state == "running"
+    answer = httpx.get(
+        f"{app_server.url}/apps/echo/sub%2Fdir?x=1",
+        headers={
+            **_bearer(app_server.admin_token),
+            "Cookie": "primage_session=not-for-the-app; theme=dark",
+            "X-Primage-User": "mallory",
+        },
+    )
+    assert answer.status_code == 200
+    seen = answer.json()
+    assert seen["path"] == "/sub%2Fdir?x=1"  # as sent, not decoded
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert headers["authorization"].startswith("token ")  # the app's token, not the caller's
+    assert app_server.admin_token not in json.dumps(seen)
+    assert headers["cookie"] == "theme=dark" and headers["x-primage-user"] == "admin"
+    assert answer.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    api.remove_app("echo")

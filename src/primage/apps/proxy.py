@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 import httpx
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from primage.apps.supervisor import Route, Supervisor
@@ -37,6 +38,7 @@ WEBSOCKET_OWN = frozenset(
      "sec-websocket-protocol", "origin"}
 )  # fmt: skip
 ACCESS_TTL_S = 5.0
+ACCESS_KEPT = 10_000  # decisions kept at most; all are dropped past that
 
 
 class Proxy:
@@ -48,16 +50,18 @@ class Proxy:
     async def close(self) -> None:
         await self.client.aclose()
 
-    def open(self, principal: Principal, name: str) -> tuple[Route, int]:
+    async def open(self, principal: Principal, name: str) -> tuple[Route, int]:
         """Where to send ``principal``'s traffic for app ``name``, and the app's id; 404 for
         no such app, 403 for someone it is not open to, 503 while no instance is ready.
-        Decisions are kept a few seconds (blocking: may read the database)."""
+        Decisions are kept a few seconds: most requests cost no database query, nor thread."""
         key = (principal.user_id, principal.token_id, name)
         cached = self._allowed.get(key)
         if cached is not None and cached[0] > time.monotonic():
             app_id = cached[1]
         else:
-            app_id = self._check(principal, name)
+            app_id = await run_in_threadpool(self._check, principal, name)
+            if len(self._allowed) >= ACCESS_KEPT:
+                self._allowed.clear()
             self._allowed[key] = (time.monotonic() + ACCESS_TTL_S, app_id)
         route = self.supervisor.routes.get(name)
         if route is None:

@@ -28,6 +28,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._turning: asyncio.Future[None] | None = None
         self._http = httpx.Client(timeout=2.0)
 
     # -- what the API and the proxy ask ---------------------------------------------------------
@@ -98,6 +100,8 @@ class Supervisor:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._turning is not None:  # a turn already in its thread finishes first
+            await asyncio.gather(self._turning, return_exceptions=True)
         self._http.close()
 
     def wake(self) -> None:
@@ -122,7 +126,8 @@ class Supervisor:
         while True:
             try:
                 async with self._lock:
-                    await asyncio.to_thread(self._turn)
+                    self._turning = asyncio.ensure_future(asyncio.to_thread(self._turn))
+                    await asyncio.shield(self._turning)  # cancelled or not, it runs to its end
             except Exception:  # one bad turn must not stop supervision
                 log.exception("app supervisor turn")
             self._wake.clear()
@@ -422,6 +427,7 @@ class Supervisor:
                 return
             if row.state == "removing":
                 session.delete(row)
+                shutil.rmtree(self.folder / str(app.id), ignore_errors=True)  # its logs
             else:
                 row.state = "stopped"
                 session.add_all(tables.AppEvent(app_id=app.id, message=e) for e in events)

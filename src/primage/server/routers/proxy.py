@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import httpx
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.websockets import WebSocketDisconnect
@@ -33,8 +33,16 @@ async def _admit(
     principal, cookie = await identify(connection, state)
     if cookie and unsafe:
         state.proxy.check_origin(connection.headers, connection.headers.get("host"))
-    route, _ = await run_in_threadpool(state.proxy.open, principal, name)
+    route, _ = await state.proxy.open(principal, name)
     return principal, route
+
+
+def _rest(connection: Request | WebSocket, name: str) -> str:
+    """The path below /apps/<name>/ exactly as the client sent it (still percent-encoded:
+    %2F stays %2F), with the query."""
+    raw: bytes = connection.scope.get("raw_path") or connection.url.path.encode()
+    rest = raw.decode("latin-1").removeprefix(f"/apps/{name}/")
+    return f"{rest}?{connection.url.query}" if connection.url.query else rest
 
 
 @router.api_route("/apps/{name}", methods=METHODS)
@@ -45,24 +53,24 @@ async def to_folder(name: str) -> Response:
 @router.api_route("/apps/{name}/{path:path}", methods=METHODS)
 async def forward(name: str, path: str, request: Request, state: State) -> Response:
     principal, route = await _admit(state, request, name, request.method not in SAFE_METHODS)
-    url = f"http://127.0.0.1:{route.next_port()}{route.prefix}{path}"
-    if request.url.query:
-        url += f"?{request.url.query}"
+    url = f"http://127.0.0.1:{route.next_port()}{route.prefix}{_rest(request, name)}"
     headers = upstream_headers(request.headers.items(), route, principal, websocket=False)
     headers.append(("x-forwarded-host", request.headers.get("host", "")))
     body = request.stream() if request.method not in ("GET", "HEAD") else None
     sent = state.proxy.client.build_request(request.method, url, headers=headers, content=body)
     try:
         answer = await state.proxy.client.send(sent, stream=True)
-    except Exception as exc:  # httpx.HTTPError and transport errors alike
+    except httpx.HTTPError as exc:
         detail = f"app '{name}' did not answer: {exc.__class__.__name__}"
         return JSONResponse({"error": "app_unavailable", "detail": detail}, status_code=502)
-    return StreamingResponse(
+    response = StreamingResponse(
         answer.aiter_raw(),
         status_code=answer.status_code,
-        headers=dict(downstream_headers(answer.headers.multi_items())),
         background=BackgroundTask(answer.aclose),
     )
+    for key, value in downstream_headers(answer.headers.multi_items()):
+        response.headers.append(key, value)  # repeated ones too (Set-Cookie)
+    return response
 
 
 @router.websocket("/apps/{name}/{path:path}")
@@ -73,9 +81,7 @@ async def forward_websocket(websocket: WebSocket, name: str, path: str) -> None:
     except PrimageError as exc:
         await websocket.send_denial_response(JSONResponse(exc.to_json(), status_code=exc.status))
         return
-    url = f"ws://127.0.0.1:{route.next_port()}{route.prefix}{path}"
-    if websocket.url.query:
-        url += f"?{websocket.url.query}"
+    url = f"ws://127.0.0.1:{route.next_port()}{route.prefix}{_rest(websocket, name)}"
     headers = upstream_headers(websocket.headers.items(), route, principal, websocket=True)
     offered = [Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
     try:
