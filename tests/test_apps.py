@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -346,3 +347,64 @@ def test_proxy_sends_the_app_its_own_credential_and_the_path_as_it_came(
     assert headers["cookie"] == "theme=dark" and headers["x-primage-user"] == "admin"
     assert answer.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
     api.remove_app("echo")
+
+
+def test_interactive_job_serves_until_idle_and_can_be_cancelled(
+    app_server: RunningServer, tmp_path: Path
+) -> None:
+    """``kind: interactive``: one service at /apps/job-<id>/ on the app machinery; the job
+    succeeds when the service goes idle, and is cancelled with it."""
+    api = app_server.client()
+    api.create_space("site")
+    api.upload("site", "index.html", b"<h1>viewer</h1>\n")
+    job_file = tmp_path / "viewer.yaml"
+    job_file.write_text(
+        "name: viewer\nkind: interactive\nspaces: [site]\n"
+        "command: python3 -m http.server {port} --bind 127.0.0.1 --directory {spaces.site}\n"
+        "service: {strip_prefix: true, idle_timeout: 4s}\n"
+    )
+    submitted = app_server.cli("job", "submit", str(job_file))
+    assert submitted.code == 0, submitted.err
+    job_id = int(submitted.out.split()[2])
+    url = f"{app_server.url}/apps/job-{job_id}/"
+    assert f"open it at {url}" in submitted.out
+
+    deadline = time.monotonic() + 60
+    while (job := api.job(job_id)).state != "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    page = httpx.get(f"{url}index.html", headers=_bearer(app_server.admin_token))
+    assert page.status_code == 200 and page.text == "<h1>viewer</h1>\n"
+    assert job.url == url and api.tasks(job_id).tasks[0].state == "running"
+
+    done = api.wait_job(job_id, timeout=60)  # idle for 4 s: it ends
+    assert done.state == "succeeded", done.message
+    assert "without traffic" in api.tasks(job_id).tasks[0].message
+    assert [a.name for a in api.list_apps()] == []  # its app went with it
+
+    again = api.submit_job(json_spec(job_file))
+    deadline = time.monotonic() + 60
+    while api.job(again.id).state != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    api.cancel_job(again.id)
+    assert api.wait_job(again.id, timeout=30).state == "cancelled"
+    assert (
+        httpx.get(
+            f"{app_server.url}/apps/job-{again.id}/", headers=_bearer(app_server.admin_token)
+        ).status_code
+        == 404
+    )
+    with pytest.raises(BadRequest, match="timeout: not for an interactive job"):
+        api.submit_job({**json_spec(job_file), "timeout": "1h"})
+
+    broken = api.submit_job({"kind": "interactive", "command": "sh -c 'echo no GPU >&2; exit 4'"})
+    failed = api.wait_job(broken.id, timeout=60)
+    assert failed.state == "failed"
+    message = api.tasks(broken.id).tasks[0].message
+    assert "exited with code 4" in message and "no GPU" in message
+
+
+def json_spec(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded

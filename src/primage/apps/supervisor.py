@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from primage.apps.launch import Launch, container_name
 from primage.auth.crypto import SecretBox
@@ -44,6 +45,8 @@ from primage.db import Database, tables
 from primage.db.tables import utcnow
 from primage.executors.local import procs, services
 from primage.executors.local.containers import Runtime
+from primage.jobs.progress import close_if_done
+from primage.jobs.states import TASK_DONE, JobState, TaskState
 from primage.models.apps import AppSpec
 
 log = logging.getLogger("primage.apps")
@@ -87,12 +90,14 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._turning: asyncio.Future[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self._http = httpx.Client(timeout=2.0)
 
     # -- what the API and the proxy ask ---------------------------------------------------------
 
     async def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._event_loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop(), name="app-supervisor")
 
     async def stop(self) -> None:
@@ -105,7 +110,9 @@ class Supervisor:
         self._http.close()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Ask for a turn now; safe from any thread."""
+        if self._event_loop is not None and not self._event_loop.is_closed():
+            self._event_loop.call_soon_threadsafe(self._wake.set)
 
     async def settle(self, app_id: int) -> None:
         """Run a turn for one app now (stopping, removing), the loop held off meanwhile."""
@@ -406,6 +413,7 @@ class Supervisor:
                 stored.generation = app.generation
                 if events:
                     stored.updated_at = utcnow()
+                self._follow(session, stored, stopped=False)
             for row in instances:
                 if row.state == "stopped":
                     session.execute(
@@ -425,13 +433,43 @@ class Supervisor:
             row = session.get(tables.App, app.id)
             if row is None:
                 return
-            if row.state == "removing":
+            self._follow(session, row, stopped=True)
+            if row.state == "removing" or row.job_id is not None:  # a job's app ends with it
                 session.delete(row)
                 shutil.rmtree(self.folder / str(app.id), ignore_errors=True)  # its logs
             else:
                 row.state = "stopped"
                 session.add_all(tables.AppEvent(app_id=app.id, message=e) for e in events)
         self._activity.pop(app.id, None)
+
+    @staticmethod
+    def _follow(session: Session, app: tables.App, *, stopped: bool) -> None:
+        """An interactive job's one task follows its app (``jobs/submit.py``): running once it
+        serves, failed with it; once its instances are ``stopped``, succeeded if it stopped for
+        want of traffic, else cancelled. A failed job's app is removed at the next turn."""
+        if app.job_id is None:
+            return
+        task = session.get(tables.Task, (app.job_id, 0))
+        job = session.get(tables.Job, app.job_id)
+        if task is None or job is None or task.state in TASK_DONE:
+            return
+        now = utcnow()
+        if app.state == "running" and task.state == TaskState.QUEUED:
+            task.state, task.started_at, task.external_id = TaskState.RUNNING, now, app.name
+            job.state, job.started_at = JobState.RUNNING, now
+            return
+        if app.state == "failed":
+            outcome = TaskState.FAILED
+        elif stopped:
+            outcome = TaskState.SUCCEEDED if app.state == "stopping" else TaskState.CANCELLED
+        else:
+            return
+        task.state, task.finished_at = outcome, now
+        task.message = app.message or ("cancelled" if outcome == TaskState.CANCELLED else "")
+        if app.state == "failed":
+            app.state = "removing"
+        session.flush()
+        close_if_done(session, app.job_id)
 
     def _save_activity(self) -> None:
         """Last proxied traffic, written once a turn rather than on every request."""

@@ -133,6 +133,8 @@ def submit(
     )
     if job.output_space:
         typer.echo(f"outputs: {job.output_space}:{job.output_path}", err=as_json)
+    if job.url:
+        typer.echo(f"open it at {job.url} (it ends when idle, or: primage job cancel {job.id})")
     if wait_:
         finished = follow(api, job.id, quiet_stdout=as_json)
         if as_json:
@@ -240,6 +242,8 @@ def show(
     counts = job.counts.model_dump()
     typer.echo("tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     typer.echo(f"command: {job.spec.command}")
+    if job.url:
+        typer.echo(f"open it at {job.url}")
     if job.output_space:
         typer.echo(f"outputs: {job.output_space}:{job.output_path}")
     typer.echo(

@@ -339,6 +339,8 @@ class App(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_activity_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The interactive job this app serves: its one task follows the app, and ends with it.
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
     owner: Mapped[User] = relationship(lazy="joined")
 

@@ -144,9 +144,9 @@ class Reconciler:
     def _active_refs(self) -> list[ExternalRef]:
         with self.db.session() as session:
             rows = session.execute(
-                select(T.job_id, T.index, T.attempt, T.external_id).where(
-                    T.state.in_(states.TASK_ACTIVE)
-                )
+                select(T.job_id, T.index, T.attempt, T.external_id)
+                .join(tables.Job, tables.Job.id == T.job_id)
+                .where(T.state.in_(states.TASK_ACTIVE), tables.Job.kind != states.INTERACTIVE)
             ).all()
             return [
                 ExternalRef(
@@ -294,6 +294,7 @@ class Reconciler:
             select(T.job_id, T.index, T.attempt)
             .join(tables.Job, tables.Job.id == T.job_id)
             .where(tables.Job.cancel_requested, T.state.in_(states.TASK_ACTIVE))
+            .where(tables.Job.kind != states.INTERACTIVE)  # the app supervisor's to stop
         ).all()
         keys = [TaskKey(job, index, attempt) for job, index, attempt in rows]
         fresh = [k for k in keys if k not in self._cancel_sent]
@@ -301,7 +302,12 @@ class Reconciler:
         return fresh
 
     def _hand_out(self, session: Session) -> list[TaskRun]:
-        active = session.scalar(select(func.count()).where(T.state.in_(states.TASK_ACTIVE)))
+        active = session.scalar(
+            select(func.count())
+            .select_from(T)
+            .join(tables.Job, tables.Job.id == T.job_id)
+            .where(T.state.in_(states.TASK_ACTIVE), tables.Job.kind != states.INTERACTIVE)
+        )
         room = self.prefetch - (active or 0)
         if room <= 0:
             return []
@@ -310,6 +316,7 @@ class Reconciler:
             select(T.job_id, T.index, T.attempt, T.inputs)
             .join(tables.Job, tables.Job.id == T.job_id)
             .where(T.state == TaskState.PENDING, ~tables.Job.cancel_requested)
+            .where(tables.Job.kind != states.INTERACTIVE)  # never: the app supervisor runs it
             .where((T.not_before.is_(None)) | (T.not_before <= now))
             .order_by(T.job_id, T.index)
             .limit(room)

@@ -34,6 +34,8 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
+INTERACTIVE = "interactive"  # a job whose one task is an app's service (apps/supervisor.py)
+
 TASK_DONE = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 TASK_ACTIVE = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 JOB_DONE = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.PARTIAL, JobState.CANCELLED})

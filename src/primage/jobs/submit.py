@@ -9,15 +9,18 @@ from __future__ import annotations
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from primage.apps import records
 from primage.auth import policy
+from primage.auth.crypto import SecretBox
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict
 from primage.executors.base import Executor, Pull
 from primage.jobs.expand import OUTPUTS, expand
-from primage.jobs.states import JobState, TaskState
-from primage.models.jobs import JobSpec
+from primage.jobs.states import INTERACTIVE, JobState, TaskState
+from primage.models.apps import AppSpec
+from primage.models.jobs import JobSpec, Service
 from primage.storage.paths import normalise_relpath
 from primage.storage.spaces import SpaceStore
 
@@ -30,9 +33,15 @@ def submit(
     spec: JobSpec,
     max_tasks: int,
     pull: Pull | None = None,
+    box: SecretBox | None = None,
 ) -> tables.Job:
     check_spaces(session, caller, spec)
+    if spec.kind == INTERACTIVE:
+        executor.require("apps", "an interactive job runs a service")
     image = executor.pin_image(spec.image, pull) if spec.image is not None else None
+    if spec.kind == INTERACTIVE:
+        assert box is not None, "interactive jobs need the platform's SecretBox"
+        return submit_service(session, box, executor, caller, spec, image)
     root = store.folder(spec.inputs.space) if spec.inputs else None
     tasks = expand(spec, root, max_tasks)
     if spec.inputs and caller.caveats.path_prefix is not None:  # a token confined to a folder
@@ -63,6 +72,55 @@ def submit(
     ]
     session.execute(insert(tables.Task), rows)
     return job
+
+
+def submit_service(
+    session: Session,
+    box: SecretBox,
+    executor: Executor,
+    caller: Principal,
+    spec: JobSpec,
+    image: str | None,
+) -> tables.Job:
+    """An interactive job: one task that stands for an app (``job-<id>``), which the app
+    supervisor runs and reports on; the job ends when the app is idle, fails or is cancelled."""
+    job = tables.Job(
+        name=spec.name,
+        kind=spec.kind,
+        owner_id=caller.user_id,
+        spec=spec.model_dump_json(exclude_defaults=True),
+        state=JobState.PENDING,
+        executor=executor.name,
+        image=image,
+        spaces="".join(f",{name}" for name in sorted(spec.mounts())) + ",",
+        task_count=1,
+    )
+    session.add(job)
+    session.flush()
+    session.add(tables.Task(job_id=job.id, index=0, state=TaskState.QUEUED, attempt=1))
+    records.create(session, box, caller, service_app(job.id, spec, image), job_id=job.id)
+    return job
+
+
+def service_app(job_id: int, spec: JobSpec, image: str | None) -> AppSpec:
+    """The app an interactive job runs: one instance, open to its owner, ended when idle."""
+    service = spec.service or Service()
+    return AppSpec(
+        name=service_name(job_id),
+        image=image,
+        command=spec.command,
+        port=service.port,
+        health_path=service.health_path,
+        strip_prefix=service.strip_prefix,
+        resources=spec.resources,
+        env=spec.env,
+        spaces=spec.spaces,
+        idle_timeout=service.idle_timeout,
+    )
+
+
+def service_name(job_id: int) -> str:
+    return f"job-{job_id}"
 
 
 def check_spaces(session: Session, caller: Principal, spec: JobSpec) -> None:

@@ -105,12 +105,27 @@ class Output(Strict):
     path: str | None = Field(None, description="Folder in that space; default outputs/<job-id>.")
 
 
+class Service(Strict):
+    """An interactive job's service: how the platform reaches it (``kind: interactive``)."""
+
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port it listens on; default a free one ({port})."
+    )
+    health_path: str = Field("", description="Path below {base_url} that answers once ready.")
+    strip_prefix: bool = Field(False, description="Send requests without /apps/job-<id>.")
+    idle_timeout: Seconds = Field(
+        3600.0, description="The job ends after this long without traffic through the proxy."
+    )
+
+
 class JobSpec(Strict):
     """What to run, on which data, with which resources."""
 
     name: str = Field("job", max_length=128, description="A label for listings.")
-    kind: Literal["batch", "htc"] = Field(
-        "batch", description="batch: one task; htc: one task per input file (or per --array index)."
+    kind: Literal["batch", "htc", "interactive"] = Field(
+        "batch",
+        description="batch: one task; htc: one task per input file (or per --array index); "
+        "interactive: one service, reached at /apps/job-<id>/ until it is idle or cancelled.",
     )
     command: str = Field(
         min_length=1,
@@ -137,9 +152,14 @@ class JobSpec(Strict):
     retries: Retries = Field(default_factory=Retries)
     output: Output = Field(default_factory=Output)
     overwrite: bool = Field(False, description="Allow writing into an existing output folder.")
+    service: Service | None = Field(None, description="Interactive: how it is reached.")
 
     @model_validator(mode="after")
     def consistent(self) -> JobSpec:
+        if self.kind == "interactive":
+            return self._interactive()
+        if self.service is not None:
+            raise ValueError("service: only an interactive job (kind: interactive) has one")
         if self.kind == "htc" and (self.inputs is None) == (self.array is None):
             raise ValueError("an htc job needs exactly one of inputs (files) or array (a count)")
         if self.kind == "batch" and (self.inputs is not None or self.array is not None):
@@ -163,6 +183,25 @@ class JobSpec(Strict):
         )
         return self
 
+    def _interactive(self) -> JobSpec:
+        from primage.models.apps import check_variables
+
+        given = [
+            name
+            for name in ("inputs", "array", "timeout", "output", "retries", "files_per_task")
+            if getattr(self, name)
+            != JobSpec.model_fields[name].get_default(call_default_factory=True)
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: not for an interactive job, which runs one service "
+                "until it is idle or cancelled"
+            )
+        if self.service is None:
+            self.service = Service()
+        check_variables(self.command, {m.name for m in self.spaces}, has_workdir=False)
+        return self
+
     def implied_spaces(self) -> set[str]:
         found = {self.inputs.space} if self.inputs else set()
         if self.output.space:
@@ -171,7 +210,10 @@ class JobSpec(Strict):
 
     @property
     def output_space(self) -> str | None:
-        """Where outputs go: the named space, else the input space, else the one writable mount."""
+        """Where outputs go: the named space, else the input space, else the one writable mount
+        (an interactive job writes where it likes in its spaces: no output folder)."""
+        if self.kind == "interactive":
+            return None
         if self.output.space:
             return self.output.space
         if self.inputs:
@@ -227,6 +269,7 @@ class Job(BaseModel):
 
 class JobDetail(Job):
     spec: JobSpec
+    url: str | None = Field(None, description="Interactive: where its service is reached.")
     image: str | None = Field(
         None, description="The image the tasks run, pinned by digest at submission."
     )

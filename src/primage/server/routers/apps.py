@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from primage.apps import templates
+from primage.apps import records, templates
 from primage.auth import audit, policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
@@ -32,13 +30,6 @@ from primage.server.pulls import registry_pull
 
 router = APIRouter(prefix="/applications", tags=["applications"])
 EVENTS_SHOWN = 30
-
-
-def sealed_spec(state: State, spec: m.AppSpec) -> str:
-    data = spec.model_dump(mode="json", exclude_defaults=True)
-    if spec.secrets:
-        data["secrets"] = {k: state.box.seal(v) for k, v in spec.secrets.items()}
-    return json.dumps(data)
 
 
 def shown_spec(text: str) -> m.AppSpec:
@@ -125,23 +116,8 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
     def store() -> m.App:
         with state.db.session() as session:
             check_spaces(session, caller, spec)
-            row = tables.App(
-                name=spec.name,
-                owner_id=caller.user_id,
-                spec=sealed_spec(state, spec),
-                state="deploying",
-                app_token=state.box.seal(secrets.token_urlsafe(32)),
-            )
-            session.add(row)
-            try:
-                session.flush()
-            except IntegrityError:
-                raise Conflict(
-                    f"an app named '{spec.name}' exists: deploy under another name (--name), "
-                    f"or remove it first (primage app rm {spec.name})"
-                ) from None
-            session.add(tables.AppEvent(app_id=row.id, message=f"deployed by {caller.name}"))
-            audit.record(session, caller, "app.deploy", f"app:{spec.name}")
+            row = records.create(session, state.box, caller, spec)
+            session.flush()
             session.refresh(row)
             return to_model(state, row, 0)
 
@@ -223,7 +199,10 @@ async def update(name: str, body: m.AppUpdate, caller: Caller, state: State) -> 
             if "image" in changes:
                 merged = pinned(state, caller, merged)
             row.pending_spec = json.dumps(
-                {**json.loads(sealed_spec(state, merged)), "secrets": current.get("secrets", {})}
+                {
+                    **json.loads(records.sealed_spec(state.box, merged)),
+                    "secrets": current.get("secrets", {}),
+                }
             )
             row.state, row.updated_at = "updating", utcnow()
             changed = ", ".join(sorted(changes)) or "nothing"

@@ -23,7 +23,7 @@ from primage.executors.base import TaskKey
 from primage.jobs import states
 from primage.jobs.progress import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
-from primage.jobs.submit import submit
+from primage.jobs.submit import service_name, submit
 from primage.models import jobs as m
 from primage.server.deps import Caller, State
 from primage.server.pulls import registry_pull
@@ -53,10 +53,13 @@ def to_model(job: tables.Job, counts: dict[TaskState, int]) -> m.Job:
     )
 
 
-def detail(session: Session, job: tables.Job) -> m.JobDetail:
+def detail(session: Session, job: tables.Job, base_url: str) -> m.JobDetail:
     model = to_model(job, task_counts(session, job.id))
     spec = m.JobSpec.model_validate_json(job.spec)
-    return m.JobDetail(**model.model_dump(), spec=spec, image=job.image)
+    url = None
+    if job.kind == states.INTERACTIVE and job.state not in states.JOB_DONE:
+        url = f"{base_url}/apps/{service_name(job.id)}/"
+    return m.JobDetail(**model.model_dump(), spec=spec, image=job.image, url=url)
 
 
 def find(session: Session, caller: Principal, job_id: int, what: str) -> tables.Job:
@@ -89,11 +92,13 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
             spec,
             state.settings.max_tasks_per_job,
             pull,
+            state.box,
         )
         session.flush()
         audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)
-        result = detail(session, job)
+        result = detail(session, job, state.settings.base_url)
     state.reconciler.poke()
+    state.supervisor.wake()
     return result
 
 
@@ -154,7 +159,7 @@ def counts_of(session: Session, job_ids: list[int]) -> dict[int, dict[TaskState,
 @router.get("/{job_id}", response_model=m.JobDetail)
 def show(job_id: int, caller: Caller, state: State) -> m.JobDetail:
     with state.db.session() as session:
-        return detail(session, find(session, caller, job_id, "see"))
+        return detail(session, find(session, caller, job_id, "see"), state.settings.base_url)
 
 
 @router.get("/{job_id}/tasks", response_model=m.TaskPage)
@@ -241,10 +246,14 @@ def cancel(job_id: int, caller: Caller, state: State) -> m.JobDetail:
                 .where(T.job_id == job_id, T.state == TaskState.PENDING)
                 .values(state=TaskState.CANCELLED, message="cancelled before it started")
             )
+            session.execute(  # an interactive job's service: the app supervisor stops it
+                update(tables.App).where(tables.App.job_id == job_id).values(state="removing")
+            )
             session.flush()
             close_if_done(session, job_id)
-        result = detail(session, job)
+        result = detail(session, job, state.settings.base_url)
     state.reconciler.poke()
+    state.supervisor.wake()
     return result
 
 

@@ -29,6 +29,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.Column("last_activity_at", sa.DateTime(), nullable=True),
+        sa.Column("job_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_apps_job_id_jobs"), ondelete="SET NULL"
+        ),
         sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_apps_owner_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_apps")),
         sa.UniqueConstraint("name", name=op.f("uq_apps_name")),
