@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from primage.client import Client
-from primage.errors import BadRequest, Conflict
+from primage.errors import BadRequest, Conflict, Forbidden
 from primage.executors.local import procs
 from primage.samples import sample_images
 from tests.harness import RunningServer, free_port, import_busybox, podman, require
@@ -408,3 +408,29 @@ def test_interactive_job_serves_until_idle_and_can_be_cancelled(
 def json_spec(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(path.read_text())
     return loaded
+
+
+def test_only_the_owner_manages_an_app_and_a_read_only_token_only_looks(
+    app_server: RunningServer,
+) -> None:
+    alice_token, bob_token = _users(app_server)
+    alice, bob = app_server.client(alice_token), app_server.client(bob_token)
+    _web_app(alice)
+    assert bob.list_apps() == [] and [a.name for a in alice.list_apps()] == ["web"]
+    for attempt in (
+        lambda: bob.app("web"),
+        lambda: bob.update_app("web", replicas=2),
+        lambda: bob.stop_app("web"),
+        lambda: bob.remove_app("web"),
+        lambda: list(bob.app_logs("web")),
+    ):
+        with pytest.raises(Forbidden, match="only the owner of app 'web'"):
+            attempt()
+    read_only = app_server.client(alice.create_token("look", read_only=True).token)
+    assert read_only.app("web").state == "running"
+    with pytest.raises(Forbidden, match="read-only"):
+        read_only.remove_app("web")
+    with pytest.raises(Forbidden, match="restricted token cannot deploy"):
+        read_only.deploy_app(WEB % "1h")
+    assert app_server.client().app("web").owner == "alice"  # admins see every app
+    alice.remove_app("web")
