@@ -37,12 +37,8 @@ JUPYTER = Path(sys.executable).with_name("jupyter")
 
 
 @pytest.fixture
-def app_server(tmp_path: Path) -> Iterator[RunningServer]:
-    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}")
-    try:
-        yield running
-    finally:
-        running.stop()
+def app_server(sqlite_server: RunningServer) -> RunningServer:
+    return sqlite_server
 
 
 def _users(server: RunningServer) -> tuple[str, str]:

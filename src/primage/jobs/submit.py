@@ -47,18 +47,7 @@ def submit(
     if spec.inputs and caller.caveats.path_prefix is not None:  # a token confined to a folder
         files = [f for batch in tasks for f in batch]
         policy.check_space(caller, lookup.space(session, spec.inputs.space), Right.READ, *files)
-    job = tables.Job(
-        name=spec.name,
-        kind=spec.kind,
-        owner_id=caller.user_id,
-        spec=spec.model_dump_json(exclude_defaults=True),
-        state=JobState.PENDING,
-        executor=executor.name,
-        image=image,
-        output_space=spec.output_space,
-        spaces="".join(f",{name}" for name in sorted(spec.mounts())) + ",",
-        task_count=len(tasks),
-    )
+    job = job_row(caller, spec, executor, image, len(tasks))
     session.add(job)
     session.flush()  # the id names the default output folder
     if spec.output_space is not None:
@@ -74,6 +63,23 @@ def submit(
     return job
 
 
+def job_row(
+    caller: Principal, spec: JobSpec, executor: Executor, image: str | None, tasks: int
+) -> tables.Job:
+    return tables.Job(
+        name=spec.name,
+        kind=spec.kind,
+        owner_id=caller.user_id,
+        spec=spec.model_dump_json(exclude_defaults=True),
+        state=JobState.PENDING,
+        executor=executor.name,
+        image=image,
+        output_space=spec.output_space,
+        spaces="".join(f",{name}" for name in sorted(spec.mounts())) + ",",
+        task_count=tasks,
+    )
+
+
 def submit_service(
     session: Session,
     box: SecretBox,
@@ -84,17 +90,7 @@ def submit_service(
 ) -> tables.Job:
     """An interactive job: one task that stands for an app (``job-<id>``), which the app
     supervisor runs and reports on; the job ends when the app is idle, fails or is cancelled."""
-    job = tables.Job(
-        name=spec.name,
-        kind=spec.kind,
-        owner_id=caller.user_id,
-        spec=spec.model_dump_json(exclude_defaults=True),
-        state=JobState.PENDING,
-        executor=executor.name,
-        image=image,
-        spaces="".join(f",{name}" for name in sorted(spec.mounts())) + ",",
-        task_count=1,
-    )
+    job = job_row(caller, spec, executor, image, 1)
     session.add(job)
     session.flush()
     session.add(tables.Task(job_id=job.id, index=0, state=TaskState.QUEUED, attempt=1))

@@ -15,13 +15,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from primage.errors import BadRequest, describe_invalid
 from primage.jobs.template import PATTERN
+from primage.models import validated
 from primage.models.jobs import Mount, Resources, Seconds, Strict, parse_mount
 
 NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
@@ -138,12 +137,7 @@ def check_variables(command: str, spaces: set[str], has_workdir: bool) -> None:
 
 def app_from(data: Any, source: str = "app") -> AppSpec:
     """A validated spec, or BadRequest naming each wrong field and what to write instead."""
-    if not isinstance(data, dict):
-        raise BadRequest(f"{source}: an app is a mapping of fields (name, command, …)")
-    try:
-        return AppSpec.model_validate(data)
-    except ValidationError as exc:
-        raise BadRequest(f"{source}: {describe_invalid(exc.errors())}") from None
+    return validated(AppSpec, data, source, "name, command")
 
 
 class Instance(BaseModel):

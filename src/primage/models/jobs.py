@@ -15,12 +15,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
-from primage.errors import BadRequest, describe_invalid
 from primage.jobs.template import check_template
+from primage.models import validated
 
 UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
@@ -233,12 +232,7 @@ class JobSpec(Strict):
 
 def spec_from(data: Any, source: str = "job") -> JobSpec:
     """A validated spec, or BadRequest naming each wrong field and what to write instead."""
-    if not isinstance(data, dict):
-        raise BadRequest(f"{source}: a job is a mapping of fields (name, kind, command, …)")
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise BadRequest(f"{source}: {describe_invalid(exc.errors())}") from None
+    return validated(JobSpec, data, source, "name, kind, command")
 
 
 class JobCounts(BaseModel):

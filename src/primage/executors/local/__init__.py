@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -299,17 +299,11 @@ class LocalExecutor(Executor):
     async def logs(
         self, key: TaskKey, stream: Literal["stdout", "stderr"], *, follow: bool
     ) -> AsyncIterator[bytes]:
-        path = self.folder(key) / f"{stream}.log"
-        offset = 0
-        while True:
-            data = await asyncio.to_thread(read_from, path, offset)
-            offset += len(data)
-            if data:
-                yield data
-                continue
-            if not follow or key not in self._inflight:
-                return
-            await asyncio.sleep(0.25)
+        async def running() -> bool:
+            return key in self._inflight
+
+        async for data in follow_file(self.folder(key) / f"{stream}.log", follow, running):
+            yield data
 
     async def forget(self, job_id: int) -> None:
         await asyncio.to_thread(shutil.rmtree, self.runs_dir / str(job_id), True)
@@ -320,6 +314,22 @@ class LocalExecutor(Executor):
         with self._lock:
             if self._runner is not None and self._runner.stdin is not None:
                 self._runner.stdin.close()
+
+
+async def follow_file(
+    path: Path, follow: bool, running: Callable[[], Awaitable[bool]], pause: float = 0.25
+) -> AsyncIterator[bytes]:
+    """A log file's content; with ``follow``, what it grows by too, while ``running()``."""
+    offset = 0
+    while True:
+        data = await asyncio.to_thread(read_from, path, offset)
+        offset += len(data)
+        if data:
+            yield data
+        elif not follow or not await running():
+            return
+        else:
+            await asyncio.sleep(pause)
 
 
 def read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:

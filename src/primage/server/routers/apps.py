@@ -6,9 +6,7 @@ management API, under ``/applications`` so that no app path can shadow it.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
@@ -23,7 +21,7 @@ from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.db.tables import utcnow
 from primage.errors import BadRequest, Conflict, NotFound
-from primage.executors.local import read_from
+from primage.executors.local import follow_file
 from primage.models import apps as m
 from primage.server.deps import Caller, State
 from primage.server.pulls import registry_pull
@@ -279,16 +277,4 @@ async def logs(
         except NotFound:
             return False
 
-    async def stream() -> AsyncIterator[bytes]:
-        offset = 0
-        while True:
-            data = await asyncio.to_thread(read_from, path, offset)
-            offset += len(data)
-            if data:
-                yield data
-            elif not follow or not await running():
-                return
-            else:
-                await asyncio.sleep(0.5)
-
-    return StreamingResponse(stream(), media_type="text/plain")
+    return StreamingResponse(follow_file(path, follow, running, 0.5), media_type="text/plain")
