@@ -21,11 +21,17 @@ from pydantic import (
 
 from primage.jobs.template import PATTERN
 from primage.models import validated
-from primage.models.jobs import Mount, Resources, Seconds, Strict, parse_mount
+from primage.models.jobs import (
+    Mount,
+    Resources,
+    Seconds,
+    Strict,
+    check_env_and_mounts,
+    parse_mount,
+)
 
 NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
 VARIABLES = ("port", "base_url", "app_token", "workdir", "spaces.NAME")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Access(Strict):
@@ -105,14 +111,8 @@ class AppSpec(Strict):
             raise ValueError("give a command (run as a process) or an image (run in a container)")
         if self.port is not None and self.replicas > 1 and self.image is None:
             raise ValueError("a fixed port serves one process: drop 'port' or use replicas: 1")
-        for key in [*self.env, *self.secrets]:
-            if not ENV_NAME.fullmatch(key):
-                raise ValueError(f"env: '{key}' is not a variable name (letters, digits, '_')")
-            if key.startswith("PRIMAGE_"):
-                raise ValueError(f"env: '{key}': PRIMAGE_* variables are set by the platform")
+        check_env_and_mounts([*self.env, *self.secrets], self.spaces)
         names = [m.name for m in self.spaces]
-        if len(names) != len(set(names)):
-            raise ValueError("spaces: a space is listed twice")
         if self.workdir is not None and self.workdir.split("/", 1)[0] not in names:
             raise ValueError(
                 f"workdir '{self.workdir}' is not in a mounted space: add it to spaces"

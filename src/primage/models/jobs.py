@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -67,6 +68,18 @@ class Strict(BaseModel):
 class Mount(Strict):
     name: str = Field(description="The space.")
     read_only: bool = Field(False, description="Mount it read-only.")
+
+
+def check_env_and_mounts(env: Iterable[str], mounts: Iterable[Mount]) -> None:
+    """Variable names the platform can set and leaves to the user; each space mounted once."""
+    for key in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"env: '{key}' is not a variable name (letters, digits, '_')")
+        if key.startswith("PRIMAGE_"):
+            raise ValueError(f"env: '{key}': PRIMAGE_* variables are set by the platform")
+    names = [m.name for m in mounts]
+    if len(names) != len(set(names)):
+        raise ValueError("spaces: a space is listed twice")
 
 
 class Inputs(Strict):
@@ -155,6 +168,7 @@ class JobSpec(Strict):
 
     @model_validator(mode="after")
     def consistent(self) -> JobSpec:
+        check_env_and_mounts(self.env, self.spaces)
         if self.kind == "interactive":
             return self._interactive()
         if self.service is not None:
@@ -165,14 +179,7 @@ class JobSpec(Strict):
             raise ValueError("a batch job runs one task; use kind: htc for inputs or array")
         if self.files_per_task > 1 and self.inputs is None:
             raise ValueError("files_per_task needs inputs")
-        for key in self.env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"env: '{key}' is not a variable name (letters, digits, '_')")
-            if key.startswith("PRIMAGE_"):
-                raise ValueError(f"env: '{key}': PRIMAGE_* variables are set by the platform")
         names = [m.name for m in self.spaces]
-        if len(names) != len(set(names)):
-            raise ValueError("spaces: a space is listed twice")
         check_template(
             self.command,
             spaces=set(names) | self.implied_spaces(),
