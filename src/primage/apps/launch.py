@@ -13,12 +13,8 @@ from primage.config import Settings
 from primage.executors.local import base_env as process_base_env
 from primage.executors.local import procs, services
 from primage.executors.local.containers import SPACES, Runtime
-from primage.jobs.template import PATTERN
+from primage.jobs.template import PATTERN, space_variable
 from primage.models.apps import AppSpec
-
-
-def space_variable(name: str) -> str:
-    return "PRIMAGE_SPACE_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def container_name(app_id: int, generation: int, index: int) -> str:

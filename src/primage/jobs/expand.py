@@ -14,7 +14,7 @@ from pathlib import Path
 
 from primage.errors import BadRequest
 from primage.executors.base import TaskKey, TaskRun
-from primage.jobs.template import TaskValues, render
+from primage.jobs.template import TaskValues, render, space_variable
 from primage.models.jobs import JobSpec
 from primage.storage.paths import normalise_relpath
 
@@ -141,7 +141,7 @@ class TaskFactory:
         self.mounts = spec.mounts()
         env = {var: str(spec.resources.cpus) for var in THREAD_VARIABLES}
         for name, path in space_paths.items():
-            env["PRIMAGE_SPACE_" + re.sub(r"[^A-Z0-9]", "_", name.upper())] = path
+            env[space_variable(name)] = path
         if self.output_dir:
             env["PRIMAGE_OUTPUT_DIR"] = self.output_dir
         self.env = env

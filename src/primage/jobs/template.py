@@ -18,6 +18,11 @@ VARIABLES = ("input", "inputs", "input_stem", "output_dir", "task_index", "space
 COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz")
 
 
+def space_variable(name: str) -> str:
+    """The environment variable holding a mounted space's path: ``PRIMAGE_SPACE_<NAME>``."""
+    return "PRIMAGE_SPACE_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
 def stem(path: str) -> str:
     """The file name without its extension; ``.nii.gz`` counts as one extension."""
     name = PurePosixPath(path).name
