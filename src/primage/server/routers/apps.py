@@ -11,7 +11,7 @@ import json
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from primage.apps import records, templates
@@ -55,14 +55,15 @@ def to_model(state: State, row: tables.App, ready: int) -> m.App:
 
 
 def ready_count(session: Session, row: tables.App) -> int:
-    found = session.scalars(
-        select(tables.AppInstance).where(
+    """Instances of the serving generation that answer their health check."""
+    found = session.scalar(
+        select(func.count()).where(
             tables.AppInstance.app_id == row.id,
             tables.AppInstance.generation == row.generation,
             tables.AppInstance.state == "ready",
         )
-    ).all()
-    return len(found)
+    )
+    return found or 0
 
 
 def find(session: Session, caller: Principal, name: str, what: str) -> tables.App:
@@ -80,7 +81,7 @@ def check_spaces(session: Session, caller: Principal, spec: m.AppSpec) -> None:
         policy.check_space(caller, space, Right.READ if mount.read_only else Right.WRITE)
 
 
-def spec_of(state: State, body: m.AppDeploy) -> m.AppSpec:
+def spec_of(body: m.AppDeploy) -> m.AppSpec:
     if (body.template is None) == (body.spec is None):
         raise BadRequest("give exactly one of 'template' (YAML or TOSCA text) or 'spec'")
     if body.spec is not None:
@@ -106,7 +107,7 @@ def pinned(state: State, caller: Principal, spec: m.AppSpec) -> m.AppSpec:
 async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
     """Deploy an app from a template (own YAML or TOSCA, with inputs) or a spec."""
     policy.check_deploy(caller)
-    spec = await run_in_threadpool(spec_of, state, body)
+    spec = await run_in_threadpool(spec_of, body)
     state.executor.require("apps", f"app '{spec.name}' is a long-running service")
     if spec.image is not None:
         spec = await run_in_threadpool(pinned, state, caller, spec)
