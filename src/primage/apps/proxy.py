@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 
-import httpx
+import aiohttp
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
@@ -37,6 +37,7 @@ WEBSOCKET_OWN = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
      "sec-websocket-protocol", "origin"}
 )  # fmt: skip
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")  # only the caller's go on
 ACCESS_TTL_S = 5.0
 ACCESS_KEPT = 10_000  # decisions kept at most; all are dropped past that
 
@@ -44,11 +45,25 @@ ACCESS_KEPT = 10_000  # decisions kept at most; all are dropped past that
 class Proxy:
     def __init__(self, settings: Settings, db: Database, supervisor: Supervisor) -> None:
         self.settings, self.db, self.supervisor = settings, db, supervisor
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0))
+        self._session: aiohttp.ClientSession | None = None
         self._allowed: dict[tuple[int, str | None, str], tuple[float, int]] = {}
 
+    def http(self) -> aiohttp.ClientSession:
+        """The one client of the apps, made in the server's event loop on first use. aiohttp,
+        not httpx: httpx's pool checks every idle connection on each request, which tripled
+        the latency at 20 clients (benchmarks/app_start.py)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),  # the apps' own limits apply
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=300),
+                auto_decompress=False,  # bytes pass as the app sent them
+                skip_auto_headers=SKIP_AUTO_HEADERS,
+            )
+        return self._session
+
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def open(self, principal: Principal, name: str) -> tuple[Route, int]:
         """Where to send ``principal``'s traffic for app ``name``, and the app's id; 404 for

@@ -108,5 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.mount(MOUNT, WSGIMiddleware(Gateway(platform), workers=32))  # type: ignore[arg-type]
+    app.add_middleware(proxy.ProxyMiddleware)  # /apps/<name>/…: inside the metrics
     app.add_middleware(MetricsMiddleware, metrics=platform.metrics)
     return app

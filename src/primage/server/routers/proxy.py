@@ -1,15 +1,18 @@
 """``/apps/<name>/…``: every app, HTTP and WebSocket, behind the platform's authentication
-(``apps/proxy.py`` decides and rewrites; this module moves the bytes)."""
+(``apps/proxy.py`` decides and rewrites; this module moves the bytes). HTTP is served by
+:class:`ProxyMiddleware`, ahead of the router; WebSockets by the route below."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from types import SimpleNamespace
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import JSONResponse, RedirectResponse
+from multidict import CIMultiDict
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -19,12 +22,11 @@ from primage.apps.proxy import downstream_headers, upstream_headers
 from primage.apps.supervisor import Route
 from primage.auth.principal import Principal
 from primage.auth.sessions import SAFE_METHODS
-from primage.errors import PrimageError
-from primage.server.deps import State, identify
+from primage.errors import AppUnavailable, PrimageError
+from primage.server.deps import identify
 from primage.server.state import Platform
 
-router = APIRouter(tags=["apps"], include_in_schema=False)
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+router = APIRouter(tags=["apps"], include_in_schema=False)  # the WebSocket side
 
 
 async def _admit(
@@ -45,32 +47,57 @@ def _rest(connection: Request | WebSocket, name: str) -> str:
     return f"{rest}?{connection.url.query}" if connection.url.query else rest
 
 
-@router.api_route("/apps/{name}", methods=METHODS)
-async def to_folder(name: str) -> Response:
-    return RedirectResponse(f"/apps/{name}/", status_code=308)
+PROXIED = SimpleNamespace(path="/apps/{name}/{path}")
 
 
-@router.api_route("/apps/{name}/{path:path}", methods=METHODS)
-async def forward(name: str, path: str, request: Request, state: State) -> Response:
+class ProxyMiddleware:
+    """HTTP to ``/apps/<name>/…`` served before the router: a proxied request needs none of
+    FastAPI's routing, dependencies or response classes, which cost more than the hop itself
+    (``benchmarks/app_start.py``). Everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/apps/"):
+            await self.app(scope, receive, send)
+            return
+        name, slash, _ = path.removeprefix("/apps/").partition("/")
+        scope["route"] = PROXIED  # the metrics' label
+        request = Request(scope, receive)
+        if not slash:
+            await RedirectResponse(f"/apps/{name}/", status_code=308)(scope, receive, send)
+            return
+        try:
+            await _forward(request.app.state.platform, request, name, send)
+        except PrimageError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            answer = JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+            await answer(scope, receive, send)
+
+
+async def _forward(state: Platform, request: Request, name: str, send: Send) -> None:
     principal, route = await _admit(state, request, name, request.method not in SAFE_METHODS)
     url = f"http://127.0.0.1:{route.next_port()}{route.prefix}{_rest(request, name)}"
     headers = upstream_headers(request.headers.items(), route, principal, websocket=False)
     headers.append(("x-forwarded-host", request.headers.get("host", "")))
     body = request.stream() if request.method not in ("GET", "HEAD") else None
-    sent = state.proxy.client.build_request(request.method, url, headers=headers, content=body)
     try:
-        answer = await state.proxy.client.send(sent, stream=True)
-    except httpx.HTTPError as exc:
-        detail = f"app '{name}' did not answer: {exc.__class__.__name__}"
-        return JSONResponse({"error": "app_unavailable", "detail": detail}, status_code=502)
-    response = StreamingResponse(
-        answer.aiter_raw(),
-        status_code=answer.status_code,
-        background=BackgroundTask(answer.aclose),
-    )
-    for key, value in downstream_headers(answer.headers.multi_items()):
-        response.headers.append(key, value)  # repeated ones too (Set-Cookie)
-    return response
+        answer = await state.proxy.http().request(
+            request.method, url, headers=CIMultiDict(headers), data=body, allow_redirects=False
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AppUnavailable(f"app '{name}' did not answer: {exc.__class__.__name__}") from None
+    try:
+        raw = [(k.encode("latin-1"), v.encode("latin-1"))
+               for k, v in downstream_headers(answer.headers.items())]  # fmt: skip
+        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+        async for chunk in answer.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        answer.release()
 
 
 @router.websocket("/apps/{name}/{path:path}")
