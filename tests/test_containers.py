@@ -324,6 +324,18 @@ def test_build_tests_then_pushes_and_a_failing_test_blocks_the_push(
     done = alice.wait_build(alice.start_build(broken.as_uri(), "alice/app:3").id, timeout=300)
     assert done.state == "failed" and "build failed" in done.message
 
+    # Nothing outside the clone is read as a Dockerfile or a context: by path, or by a link.
+    with pytest.raises(BadRequest, match=r"dockerfile '\.\./\.\./etc/shadow' must be"):
+        alice.start_build(broken.as_uri(), "alice/app:4", dockerfile="../../etc/shadow")
+    with pytest.raises(BadRequest, match="context '/etc' must be a path inside"):
+        alice.start_build(broken.as_uri(), "alice/app:4", context="/etc")
+    (broken / "Dockerfile").unlink()
+    (broken / "Dockerfile").symlink_to("/etc/hostname")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "l"],
+                   cwd=broken, check=True)  # fmt: skip
+    done = alice.wait_build(alice.start_build(broken.as_uri(), "alice/app:4").id, timeout=300)
+    assert done.state == "failed" and "the Dockerfile leads out of the repository" in done.message
+
 
 def test_webhooks_start_builds_only_when_signed(
     registry: tuple[RunningServer, str], tmp_path: Path

@@ -19,11 +19,15 @@ from tests.harness import RunningServer, primage
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
 
 
-def _git_repository(folder: Path) -> None:
+def _git_repository(root: Path) -> Path:
+    """A repository holding the example in a folder of its own, as this project does."""
+    folder = root / "examples" / "segmentation"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    (root / "README.md").write_text("a lab's applications\n")
     commit = ["-c", "user.name=dev", "-c", "user.email=dev@lab", "commit", "-qm", "segmentation"]
     for args in (["init", "-q", "-b", "main"], ["add", "."], commit):
-        subprocess.run(["git", *args], cwd=folder, check=True)
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return folder
 
 
 def _reports(api: Client, space: str, folder: str) -> dict[str, float | None]:
@@ -44,16 +48,17 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
     token = server.client().create_user("alice").token
     alice = server.client(token)
     env = {**os.environ, "PRIMAGE_SERVER": server.url, "PRIMAGE_TOKEN": token}
-    _git_repository(tmp_path / "segmentation")
+    folder = _git_repository(tmp_path / "lab")
 
-    built = primage(
-        "build", "start", str(tmp_path / "segmentation"), "--tag", "alice/segmentation:1",
+    built = primage(  # a folder inside the repository: its root is cloned, the folder built
+        "build", "start", str(folder), "--tag", "alice/segmentation:1",
         "--test", "python -m pytest -q tests", "--follow", env=env, timeout=900,
     )  # fmt: skip
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr
     assert " passed" in built.stdout  # the example's own tests, inside the image
     build = alice.list_builds()[0]
     assert build.state == "succeeded" and build.digest is not None
+    assert (build.source, build.context) == ((tmp_path / "lab").as_uri(), "examples/segmentation")
 
     alice.create_space("scans")
     images = sample_images()

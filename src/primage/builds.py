@@ -162,6 +162,22 @@ class Builder:
             auth = self._authfile(work, registry, row.owner.name, secret)
             return self._build_test_push(row, source, work, out, registry, auth)
 
+    @staticmethod
+    def _locate(source: Path, row: tables.Build) -> tuple[Path, Path]:
+        """The context folder and the Dockerfile, resolved inside the clone: a path or a
+        symbolic link of the repository leading out of it would read the server's files."""
+        clone = source.resolve()
+        context = (clone / row.context).resolve()
+        dockerfile = (context / row.dockerfile).resolve()
+        for path, what in ((context, "context"), (dockerfile, "Dockerfile")):
+            if path != clone and clone not in path.parents:
+                raise StepFailed(f"the {what} leads out of the repository")
+        if not context.is_dir():
+            raise StepFailed(f"no folder '{row.context}' in the repository at this commit")
+        if not dockerfile.is_file():
+            raise StepFailed(f"no Dockerfile '{row.dockerfile}' in '{row.context}'")
+        return context, dockerfile
+
     @contextlib.contextmanager
     def _owner_token(self, row: tables.Build) -> Iterator[str]:
         """A token of the build's owner for the registry, revoked when the build ends: the
@@ -195,12 +211,12 @@ class Builder:
         local = f"localhost/primage-build:{row.id}"
         podman = self.runtime.command
         tls = "true" if urlsplit(registry).scheme == "https" else "false"
-        dockerfile = str(source / row.dockerfile)
+        context, dockerfile = self._locate(source, row)
         self._run(
             out,
             "build",
             [*podman, "build", f"--tls-verify={tls}", "--authfile", str(auth),
-             *self.settings.build_options, "-f", dockerfile, "-t", local, str(source)],
+             *self.settings.build_options, "-f", str(dockerfile), "-t", local, str(context)],
         )  # fmt: skip
         try:
             if row.test_command:

@@ -396,12 +396,14 @@ class Client:
         tag: str,
         *,
         ref: str | None = None,
+        context: str = ".",
         dockerfile: str = "Dockerfile",
         test_command: str | None = None,
     ) -> Build:
-        """Build ``source`` (a git URL), test the image, push it as ``tag`` if all passes."""
-        body = {"source": source, "tag": tag, "ref": ref, "dockerfile": dockerfile,
-                "test_command": test_command}  # fmt: skip
+        """Build ``source`` (a git URL) from its folder ``context``, test the image, and push
+        it as ``tag`` if all passes."""
+        body = {"source": source, "tag": tag, "ref": ref, "context": context,
+                "dockerfile": dockerfile, "test_command": test_command}  # fmt: skip
         return Build.model_validate(self._request("POST", "/builds", json=body).json())
 
     def add_build_hook(
@@ -409,11 +411,12 @@ class Client:
         source: str,
         tag: str,
         *,
+        context: str = ".",
         dockerfile: str = "Dockerfile",
         test_command: str | None = None,
     ) -> HookWithSecret:
         """Register a repository whose pushes start builds; the secret is returned this once."""
-        body = {"source": source, "tag": tag, "dockerfile": dockerfile,
+        body = {"source": source, "tag": tag, "context": context, "dockerfile": dockerfile,
                 "test_command": test_command}  # fmt: skip
         return HookWithSecret.model_validate(
             self._request("POST", "/builds/hooks", json=body).json()

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
 from primage.cli.common import JsonOption, client, print_json, table
-from primage.errors import PrimageError
+from primage.errors import BadRequest, PrimageError
 
 app = typer.Typer(help="Build images from git repositories.", no_args_is_help=True)
 
 
-def _source(value: str) -> str:
-    """A local repository becomes a file:// URL (the server clones it on this machine)."""
+def _source(value: str, context: str) -> tuple[str, str]:
+    """The git URL and the context to build. A local folder becomes a file:// URL (the server
+    clones it on this machine); a folder inside a repository, that repository's root with the
+    folder as the context (what is committed is built, as from any clone)."""
     path = Path(value).expanduser()
-    return path.resolve().as_uri() if path.is_dir() else value
+    if not path.is_dir():
+        return value, context
+    found = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True
+    )
+    if found.returncode != 0:
+        raise BadRequest(f"{value} is not in a git repository: git init, commit, and try again")
+    root = Path(found.stdout.strip())
+    inner = path.resolve().relative_to(root.resolve()).as_posix()
+    if inner != "." and context != ".":
+        inner = f"{inner}/{context}"
+    return root.as_uri(), inner if inner != "." else context
 
 
 @app.command()
@@ -25,13 +39,19 @@ def start(
     source: str = typer.Argument(..., help="A git URL, or a local repository folder."),
     tag: str = typer.Option(..., help="namespace/repository:tag, e.g. alice/seg:1.0."),
     ref: str | None = typer.Option(None, help="Branch, tag or commit."),
-    dockerfile: str = typer.Option("Dockerfile", help="Path of the Dockerfile in the repository."),
+    context: str = typer.Option(
+        ".", help="Folder of the repository to build from (set for you from a local folder)."
+    ),
+    dockerfile: str = typer.Option("Dockerfile", help="Path of the Dockerfile in the context."),
     test: str | None = typer.Option(None, help="Command run in the built image; must pass."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until it ends."),
 ) -> None:
     """Build, test in the built image, and push only if all passed."""
     sdk = client(ctx)
-    made = sdk.start_build(_source(source), tag, ref=ref, dockerfile=dockerfile, test_command=test)
+    url, context = _source(source, context)
+    made = sdk.start_build(
+        url, tag, ref=ref, context=context, dockerfile=dockerfile, test_command=test
+    )
     typer.echo(f"build {made.id} queued: primage build logs {made.id} --follow", err=True)
     if follow:
         for chunk in sdk.build_logs(made.id, follow=True):
@@ -85,11 +105,14 @@ def add_hook(
     ctx: typer.Context,
     source: str = typer.Argument(..., help="The git URL builds clone."),
     tag: str = typer.Option(..., help="namespace/repository:tag; {branch} and {commit} work."),
-    dockerfile: str = typer.Option("Dockerfile", help="Path of the Dockerfile."),
+    context: str = typer.Option(".", help="Folder of the repository to build from."),
+    dockerfile: str = typer.Option("Dockerfile", help="Path of the Dockerfile in the context."),
     test: str | None = typer.Option(None, help="Command run in the built image; must pass."),
 ) -> None:
     """Register a repository: prints the webhook URLs and the secret (shown once)."""
-    made = client(ctx).add_build_hook(source, tag, dockerfile=dockerfile, test_command=test)
+    made = client(ctx).add_build_hook(
+        source, tag, context=context, dockerfile=dockerfile, test_command=test
+    )
     typer.echo(f"GitHub: payload URL {made.github_url} (application/json), secret below")
     typer.echo(f"GitLab: URL {made.gitlab_url}, secret token below")
     typer.echo(made.secret)

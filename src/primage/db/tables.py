@@ -290,7 +290,8 @@ class Build(Base):
     source: Mapped[str] = mapped_column(Text)  # a git URL
     ref: Mapped[str | None] = mapped_column(String(255))
     commit: Mapped[str | None] = mapped_column(String(64))
-    dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")
+    context: Mapped[str] = mapped_column(Text, default=".")  # a folder of the repository
+    dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")  # in the context
     tag: Mapped[str] = mapped_column(String(512))  # namespace/repository:tag in the registry
     test_command: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), index=True)
@@ -313,6 +314,7 @@ class BuildHook(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     source: Mapped[str] = mapped_column(Text)  # the git URL builds clone
     tag: Mapped[str] = mapped_column(String(512))  # may use {branch} and {commit}
+    context: Mapped[str] = mapped_column(Text, default=".")
     dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")
     test_command: Mapped[str | None] = mapped_column(Text)
     secret: Mapped[str] = mapped_column(Text)  # sealed (SecretBox): checks the signatures

@@ -11,7 +11,10 @@ class BuildRequest(BaseModel):
     source: str = Field(description="A git URL the server can clone (file://, https://, …).")
     tag: str = Field(description="Where to push: namespace/repository:tag, e.g. alice/seg:1.0.")
     ref: str | None = Field(None, description="Branch, tag or commit; default the default branch.")
-    dockerfile: str = Field("Dockerfile", description="Path of the Dockerfile in the repository.")
+    context: str = Field(
+        ".", description="Folder of the repository the image is built from, e.g. apps/seg."
+    )
+    dockerfile: str = Field("Dockerfile", description="Path of the Dockerfile in the context.")
     test_command: str | None = Field(
         None, description="Run in the built image (network off); a failure blocks the push."
     )
@@ -23,6 +26,7 @@ class Build(BaseModel):
     source: str
     ref: str | None
     commit: str | None
+    context: str = "."
     tag: str
     state: str
     digest: str | None
@@ -36,6 +40,7 @@ class Build(BaseModel):
 class HookRequest(BaseModel):
     source: str = Field(description="The git URL builds clone (as the server reaches it).")
     tag: str = Field(description="namespace/repository:tag; {branch} and {commit} are filled in.")
+    context: str = "."
     dockerfile: str = "Dockerfile"
     test_command: str | None = None
 

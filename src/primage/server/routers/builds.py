@@ -34,6 +34,7 @@ def to_model(row: tables.Build) -> m.Build:
         source=row.source,
         ref=row.ref,
         commit=row.commit,
+        context=row.context,
         tag=row.tag,
         state=row.state,
         digest=row.digest,
@@ -68,14 +69,25 @@ def check_tag(caller: Principal, tag: str) -> None:
         )
 
 
+def in_repository(path: str, what: str) -> str:
+    """A path inside the repository, as given (no absolute path, no '..'); 400 otherwise."""
+    parts = path.replace("\\", "/").split("/")
+    if not path.strip() or path.startswith("/") or ".." in parts or "\x00" in path:
+        raise BadRequest(f"{what} '{path}' must be a path inside the repository, without '..'")
+    return path
+
+
 def queue_build(state: State, actor: Principal, owner_id: int, body: m.BuildRequest) -> m.Build:
     if body.source.startswith("-") or not body.source.strip():
         raise BadRequest("source must be a git URL, e.g. https://host/group/project.git")
+    in_repository(body.context, "context")
+    in_repository(body.dockerfile, "dockerfile")
     with state.db.session() as session:
         row = tables.Build(
             owner_id=owner_id,
             source=body.source,
             ref=body.ref,
+            context=body.context,
             dockerfile=body.dockerfile,
             tag=body.tag,
             test_command=body.test_command,

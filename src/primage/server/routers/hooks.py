@@ -24,7 +24,7 @@ from primage.db import tables
 from primage.errors import BadRequest, NotFound, Unauthenticated
 from primage.models import builds as m
 from primage.server.deps import Caller, State
-from primage.server.routers.builds import check_tag, queue_build
+from primage.server.routers.builds import check_tag, in_repository, queue_build
 
 router = APIRouter(tags=["builds"])
 
@@ -61,7 +61,8 @@ def register(body: m.HookRequest, caller: Caller, state: State) -> m.HookWithSec
             owner_id=caller.user_id,
             source=body.source,
             tag=body.tag,
-            dockerfile=body.dockerfile,
+            context=in_repository(body.context, "context"),
+            dockerfile=in_repository(body.dockerfile, "dockerfile"),
             test_command=body.test_command,
             secret=state.box.seal(secret),
         )
@@ -107,6 +108,7 @@ def _start(state: State, hook: tables.BuildHook, ref: str, commit: str) -> m.Bui
         source=hook.source,
         tag=tag,
         ref=commit,
+        context=hook.context,
         dockerfile=hook.dockerfile,
         test_command=hook.test_command,
     )
