@@ -86,6 +86,7 @@ class Supervisor:
         self._checked: dict[tuple[int, int, int], float] = {}
         self._starting = False  # an instance was starting at the last turn
         self._activity: dict[int, dt.datetime] = {}
+        self._touched: set[int] = set()  # apps with traffic since the last turn
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -126,18 +127,19 @@ class Supervisor:
     def touch(self, app_id: int) -> None:
         """Proxied traffic: the app is in use (idle culling counts from the last touch)."""
         self._activity[app_id] = utcnow()
+        self._touched.add(app_id)
 
     # -- the loop -------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()  # before the turn: a wake during it asks for the next one
             try:
                 async with self._lock:
                     self._turning = asyncio.ensure_future(asyncio.to_thread(self._turn))
                     await asyncio.shield(self._turning)  # cancelled or not, it runs to its end
             except Exception:  # one bad turn must not stop supervision
                 log.exception("app supervisor turn")
-            self._wake.clear()
             pause = STARTING_TURN_S if self._starting else TURN_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
@@ -473,10 +475,14 @@ class Supervisor:
 
     def _save_activity(self) -> None:
         """Last proxied traffic, written once a turn rather than on every request."""
-        if not self._activity:
+        touched, self._touched = self._touched, set()
+        if not touched:
             return
         with self.db.session() as session:
-            for app_id, at in self._activity.items():
+            for app_id in touched:
+                at = self._activity.get(app_id)
+                if at is None:
+                    continue
                 row = session.get(tables.App, app_id)
                 if row is not None:
                     row.last_activity_at = at
