@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from primage.client import Client
+from primage.errors import PrimageError
 
 
 def require(reason: str | None) -> None:
@@ -111,12 +112,22 @@ class RunningServer:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.remove_apps()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def remove_apps(self) -> None:
+        """Undeploy every app: apps outlive their server by design, a test's must not."""
+        try:
+            with self.client() as api:
+                for app in api.list_apps():
+                    api.remove_app(app.name)
+        except (PrimageError, httpx.HTTPError):
+            pass  # a server that cannot answer has started nothing more
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as when a machine or an OOM killer stops the server."""

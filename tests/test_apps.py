@@ -212,8 +212,7 @@ def test_app_is_adopted_after_a_server_kill_and_stopped_when_idle(
         api.start_app("web")
         assert api.wait_app("web", timeout=60).state == "running"
     finally:
-        server.client().remove_app("web")  # stops its process: apps outlive servers
-        server.stop()
+        server.stop()  # removes its apps first (harness)
 
 
 def test_bad_templates_and_apps_that_cannot_start_say_why(app_server: RunningServer) -> None:
