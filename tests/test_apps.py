@@ -429,3 +429,42 @@ def test_only_the_owner_manages_an_app_and_a_read_only_token_only_looks(
         read_only.deploy_app(WEB % "1h")
     assert app_server.client().app("web").owner == "alice"  # admins see every app
     alice.remove_app("web")
+
+
+WS_ECHO = b"""
+import sys
+from websockets.sync.server import serve
+
+def health(connection, request):
+    return connection.respond(200, "ok\\n") if request.path == "/health" else None
+
+def echo(websocket):
+    for message in websocket:
+        websocket.send(message)
+
+serve(echo, "127.0.0.1", int(sys.argv[1]), process_request=health).serve_forever()
+"""
+
+
+def test_websocket_traffic_keeps_an_app_in_use(app_server: RunningServer) -> None:
+    """Idle culling counts messages on a proxied WebSocket, not only HTTP requests: a notebook
+    used through its kernel alone is in use."""
+    api = app_server.client()
+    api.create_space("tools")
+    api.upload("tools", "echo.py", WS_ECHO)
+    api.deploy_app(
+        "app: {name: ws, command: 'python3 {spaces.tools}/echo.py {port}', spaces: [tools],"
+        " strip_prefix: true, health_path: health, idle_timeout: 3s}\n"
+    )
+    assert api.wait_app("ws", timeout=60).state == "running"
+    url = app_server.url.replace("http://", "ws://") + "/apps/ws/"
+    with connect(url, additional_headers=_bearer(app_server.admin_token)) as ws:
+        for n in range(12):  # 6 s of messages, twice the idle timeout
+            ws.send(f"ping {n}")
+            assert ws.recv(timeout=5) == f"ping {n}"
+            time.sleep(0.5)
+        assert api.app("ws").state == "running"
+    deadline = time.monotonic() + 30
+    while (found := api.app("ws")).state != "stopped":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.5)

@@ -5,7 +5,6 @@ app's port on loopback and sees its spaces at ``/spaces/<name>``."""
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from primage.config import Settings
 from primage.executors.local import base_env as process_base_env
 from primage.executors.local import procs, services
 from primage.executors.local.containers import SPACES, Runtime
-from primage.jobs.template import PATTERN, space_variable
+from primage.jobs.template import space_variable, substitute
 from primage.models.apps import AppSpec
 
 
@@ -73,15 +72,12 @@ class Launch:
             "workdir": self.workdir or "",
         }
 
-        def fill(match: re.Match[str]) -> str:
-            token, name = match[0], match[1]
-            if name is None:
-                return token[0]
+        def value(name: str) -> str:
             if name.startswith("spaces."):
                 return shlex.quote(self.space_path(name.removeprefix("spaces.")))
             return shlex.quote(values[name])
 
-        return PATTERN.sub(fill, self.spec.command or "")
+        return substitute(self.spec.command or "", value)
 
     def command(self, port: int = 0) -> list[str]:
         """The app's own command line as argv (empty: an image's default command)."""
@@ -105,14 +101,14 @@ class Launch:
         """Start one instance, the app listening on (or published at) ``host_port``."""
         folder = self.folder(generation, index)
         port = self.app_port(host_port)
-        base = process_base_env()
+        base, variables = process_base_env(), self.variables(port)
         if self.runtime is None:
             read_only = [str(self.root / m.name) for m in self.spec.spaces if m.read_only]
             cwd = Path(self.workdir) if self.workdir else folder
-            env = base | self.variables(port)
             return services.start(
-                self.command(port), folder=folder, cwd=cwd, env=env, read_only=read_only
-            )
+                self.command(port), folder=folder, cwd=cwd, env=base | variables,
+                read_only=read_only,
+            )  # fmt: skip
         argv = self.runtime.service_argv(
             image=self.spec.image or "",
             command=self.command(port),
@@ -120,10 +116,10 @@ class Launch:
             publish=(host_port, port),
             workdir=self.workdir,
             mounts={m.name: (str(self.root / m.name), m.read_only) for m in self.spec.spaces},
-            env=self.variables(port),
-            own_env=base.keys() | self.runtime.env.keys(),
+            env=variables,
+            base_env=base,
             cpus=self.spec.resources.cpus,
             memory_bytes=self.spec.resources.memory,
         )
-        env = self.runtime.process_env(base, self.variables(port))
+        env = self.runtime.process_env(base, variables)
         return services.start(argv, folder=folder, cwd=folder, env=env)

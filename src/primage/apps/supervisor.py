@@ -52,6 +52,7 @@ from primage.models.apps import AppSpec
 log = logging.getLogger("primage.apps")
 
 TURN_S = 1.0
+SPECS_KEPT = 256  # parsed specs kept (apps by versions); all are dropped past that
 STARTING_TURN_S = 0.2  # while an instance starts: it serves as soon as it answers
 MAX_BACKOFF_S = 60.0
 EARLY_CRASHES = 3  # an instance that never became ready fails the app after this many exits
@@ -87,6 +88,7 @@ class Supervisor:
         self._starting = False  # an instance was starting at the last turn
         self._activity: dict[int, dt.datetime] = {}
         self._touched: set[int] = set()  # apps with traffic since the last turn
+        self._specs: dict[str, AppSpec] = {}  # stored spec text → spec
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +179,8 @@ class Supervisor:
             events.append(app.message)
         else:
             self._advance(app, instances, events)
-        self._save(app, seen, instances, events)
+        if events:  # every change a turn makes is an event: none, nothing to write
+            self._save(app, seen, instances, events)
 
     # -- one app --------------------------------------------------------------------------------
 
@@ -203,16 +206,10 @@ class Supervisor:
                 )
                 instances.append(row)
                 current.append(row)
-        failure = None
+        failure = None  # a generation's replicas never change: an update makes a new one
         for row in current:
-            if row.index >= spec.replicas:
-                self._stop_instance(row, launch.runtime is not None)
-                row.state = "stopped"
-                events.append(f"instance {row.index} stopped (scaled to {spec.replicas})")
-                continue
             failure = self._step(row, launch, events) or failure
-        live = [i for i in current if i.state != "stopped"]
-        ready = [i for i in live if i.state == "ready"]
+        ready = [i for i in current if i.state == "ready"]
         if failure is not None:
             self._fail(app, instances, target, failure, events)
         elif updating and len(ready) == spec.replicas:
@@ -233,12 +230,12 @@ class Supervisor:
             return None
         if service is None or not service.running():
             code = service.exit_code() if service is not None else None
-            self._services.pop(key, None)
+            self._forget(key)
             how = "ended" if code in (None, -1) else f"exited with code {code}"
             tail = procs.tail(launch.folder(row.generation, row.index) / "output.log")
             row.message = f"{how}\n{tail}".strip()
             events.append(f"instance {row.index} {how}")
-            return self._crashed(row, launch)
+            return self._crashed(row)
         if row.state == "starting":
             self._starting = True
             if self._healthy(row, launch):
@@ -250,7 +247,7 @@ class Supervisor:
                 self._stop_instance(row, launch.runtime is not None)
                 row.message = f"not healthy within {launch.spec.startup_timeout:g} s"
                 events.append(f"instance {row.index} {row.message}; restarting")
-                return self._crashed(row, launch)
+                return self._crashed(row)
         elif row.state == "ready" and self._due(key):
             failures = 0 if self._healthy(row, launch) else self._unhealthy.get(key, 0) + 1
             self._unhealthy[key] = failures
@@ -258,10 +255,10 @@ class Supervisor:
                 self._stop_instance(row, launch.runtime is not None)
                 row.message = f"failed {failures} health checks"
                 events.append(f"instance {row.index} {row.message}; restarting")
-                return self._crashed(row, launch)
+                return self._crashed(row)
         return None
 
-    def _crashed(self, row: tables.AppInstance, launch: Launch) -> str | None:
+    def _crashed(self, row: tables.AppInstance) -> str | None:
         row.state = "crashed"
         row.restarts += 1
         if not row.ever_ready and row.restarts >= EARLY_CRASHES:
@@ -336,8 +333,10 @@ class Supervisor:
         events.append(app.message)
 
     def _idle(self, app: tables.App) -> bool:
+        if app.state != "running":
+            return False
         limit = self._spec(app.spec).idle_timeout
-        if limit is None or app.state != "running":
+        if limit is None:
             return False
         last = self._activity.get(app.id) or app.last_activity_at or app.updated_at
         return utcnow() - last > dt.timedelta(seconds=limit)
@@ -358,11 +357,16 @@ class Supervisor:
         """Stop an instance; a container is also removed before this returns (podman's own
         removal after --rm comes a moment after its process ends)."""
         service = self._service(row)
-        self._services.pop((row.app_id, row.generation, row.index), None)
+        self._forget((row.app_id, row.generation, row.index))
         if container and self.runtime is not None:
             self.runtime.remove(container_name(row.app_id, row.generation, row.index))
         if service is not None:
             services.stop(service)
+
+    def _forget(self, key: tuple[int, int, int]) -> None:
+        """What this server keeps of an instance that ended."""
+        for kept in (self._services, self._unhealthy, self._checked):
+            kept.pop(key, None)
 
     def _containers(self, app: tables.App) -> bool:
         """Does any generation of the app run in containers?"""
@@ -392,9 +396,17 @@ class Supervisor:
     # -- the database ---------------------------------------------------------------------------
 
     def _spec(self, text: str) -> AppSpec:
-        data = json.loads(text)
-        data["secrets"] = {k: self.box.open(v) or "" for k, v in data.get("secrets", {}).items()}
-        return AppSpec.model_validate(data)
+        """A stored spec, its secrets opened: parsed once per version of it, not every turn."""
+        found = self._specs.get(text)
+        if found is None:
+            data = json.loads(text)
+            sealed = data.get("secrets", {})
+            data["secrets"] = {k: self.box.open(v) or "" for k, v in sealed.items()}
+            found = AppSpec.model_validate(data)
+            if len(self._specs) >= SPECS_KEPT:
+                self._specs.clear()
+            self._specs[text] = found
+        return found
 
     def _save(
         self,

@@ -38,7 +38,8 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def declared_inputs(declared: Any, given: Mapping[str, str], source: str) -> dict[str, Any]:
-    """The inputs' values: those given, else their defaults; unknown or missing ones refused."""
+    """The inputs' values: those given, else their defaults (None for one declared
+    ``required: false``, as TOSCA allows); unknown or missing ones refused."""
     if declared is None:
         declared = {}
     if not isinstance(declared, dict):
@@ -53,6 +54,8 @@ def declared_inputs(declared: Any, given: Mapping[str, str], source: str) -> dic
             values[name] = given[name]
         elif isinstance(definition, dict) and "default" in definition:
             values[name] = definition["default"]
+        elif isinstance(definition, dict) and definition.get("required") is False:
+            values[name] = None
         else:
             raise BadRequest(f"{source}: input '{name}' is required: --input {name}=VALUE")
     return values

@@ -31,7 +31,7 @@ from toscaparser.nodetemplate import NodeTemplate
 from toscaparser.tosca_template import ToscaTemplate
 from toscaparser.utils.yamlparser import load_yaml
 
-from primage.apps.templates import resolve
+from primage.apps.templates import declared_inputs, resolve
 from primage.errors import BadRequest
 from primage.models.apps import AppSpec, app_from
 
@@ -86,23 +86,9 @@ def _check_types(document: dict[str, Any], source: str) -> None:
             )
 
 
-def _check_inputs(document: dict[str, Any], given: Mapping[str, str], source: str) -> None:
-    declared = (document.get("topology_template") or {}).get("inputs") or {}
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        known = ", ".join(sorted(declared)) or "none"
-        raise BadRequest(f"{source}: unknown input {', '.join(unknown)} (the template's: {known})")
-    for name, definition in declared.items():
-        definition = definition if isinstance(definition, dict) else {}
-        needed = definition.get("required", True) and "default" not in definition
-        if needed and name not in given:
-            raise BadRequest(f"{source}: input '{name}' is required: --input {name}=VALUE")
-
-
 def _parse(document: dict[str, Any], inputs: Mapping[str, str], source: str) -> ToscaTemplate:
     document = _with_types(document, source)
     _check_types(document, source)
-    _check_inputs(document, inputs, source)
     try:
         return ToscaTemplate(yaml_dict_tpl=document, a_file=False, parsed_params=dict(inputs))
     except (ValidationError, TOSCAException) as exc:
@@ -188,9 +174,10 @@ def _memory(size: Any) -> int | None:
 
 
 def load(document: dict[str, Any], inputs: Mapping[str, str], source: str) -> AppSpec:
+    declared = (document.get("topology_template") or {}).get("inputs")
+    values = declared_inputs(declared, inputs, source)
     template = _parse(document, inputs, source)
     node = _application(template, source)
-    values = {i.name: inputs.get(i.name, i.default) for i in template.inputs}
     props = {p.name: p.value for p in node.get_properties_objects()}
     props = resolve(props, values, source)
     host = resolve(_host_properties(_hosts(node, template)), values, source)

@@ -47,6 +47,9 @@ BATCH_PAUSE_S = 0.1  # after a wake-up, let more events arrive so that they shar
 LOST_LIMIT = 3  # times a task may vanish with its process (not its fault) before it fails
 
 T = tables.Task
+# Tasks of the jobs this loop runs: an interactive job's one task is its app's, which the app
+# supervisor starts, watches and ends (apps/supervisor.py); it is never handed out nor adopted.
+OURS = tables.Job.kind != states.INTERACTIVE
 
 
 @dataclass
@@ -146,7 +149,7 @@ class Reconciler:
             rows = session.execute(
                 select(T.job_id, T.index, T.attempt, T.external_id)
                 .join(tables.Job, tables.Job.id == T.job_id)
-                .where(T.state.in_(states.TASK_ACTIVE), tables.Job.kind != states.INTERACTIVE)
+                .where(T.state.in_(states.TASK_ACTIVE), OURS)
             ).all()
             return [
                 ExternalRef(
@@ -294,7 +297,7 @@ class Reconciler:
             select(T.job_id, T.index, T.attempt)
             .join(tables.Job, tables.Job.id == T.job_id)
             .where(tables.Job.cancel_requested, T.state.in_(states.TASK_ACTIVE))
-            .where(tables.Job.kind != states.INTERACTIVE)  # the app supervisor's to stop
+            .where(OURS)
         ).all()
         keys = [TaskKey(job, index, attempt) for job, index, attempt in rows]
         fresh = [k for k in keys if k not in self._cancel_sent]
@@ -306,7 +309,7 @@ class Reconciler:
             select(func.count())
             .select_from(T)
             .join(tables.Job, tables.Job.id == T.job_id)
-            .where(T.state.in_(states.TASK_ACTIVE), tables.Job.kind != states.INTERACTIVE)
+            .where(T.state.in_(states.TASK_ACTIVE), OURS)
         )
         room = self.prefetch - (active or 0)
         if room <= 0:
@@ -316,7 +319,7 @@ class Reconciler:
             select(T.job_id, T.index, T.attempt, T.inputs)
             .join(tables.Job, tables.Job.id == T.job_id)
             .where(T.state == TaskState.PENDING, ~tables.Job.cancel_requested)
-            .where(tables.Job.kind != states.INTERACTIVE)  # never: the app supervisor runs it
+            .where(OURS)
             .where((T.not_before.is_(None)) | (T.not_before <= now))
             .order_by(T.job_id, T.index)
             .limit(room)

@@ -32,15 +32,14 @@ def submit(
     caller: Principal,
     spec: JobSpec,
     max_tasks: int,
+    box: SecretBox,
     pull: Pull | None = None,
-    box: SecretBox | None = None,
 ) -> tables.Job:
     check_spaces(session, caller, spec)
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")
     image = executor.pin_image(spec.image, pull) if spec.image is not None else None
     if spec.kind == INTERACTIVE:
-        assert box is not None, "interactive jobs need the platform's SecretBox"
         return submit_service(session, box, executor, caller, spec, image)
     root = store.folder(spec.inputs.space) if spec.inputs else None
     tasks = expand(spec, root, max_tasks)

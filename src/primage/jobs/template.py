@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -78,11 +78,18 @@ class TaskValues:
     spaces: Mapping[str, str]
 
 
-def render(command: str, values: TaskValues) -> str:
+def substitute(command: str, value: Callable[[str], str]) -> str:
+    """``command`` with each variable replaced by ``value(name)`` (shell-ready text) and
+    ``{{``/``}}`` by literal braces; shell code such as ``${HOME}`` is left alone."""
+
     def fill(match: re.Match[str]) -> str:
-        token, name = match[0], match[1]
-        if name is None:
-            return token[0]
+        return match[0][0] if match[1] is None else value(match[1])
+
+    return PATTERN.sub(fill, command)
+
+
+def render(command: str, values: TaskValues) -> str:
+    def value(name: str) -> str:
         if name == "task_index":
             return str(values.task_index)
         if name == "input":
@@ -95,4 +102,4 @@ def render(command: str, values: TaskValues) -> str:
             return shlex.quote(values.output_dir or "")
         return shlex.quote(values.spaces[name.removeprefix("spaces.")])
 
-    return PATTERN.sub(fill, command)
+    return substitute(command, value)

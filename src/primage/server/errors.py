@@ -20,11 +20,16 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "invalid request: " + describe_invalid(exc.errors(), skip=("body",))
 
 
+def response(exc: PrimageError) -> JSONResponse:
+    """An error as the client gets it: its JSON, its status, and the challenge of a 401."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PrimageError)
     async def primage_error(_request: Request, exc: PrimageError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+        return response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -218,7 +218,7 @@ class LocalExecutor(Executor):
             workdir=str(Path(self.folder_name(key)).resolve()),
             mounts={name: (str(self.storage_root / name), ro) for name, ro in run.mounts.items()},
             env=run.env,
-            own_env=self._env.keys() | self.runtime.env.keys(),
+            base_env=self._env,
             cpus=run.cpus,
             memory_bytes=run.memory_bytes,
             network=run.network,

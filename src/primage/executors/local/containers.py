@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from primage.config import Settings
 from primage.errors import BadRequest
@@ -103,7 +103,7 @@ class Runtime:
         workdir: str,
         mounts: Mapping[str, tuple[str, bool]],
         env: Mapping[str, str],
-        own_env: Collection[str],
+        base_env: Mapping[str, str],
         cpus: int,
         memory_bytes: int | None,
         network: bool,
@@ -111,13 +111,13 @@ class Runtime:
         """The command line that runs ``command`` in ``image`` as one task attempt.
 
         ``mounts``: space name → (host folder, read-only). ``env`` is named here, not valued:
-        podman runs with the values in its environment (:meth:`process_env`), except for names
-        of its own environment, ``own_env``, which are passed by value.
+        podman runs with the values in its environment (:meth:`process_env` over
+        ``base_env``), except for names podman itself uses, which are passed by value.
         """
         args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
         args += ["--network", "slirp4netns" if network else "none"]
         args += ["--cpus", str(cpus), "-w", WORKDIR, "-v", f"{workdir}:{WORKDIR}"]
-        args += self._shared(mounts, env, own_env, memory_bytes)
+        args += self._shared(mounts, env, base_env, memory_bytes)
         return [*args, *self.options, image, *command]
 
     def service_argv(
@@ -130,7 +130,7 @@ class Runtime:
         workdir: str | None,
         mounts: Mapping[str, tuple[str, bool]],
         env: Mapping[str, str],
-        own_env: Collection[str],
+        base_env: Mapping[str, str],
         cpus: int,
         memory_bytes: int | None,
     ) -> list[str]:
@@ -142,23 +142,24 @@ class Runtime:
         args += ["-p", f"127.0.0.1:{host_port}:{port}", "--cpus", str(cpus)]
         if workdir is not None:
             args += ["-w", workdir]
-        args += self._shared(mounts, env, own_env, memory_bytes)
+        args += self._shared(mounts, env, base_env, memory_bytes)
         return [*args, *self.options, image, *command]
 
     def _shared(
         self,
         mounts: Mapping[str, tuple[str, bool]],
         env: Mapping[str, str],
-        own_env: Collection[str],
+        base_env: Mapping[str, str],
         memory_bytes: int | None,
     ) -> list[str]:
+        own = base_env.keys() | self.env.keys()  # podman's own variables: passed by value
         args = ["--init"] if self.init else []
         if memory_bytes:
             args += ["--memory", str(memory_bytes)]
         for space, (host, read_only) in sorted(mounts.items()):
             args += ["-v", f"{host}:{SPACES}/{space}" + (":ro" if read_only else "")]
         for key, value in sorted(env.items()):
-            args += ["-e", f"{key}={value}" if key in own_env else key]
+            args += ["-e", f"{key}={value}" if key in own else key]
         return args
 
     def process_env(self, base: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:

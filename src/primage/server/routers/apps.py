@@ -197,12 +197,9 @@ async def update(name: str, body: m.AppUpdate, caller: Caller, state: State) -> 
             merged = m.app_from({**current, **changes}, f"update of {name}")
             if "image" in changes:
                 merged = pinned(state, caller, merged)
-            row.pending_spec = json.dumps(
-                {
-                    **json.loads(records.sealed_spec(state.box, merged)),
-                    "secrets": current.get("secrets", {}),
-                }
-            )
+            stored = merged.model_dump(mode="json", exclude_defaults=True)
+            stored["secrets"] = current.get("secrets", {})  # sealed already: kept as they are
+            row.pending_spec = json.dumps(stored)
             row.state, row.updated_at = "updating", utcnow()
             changed = ", ".join(sorted(changes)) or "nothing"
             session.add(tables.AppEvent(app_id=row.id, message=f"update ({changed}) started"))

@@ -14,9 +14,10 @@ from primage import builds as building
 from primage.auth import audit, policy
 from primage.auth.principal import Principal
 from primage.db import tables
-from primage.errors import BadRequest, Forbidden, NotFound
+from primage.errors import BadRequest, Forbidden, NotFound, UnsafePath
 from primage.models import builds as m
 from primage.server.deps import Caller, State
+from primage.storage.paths import normalise_relpath
 
 router = APIRouter(prefix="/builds", tags=["builds"])
 TAG_RE = re.compile(
@@ -70,25 +71,28 @@ def check_tag(caller: Principal, tag: str) -> None:
 
 
 def in_repository(path: str, what: str) -> str:
-    """A path inside the repository, as given (no absolute path, no '..'); 400 otherwise."""
-    parts = path.replace("\\", "/").split("/")
-    if not path.strip() or path.startswith("/") or ".." in parts or "\x00" in path:
-        raise BadRequest(f"{what} '{path}' must be a path inside the repository, without '..'")
-    return path
+    """A path inside the repository, canonical ('.' for its root); 400 for one that leaves
+    it. The rules are those of a path in a space (``storage.paths``)."""
+    try:
+        return normalise_relpath(path) or "."
+    except UnsafePath:
+        raise BadRequest(
+            f"{what} '{path}' must be a path inside the repository, without '..'"
+        ) from None
 
 
 def queue_build(state: State, actor: Principal, owner_id: int, body: m.BuildRequest) -> m.Build:
     if body.source.startswith("-") or not body.source.strip():
         raise BadRequest("source must be a git URL, e.g. https://host/group/project.git")
-    in_repository(body.context, "context")
-    in_repository(body.dockerfile, "dockerfile")
+    context = in_repository(body.context, "context")
+    dockerfile = in_repository(body.dockerfile, "dockerfile")
     with state.db.session() as session:
         row = tables.Build(
             owner_id=owner_id,
             source=body.source,
             ref=body.ref,
-            context=body.context,
-            dockerfile=body.dockerfile,
+            context=context,
+            dockerfile=dockerfile,
             tag=body.tag,
             test_command=body.test_command,
             state=building.QUEUED,

@@ -91,8 +91,8 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
             caller,
             spec,
             state.settings.max_tasks_per_job,
-            pull,
             state.box,
+            pull,
         )
         session.flush()
         audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import aiohttp
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from multidict import CIMultiDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
@@ -23,6 +24,7 @@ from primage.apps.supervisor import Route
 from primage.auth.principal import Principal
 from primage.auth.sessions import SAFE_METHODS
 from primage.errors import AppUnavailable, PrimageError
+from primage.server import errors
 from primage.server.deps import identify
 from primage.server.state import Platform
 
@@ -31,12 +33,13 @@ router = APIRouter(tags=["apps"], include_in_schema=False)  # the WebSocket side
 
 async def _admit(
     state: Platform, connection: Request | WebSocket, name: str, unsafe: bool
-) -> tuple[Principal, Route]:
+) -> tuple[Principal, Route, int]:
+    """Who asks, where their traffic goes, and the app's id; or the refusal."""
     principal, cookie = await identify(connection, state)
     if cookie and unsafe:
         state.proxy.check_origin(connection.headers, connection.headers.get("host"))
-    route, _ = await state.proxy.open(principal, name)
-    return principal, route
+    route, app_id = await state.proxy.open(principal, name)
+    return principal, route, app_id
 
 
 def _rest(connection: Request | WebSocket, name: str) -> str:
@@ -72,13 +75,11 @@ class ProxyMiddleware:
         try:
             await _forward(request.app.state.platform, request, name, send)
         except PrimageError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            answer = JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
-            await answer(scope, receive, send)
+            await errors.response(exc)(scope, receive, send)
 
 
 async def _forward(state: Platform, request: Request, name: str, send: Send) -> None:
-    principal, route = await _admit(state, request, name, request.method not in SAFE_METHODS)
+    principal, route, _ = await _admit(state, request, name, request.method not in SAFE_METHODS)
     url = f"http://127.0.0.1:{route.next_port()}{route.prefix}{_rest(request, name)}"
     headers = upstream_headers(request.headers.items(), route, principal, websocket=False)
     headers.append(("x-forwarded-host", request.headers.get("host", "")))
@@ -104,9 +105,9 @@ async def _forward(state: Platform, request: Request, name: str, send: Send) -> 
 async def forward_websocket(websocket: WebSocket, name: str, path: str) -> None:
     state: Platform = websocket.app.state.platform
     try:
-        principal, route = await _admit(state, websocket, name, unsafe=True)
+        principal, route, app_id = await _admit(state, websocket, name, unsafe=True)
     except PrimageError as exc:
-        await websocket.send_denial_response(JSONResponse(exc.to_json(), status_code=exc.status))
+        await websocket.send_denial_response(errors.response(exc))
         return
     url = f"ws://127.0.0.1:{route.next_port()}{route.prefix}{_rest(websocket, name)}"
     headers = upstream_headers(websocket.headers.items(), route, principal, websocket=True)
@@ -116,22 +117,24 @@ async def forward_websocket(websocket: WebSocket, name: str, path: str) -> None:
             url, additional_headers=headers, subprotocols=offered or None, max_size=None
         )
     except Exception as exc:  # refused, unreachable, or not a WebSocket there
-        detail = f"app '{name}' refused the WebSocket: {exc}"
-        await websocket.send_denial_response(
-            JSONResponse({"error": "app_unavailable", "detail": detail}, status_code=502)
-        )
+        refused = AppUnavailable(f"app '{name}' refused the WebSocket: {exc}")
+        await websocket.send_denial_response(errors.response(refused))
         return
     async with upstream:
         await websocket.accept(subprotocol=upstream.subprotocol)
-        await _pump(websocket, upstream)
+        await _pump(websocket, upstream, lambda: state.supervisor.touch(app_id))
 
 
-async def _pump(websocket: WebSocket, upstream: ClientConnection) -> None:
-    """Messages both ways until either side closes; then the other is closed too."""
+async def _pump(
+    websocket: WebSocket, upstream: ClientConnection, touch: Callable[[], None]
+) -> None:
+    """Messages both ways until either side closes; then the other is closed too. Each one
+    is activity: a notebook used through its kernel alone is in use."""
 
     async def down() -> None:
         with contextlib.suppress(ConnectionClosed):
             async for message in upstream:
+                touch()
                 if isinstance(message, bytes):
                     await websocket.send_bytes(message)
                 else:
@@ -143,6 +146,7 @@ async def _pump(websocket: WebSocket, upstream: ClientConnection) -> None:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
+                touch()
                 if message.get("bytes") is not None:
                     await upstream.send(message["bytes"])
                 elif message.get("text") is not None:
