@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3, davfs2,
 # podman with runc and catatonit, busybox-static (a tiny image's contents), docker-registry,
-# mmdebstrap (base images from Debian's packages) (Debian packages), Node.js and the test identity provider (npm oidc-provider, pinned by
-# tests/idp/package-lock.json).
+# mmdebstrap (base images from Debian's packages), bubblewrap and slirp4netns (the sandbox of local
+# tasks and apps) (Debian packages), Node.js and the test identity provider (npm oidc-provider,
+# pinned by tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ command -v runc >/dev/null || missing+=(runc)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v git >/dev/null || missing+=(git)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -18,7 +18,9 @@ def test_the_notebook_template_fills_its_space_input() -> None:
     spec = load(NOTEBOOK.read_text(), {"space": "scans"}, "template.yaml")
     assert [m.name for m in spec.spaces] == ["scans"] and spec.workdir == "scans"
     assert spec.access.who == "members" and spec.idle_timeout == 4 * 3600
-    assert "{app_token}" in (spec.command or "") and spec.health_path == "api/status"
+    command = spec.command or ""  # the token from the environment: no command line shows it
+    assert "$PRIMAGE_APP_TOKEN" in command and "{app_token}" not in command
+    assert "--allow-root" not in command and spec.health_path == "api/status"
     assert load(NOTEBOOK.read_text(), {}, "t").workdir == "samples"  # the input's default
 
 

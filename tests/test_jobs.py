@@ -177,7 +177,7 @@ def test_tasks_see_their_spaces_and_environment(jobs_server: RunningServer, tmp_
     assert api.read_bytes("notes", "env.txt") == f"valencia {job.id}\n".encode()
     assert api.read_bytes("notes", "outputs/listing.txt") == b"scan00.txt\n"
     workdir = b"".join(api.logs(job.id, 0)).decode().strip()
-    assert workdir.endswith(f"jobs/{job.id}/0.1")  # each task runs in its own folder
+    assert workdir.endswith(f"jobs/{job.id}/0.1/work")  # each task works in its own folder
 
 
 def test_a_space_mounted_read_only_cannot_be_written(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -146,6 +146,27 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra options for every image build's 'podman build', e.g. "
         '["--network", "host"] or ["--build-arg", "PIP_INDEX_URL=https://pypi.example.org"].',
+    )
+    sandbox: Literal["on", "off"] = Field(
+        "on",
+        description="Confine every local task and process app (bubblewrap): an unprivileged "
+        "uid, a read-only system, only the spaces it names. 'off' runs them as the server's "
+        "user with the server's view of the machine: only for a single-user machine. When no "
+        "sandbox can be made, jobs and apps of non-admins are refused.",
+    )
+    sandbox_uid: int = Field(
+        64000,
+        ge=1,
+        lt=2**32 - 1,
+        description="The uid sandboxed processes run as when the server runs as root (one "
+        "for all: namespaces keep them apart); not a user's own uid.",
+    )
+    sandbox_gid: int = Field(
+        64000,
+        ge=1,
+        lt=2**32 - 1,
+        description="Their gid; spaces' folders belong to this group and are group-writable "
+        "(setgid), so that tasks write where their job may and the server reads what they left.",
     )
     executor_groups: dict[str, list[str]] = Field(
         default_factory=dict,

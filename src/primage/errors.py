@@ -88,6 +88,13 @@ class AppUnavailable(PrimageError):
     status = 503
 
 
+class SandboxUnavailable(PrimageError):
+    """This server cannot confine the processes it would run for a user."""
+
+    code = "sandbox_unavailable"
+    status = 503
+
+
 class ProviderUnavailable(PrimageError):
     """A trusted identity provider could not be reached to check a token."""
 

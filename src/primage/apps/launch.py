@@ -1,10 +1,13 @@
 """What one instance of an app runs: its command line, environment and folders, rendered from the
 spec. An instance is a process on this machine (``executors/local/services.py``): the app's own
-command, or, for an app with an image, the ``podman run`` of its container, which publishes the
-app's port on loopback and sees its spaces at ``/spaces/<name>``."""
+command, in the sandbox (its spaces, read-only where asked, and its ``work/`` folder; the host's
+network, for the proxy to reach it on loopback), or, for an app with an image, the ``podman run``
+of its container, which publishes the app's port on loopback and sees its spaces at
+``/spaces/<name>``."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from primage.config import Settings
 from primage.executors.local import base_env as process_base_env
 from primage.executors.local import procs, services
 from primage.executors.local.containers import SPACES, Runtime
+from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
 from primage.jobs.template import space_variable, substitute
 from primage.models.apps import AppSpec
 
@@ -31,11 +35,13 @@ class Launch:
         spec: AppSpec,
         token: str,
         runtime: Runtime | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.settings, self.name, self.app_id, self.spec, self.token = (
             settings, name, app_id, spec, token,
         )  # fmt: skip
         self.runtime = runtime if spec.image is not None else None
+        self.sandbox = sandbox
         self.root = settings.storage_path
         self.prefix = "/" if spec.strip_prefix else f"/apps/{name}/"
 
@@ -97,18 +103,35 @@ class Launch:
             env[space_variable(mount.name)] = self.space_path(mount.name)
         return env
 
+    def _start_process(self, folder: Path, port: int, env: dict[str, str]) -> services.Service:
+        """The app's command as a process: in the sandbox, working in its workdir or in its
+        instance's ``work/`` folder (the instance's log beside it is the server's alone)."""
+        work = folder / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        cwd = Path(self.workdir) if self.workdir else work
+        if self.sandbox is None:
+            read_only = [str(self.root / m.name) for m in self.spec.spaces if m.read_only]
+            return services.start(
+                self.command(port), folder=folder, cwd=cwd, env=env, read_only=read_only
+            )
+        if self.sandbox.owner is not None:
+            os.chown(work, *self.sandbox.owner)
+        binds = [Bind(str(self.root / m.name), m.read_only) for m in self.spec.spaces]
+        argv = self.sandbox.wrap(
+            self.command(port),
+            binds=[*binds, Bind(str(work), False)],
+            workdir=str(cwd),
+            network="host",
+        )
+        return services.start(argv, folder=folder, cwd=work, env=sandboxed(env))
+
     def start(self, generation: int, index: int, host_port: int) -> services.Service:
         """Start one instance, the app listening on (or published at) ``host_port``."""
         folder = self.folder(generation, index)
         port = self.app_port(host_port)
         base, variables = process_base_env(), self.variables(port)
         if self.runtime is None:
-            read_only = [str(self.root / m.name) for m in self.spec.spaces if m.read_only]
-            cwd = Path(self.workdir) if self.workdir else folder
-            return services.start(
-                self.command(port), folder=folder, cwd=cwd, env=base | variables,
-                read_only=read_only,
-            )  # fmt: skip
+            return self._start_process(folder, port, base | variables)
         argv = self.runtime.service_argv(
             image=self.spec.image or "",
             command=self.command(port),

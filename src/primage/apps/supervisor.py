@@ -45,6 +45,7 @@ from primage.db import Database, tables
 from primage.db.tables import utcnow
 from primage.executors.local import procs, services
 from primage.executors.local.containers import Runtime
+from primage.executors.local.sandbox import Sandbox
 from primage.jobs.progress import close_if_done
 from primage.jobs.states import TASK_DONE, JobState, TaskState
 from primage.models.apps import AppSpec
@@ -77,9 +78,15 @@ class Route:
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, db: Database, box: SecretBox, runtime: Runtime | None = None
+        self,
+        settings: Settings,
+        db: Database,
+        box: SecretBox,
+        runtime: Runtime | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.settings, self.db, self.box, self.runtime = settings, db, box, runtime
+        self.sandbox = sandbox  # confines process apps; None: off, or cannot be made
         self.folder = settings.data_dir / "apps"
         self.routes: dict[str, Route] = {}
         self._services: dict[tuple[int, int, int], services.Service] = {}
@@ -191,7 +198,7 @@ class Supervisor:
         spec = self._spec(app.pending_spec or app.spec)
         target = app.generation + 1 if updating else app.generation
         token = self.box.open(app.app_token) or ""
-        launch = Launch(self.settings, app.name, app.id, spec, token, self.runtime)
+        launch = Launch(self.settings, app.name, app.id, spec, token, self.runtime, self.sandbox)
         current = [i for i in instances if i.generation == target]
         for index in range(spec.replicas):
             if not any(i.index == index for i in current):

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from primage.auth.principal import Principal
 from primage.db.tables import Space
-from primage.errors import Forbidden
+from primage.errors import Forbidden, SandboxUnavailable
 
 
 class Role(StrEnum):
@@ -106,6 +106,13 @@ def check_executor(principal: Principal, executor: str, groups: list[str] | None
     if groups is None or principal.is_admin or principal.group_names & set(groups):
         return
     raise Forbidden(f"only members of {' or '.join(groups)} may run jobs on executor '{executor}'")
+
+
+def check_unconfined(principal: Principal, problem: str | None, what: str) -> None:
+    """Running a user's command as a process with no sandbox to put it in (``problem`` says why
+    none can be made): only admins, who are trusted with the machine; others wait for the fix."""
+    if problem is not None and not principal.is_admin:
+        raise SandboxUnavailable(f"this server cannot confine {what}: {problem}")
 
 
 def check_job(principal: Principal, owner_id: int, output_space: Space | None, what: str) -> None:

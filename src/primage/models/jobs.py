@@ -148,7 +148,9 @@ class JobSpec(Strict):
     )
     image: str | None = Field(None, description="Container image (executors with containers).")
     network: bool = Field(
-        False, description="Containers: give tasks network access (off by default)."
+        False,
+        description="Give tasks outbound network access (off by default); never to the "
+        "services of the platform's own machine.",
     )
     spaces: list[Annotated[Mount, BeforeValidator(parse_mount)]] = Field(
         default_factory=list, description="Spaces the tasks see, e.g. ['ct:ro', 'results']."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
 from primage.executors.local import LocalExecutor
 from primage.executors.local.containers import Runtime
+from primage.executors.local.sandbox import Sandbox
 from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
@@ -40,7 +42,7 @@ from primage.server.routers import (
     tokens,
     users,
 )
-from primage.server.state import Platform
+from primage.server.state import Confinement, Platform
 from primage.storage.spaces import SpaceStore
 
 log = logging.getLogger("primage.server")
@@ -55,16 +57,23 @@ def build_platform(settings: Settings) -> Platform:
     if ensure_admin(settings, db):
         log.info("created user 'admin'; its token is in %s", settings.admin_credentials_file)
     runtime = Runtime.from_settings(settings)
+    sandbox = Sandbox.from_settings(settings)
+    usable = sandbox if sandbox is not None and sandbox.problem is None else None
+    owner = usable.owner if usable is not None else None
+    if owner is not None:
+        os.umask(0o002)  # folders the server makes in spaces stay writable by the sandbox group
+    store = SpaceStore(settings.storage_path, group=owner[1] if owner else None)
     executor = LocalExecutor(
-        settings.jobs_path, settings.storage_path, settings.concurrency, runtime
+        settings.jobs_path, settings.storage_path, settings.concurrency, runtime, usable
     )
     metrics = Metrics()
     box = SecretBox(settings)
-    supervisor = Supervisor(settings, db, box, runtime)
+    supervisor = Supervisor(settings, db, box, runtime, usable)
     return Platform(
         settings=settings,
         db=db,
-        store=SpaceStore(settings.storage_path),
+        store=store,
+        sandbox=Confinement.of(sandbox),
         metrics=metrics,
         executor=executor,
         reconciler=Reconciler(db, executor, observe=metrics.task_events),

@@ -46,6 +46,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
     )
     print(f"primage serving on {url} (data in {settings.data_dir})", flush=True)
+    print(f"sandbox: {app.state.platform.sandbox.line}", flush=True)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -16,9 +16,29 @@ from primage.builds import Builder
 from primage.config import Settings
 from primage.db import Database
 from primage.executors.base import Executor
+from primage.executors.local.sandbox import Sandbox
 from primage.jobs.reconciler import Reconciler
 from primage.server.metrics import Metrics
 from primage.storage.spaces import SpaceStore
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What the platform can promise about the processes it runs for users."""
+
+    mode: str  # "on", "off" (an admin's choice) or "unavailable"
+    problem: str | None  # why no sandbox can be made, when unavailable
+    line: str  # the mode in words, for the server's start and its status
+
+    @classmethod
+    def of(cls, sandbox: Sandbox | None) -> Confinement:
+        if sandbox is None:
+            return cls("off", None, 'off (sandbox = "off"): local tasks and process apps run as '
+                       "the server's user and see what it sees")  # fmt: skip
+        if sandbox.problem is not None:
+            return cls("unavailable", sandbox.problem, f"unavailable: {sandbox.problem}; jobs "
+                       "and process apps of non-admins are refused")  # fmt: skip
+        return cls("on", None, sandbox.describe())
 
 
 @dataclass
@@ -26,6 +46,7 @@ class Platform:
     settings: Settings
     db: Database
     store: SpaceStore
+    sandbox: Confinement
     metrics: Metrics
     executor: Executor
     reconciler: Reconciler

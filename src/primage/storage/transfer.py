@@ -112,7 +112,7 @@ class AtomicUpload:
             if self.fsync:
                 os.fsync(self._file.fileno())
             self._file.close()
-            os.chmod(self._tmp, 0o644)
+            os.chmod(self._tmp, 0o666 & ~current_umask())
             self._place()
         except BaseException:
             self.abort()
@@ -140,3 +140,12 @@ class AtomicUpload:
         """Drop the temporary file (safe to call more than once)."""
         self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (what a new file's mode would honour)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022

@@ -1,11 +1,16 @@
 """The local executor: tasks run as processes on this machine, through a runner process.
 
-Each attempt gets its own folder, ``<data_dir>/jobs/<job>/<index>.<attempt>/``, which is its
-working directory and holds ``stdout.log``, ``stderr.log``, ``pid`` (PID and start time: the
-external id) and ``exit`` (its exit code, written by the runner when it ends). Spaces are the real
-folders under the storage root (``PRIMAGE_SPACE_<NAME>`` and ``{spaces.NAME}``); a space mounted
-read-only is read-only for the task (a bind mount in a mount namespace of its own). Tasks run as the
-server's user: this executor is for one machine and trusted users; containers add isolation.
+Each attempt gets its own folder, ``<data_dir>/jobs/<job>/<index>.<attempt>/``, which holds
+``stdout.log``, ``stderr.log``, ``pid`` (PID and start time: the external id) and ``exit`` (its
+exit code, written by the runner when it ends); the task works in its ``work/`` folder, the only
+part the task may write, so that it cannot forge what the runner records. Spaces are the real
+folders under the storage root (``PRIMAGE_SPACE_<NAME>`` and ``{spaces.NAME}``).
+
+Process tasks run in the sandbox (``sandbox.py``): an unprivileged uid that sees the system
+read-only, its ``work/`` folder and exactly the spaces its job names (read-only where asked), with
+no network unless the job asks for it (then outbound only). With ``sandbox = "off"`` they run as
+the server's user, read-only spaces protected by a mount namespace of their own. Container tasks
+are confined by the container runtime.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from primage.executors.base import (
 )
 from primage.executors.local import procs
 from primage.executors.local.containers import SPACES, Runtime
+from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
 
 log = logging.getLogger("primage.executors.local")
 
@@ -58,10 +64,17 @@ class LocalExecutor(Executor):
     supports = frozenset({"arrays", "apps"})  # apps: services as processes (apps/supervisor)
 
     def __init__(
-        self, runs_dir: Path, storage_root: Path, slots: int, runtime: Runtime | None = None
+        self,
+        runs_dir: Path,
+        storage_root: Path,
+        slots: int,
+        runtime: Runtime | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         super().__init__()
         self.runtime = runtime
+        #: Confines process tasks; None when off, or when it cannot be made (``sandbox.problem``).
+        self.sandbox = sandbox if sandbox is not None and sandbox.problem is None else None
         if runtime is not None:
             self.supports = self.supports | {"containers", "app-containers"}
         self.runs_dir = runs_dir
@@ -91,7 +104,7 @@ class LocalExecutor(Executor):
         return Path(self.folder_name(key))
 
     def folder_name(self, key: TaskKey) -> str:
-        """An attempt's working folder, as a string: built once per task launched."""
+        """An attempt's folder, as a string: built once per task launched."""
         return f"{self.runs_dir}/{key.job_id}/{key.index}.{key.attempt}"
 
     # -- the runner process ---------------------------------------------------------------------
@@ -172,24 +185,36 @@ class LocalExecutor(Executor):
         for run in runs:
             self._inflight[run.key] = None
             self._timeouts[run.key] = run.timeout_s
-            requests.append(
-                {
-                    "op": "run",
-                    "key": [run.key.job_id, run.key.index, run.key.attempt],
-                    "dir": self.folder_name(run.key),
-                    "argv": self._argv(run),
-                    "env": self._process_env(run),
-                    "cpus": run.cpus,
-                    "timeout": run.timeout_s,
-                }
-            )
+            request = {
+                "op": "run",
+                "key": [run.key.job_id, run.key.index, run.key.attempt],
+                "dir": self.folder_name(run.key),
+                "argv": self._argv(run),
+                "env": self._process_env(run),
+                "cpus": run.cpus,
+                "timeout": run.timeout_s,
+            }
+            if run.image is None and self.sandbox is not None:
+                request["owner"] = self.sandbox.owner
+            requests.append(request)
         await asyncio.to_thread(self._send, requests)
 
     def _argv(self, run: TaskRun) -> list[str]:
         if run.image is not None:
             return self._container_argv(run)
-        protected = sorted(self.space_path(name) for name, ro in run.mounts.items() if ro)
-        argv = procs.read_only(protected, procs.argv_for(run.command))
+        argv = procs.argv_for(run.command)
+        if self.sandbox is not None:
+            binds = [Bind(self.space_path(name), ro) for name, ro in sorted(run.mounts.items())]
+            workdir = work_folder(self.folder_name(run.key))
+            argv = self.sandbox.wrap(
+                argv,
+                binds=[*binds, Bind(workdir, False)],
+                workdir=workdir,
+                network="outbound" if run.network else "none",
+            )
+        else:
+            protected = sorted(self.space_path(name) for name, ro in run.mounts.items() if ro)
+            argv = procs.read_only(protected, argv)
         limits = []
         if run.memory_bytes:
             limits.append(f"--as={run.memory_bytes}")
@@ -201,7 +226,8 @@ class LocalExecutor(Executor):
         """A process task's environment; for a container, podman's, which carries the task's
         variables for ``-e KEY`` to hand on."""
         if run.image is None:
-            return self._env | dict(run.env)
+            base = sandboxed(self._env) if self.sandbox is not None else self._env
+            return base | dict(run.env)
         if self.runtime is None:
             return self._env
         return self.runtime.process_env(self._env, run.env)
@@ -215,7 +241,7 @@ class LocalExecutor(Executor):
             image=run.image or "",
             command=procs.argv_for(run.command),
             name=f"primage-{key.job_id}-{key.index}-{key.attempt}",
-            workdir=str(Path(self.folder_name(key)).resolve()),
+            workdir=work_folder(str(Path(self.folder_name(key)).resolve())),
             mounts={name: (str(self.storage_root / name), ro) for name, ro in run.mounts.items()},
             env=run.env,
             base_env=self._env,
@@ -314,6 +340,11 @@ class LocalExecutor(Executor):
         with self._lock:
             if self._runner is not None and self._runner.stdin is not None:
                 self._runner.stdin.close()
+
+
+def work_folder(attempt_folder: str) -> str:
+    """Where a task works and writes: inside its attempt's folder (the runner makes it)."""
+    return f"{attempt_folder}/work"
 
 
 async def follow_file(

@@ -109,6 +109,8 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
     policy.check_deploy(caller)
     spec = await run_in_threadpool(spec_of, body)
     state.executor.require("apps", f"app '{spec.name}' is a long-running service")
+    if spec.image is None:
+        policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
     if spec.image is not None:
         spec = await run_in_threadpool(pinned, state, caller, spec)
 
@@ -197,6 +199,8 @@ async def update(name: str, body: m.AppUpdate, caller: Caller, state: State) -> 
             merged = m.app_from({**current, **changes}, f"update of {name}")
             if "image" in changes:
                 merged = pinned(state, caller, merged)
+            if merged.image is None:
+                policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
             stored = merged.model_dump(mode="json", exclude_defaults=True)
             stored["secrets"] = current.get("secrets", {})  # sealed already: kept as they are
             row.pending_spec = json.dumps(stored)

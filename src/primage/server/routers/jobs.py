@@ -83,6 +83,8 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
     """Submit a job; it is checked, expanded into tasks and stored before this returns."""
     name = state.executor.name
     policy.check_executor(caller, name, state.settings.executor_groups.get(name))
+    if spec.image is None:
+        policy.check_unconfined(caller, state.sandbox.problem, "jobs without an image")
     with registry_pull(state, caller, spec.image) as pull, state.db.session() as session:
         job = submit(
             session,

@@ -1,0 +1,201 @@
+"""The sandbox, tried as an attacker with an ordinary account would: bob's jobs and apps against
+alice's space, the platform's own files, the host's loopback services and read-only mounts.
+
+Everything is real: a server, its local executor, bubblewrap, slirp4netns. Under ``CI=true`` the
+test command has installed bubblewrap and nothing here skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from primage.client import Client
+from primage.errors import SandboxUnavailable
+from tests.harness import RunningServer, require
+
+PROBE = Path(__file__).with_name("sandbox_probe.py")
+PROCESSES = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}
+SANDBOX_UID = 64000  # the default sandbox_uid
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[RunningServer]:
+    for tool, package in (("bwrap", "bubblewrap"), ("slirp4netns", "slirp4netns")):
+        require(None if shutil.which(tool) else f"{tool} is missing: apt-get install {package}")
+    running = RunningServer.start(
+        tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=PROCESSES
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def two_users(platform: RunningServer) -> tuple[Client, Client]:
+    """alice with a space holding a secret, bob with a space holding the probe."""
+    admin = platform.client()
+    alice = platform.client(admin.create_user("alice").token)
+    bob = platform.client(admin.create_user("bob").token)
+    alice.create_space("alicesp")
+    alice.upload("alicesp", "secret.txt", b"alice's patient data\n")
+    bob.create_space("bobsp")
+    bob.upload("bobsp", "probe.py", PROBE.read_bytes())
+    return alice, bob
+
+
+def probe(client: Client, *targets: str, spaces: list[str], **job: Any) -> dict[str, Any]:
+    """Run the probe as a job of ``client``'s and return its report."""
+    command = f"python {{spaces.bobsp}}/probe.py {' '.join(targets)}"
+    submitted = client.submit_job({"command": command, "spaces": spaces, **job})
+    done = client.wait_job(submitted.id, poll=0.2, timeout=60)
+    task = client.tasks(submitted.id).tasks[0]
+    assert done.state == "succeeded", task.message
+    report: dict[str, Any] = json.loads(b"".join(client.logs(submitted.id, 0)))
+    return report
+
+
+def test_a_users_job_runs_unprivileged_and_sees_nothing_of_the_platform_or_others(
+    platform: RunningServer,
+) -> None:
+    alice, bob = two_users(platform)
+    data = platform.data_dir
+    storage = data / "spaces"
+    secrets = [
+        data / "credentials.json", data / "secret.key", data / "primage.db",
+        data / "registry" / "token.key", storage / "alicesp" / "secret.txt",
+    ]  # fmt: skip
+    folders = [data, storage, data / "jobs"]  # only the folders above its own mounts show
+    write = f"write:{storage / 'alicesp' / 'planted.txt'}"
+    forge = "write:../exit"  # the runner's record of how the attempt ended
+
+    report = probe(bob, *map(str, secrets + folders), write, forge, spaces=["bobsp"])
+
+    if os.geteuid() == 0:
+        assert (report["uid"], report["gid"]) == (SANDBOX_UID, SANDBOX_UID)
+    assert report["uid"] != 0 or os.geteuid() != 0
+    assert report["capabilities"] == "0000000000000000"
+    assert report["no_new_privs"] == "1"
+    assert report["pids"] <= 3, "its own pid namespace: bwrap, the probe and little else"
+    tried = report["tried"]
+    for target in [*map(str, secrets), write, forge]:
+        assert tried[target].startswith("refused"), f"{target}: {tried[target]}"
+    assert tried[str(data)] == "listed: jobs,spaces"
+    assert tried[str(storage)] == "listed: bobsp"
+    assert tried[str(data / "jobs")] == "listed: 1"
+    assert "planted.txt" not in [f.path for f in alice.listdir("alicesp")]
+    assert alice.read_bytes("alicesp", "secret.txt") == b"alice's patient data\n"
+
+
+def test_a_read_only_space_cannot_be_remounted_writable(platform: RunningServer) -> None:
+    _, bob = two_users(platform)
+    bob.upload("bobsp", "scan.txt", b"original\n")
+    command = (
+        'mount -o remount,bind,rw "$PRIMAGE_SPACE_BOBSP"; '
+        'unshare -Urm sh -c "mount -o remount,bind,rw $PRIMAGE_SPACE_BOBSP"; '
+        'echo tampered > "$PRIMAGE_SPACE_BOBSP/scan.txt" || exit 3'
+    )
+    job = bob.submit_job({"command": command, "spaces": ["bobsp:ro"]})
+
+    done = bob.wait_job(job.id, poll=0.2, timeout=60)
+
+    assert done.state == "failed" and bob.tasks(job.id).tasks[0].exit_code == 3
+    assert bob.read_bytes("bobsp", "scan.txt") == b"original\n"
+
+
+def test_tasks_have_no_network_and_with_it_never_reach_the_hosts_services(
+    platform: RunningServer,
+) -> None:
+    _, bob = two_users(platform)
+    port = urlparse(platform.url).port
+    loopback = f"127.0.0.1:{port}"  # the server itself, as a task on the host would reach it
+    gateway = f"10.0.2.2:{port}"  # the host's loopback as slirp4netns would forward it
+
+    offline = probe(bob, loopback, spaces=["bobsp"])
+    online = probe(bob, loopback, gateway, spaces=["bobsp"], network=True)
+
+    assert offline["interfaces"] == ["lo"]
+    assert offline["tried"][loopback].startswith("refused")
+    assert online["interfaces"] == ["lo", "tap0"]
+    assert online["tried"][loopback].startswith("refused")
+    assert online["tried"][gateway].startswith("refused")
+
+
+def test_what_tasks_leave_is_not_root_owned_and_later_jobs_of_others_may_change_it(
+    platform: RunningServer,
+) -> None:
+    alice, bob = two_users(platform)
+    alice.share("alicesp", "bob", "editor")
+    alice.mkdir("alicesp", "made/by/upload", parents=True)
+    result = "{spaces.alicesp}/made/by/upload/result.txt"
+    first = alice.submit_job({"command": f"echo alice > {result}", "spaces": ["alicesp"]})
+    assert alice.wait_job(first.id, poll=0.2, timeout=60).state == "succeeded"
+    second = bob.submit_job({"command": f"echo bob >> {result}", "spaces": ["alicesp"]})
+
+    assert bob.wait_job(second.id, poll=0.2, timeout=60).state == "succeeded"
+    assert alice.read_bytes("alicesp", "made/by/upload/result.txt") == b"alice\nbob\n"
+    written = platform.data_dir / "spaces" / "alicesp" / "made" / "by" / "upload" / "result.txt"
+    if os.geteuid() == 0:
+        assert written.stat().st_uid == SANDBOX_UID
+
+
+def test_a_process_app_runs_in_the_sandbox_too(platform: RunningServer) -> None:
+    _, bob = two_users(platform)
+    data = platform.data_dir
+    targets = [str(data / "credentials.json"), str(data / "spaces" / "alicesp")]
+    command = (
+        f"sh -c 'python {{spaces.bobsp}}/probe.py {' '.join(targets)} > {{spaces.bobsp}}/app.json;"
+        " exec python -m http.server --bind 127.0.0.1 {port}'"
+    )
+    bob.deploy_app(
+        spec={"name": "web", "command": command, "spaces": ["bobsp"], "strip_prefix": True}
+    )
+
+    app = bob.wait_app("web", timeout=60)
+
+    assert app.state == "running", app.message
+    report = json.loads(bob.read_bytes("bobsp", "app.json"))
+    assert report["uid"] != 0 or os.geteuid() != 0
+    assert all(outcome.startswith("refused") for outcome in report["tried"].values()), report
+    assert report["capabilities"] == "0000000000000000"
+    bob.remove_app("web")
+
+
+def test_without_a_sandbox_only_admins_run_processes(tmp_path: Path) -> None:
+    """A machine without bubblewrap: ordinary users' jobs are refused with the fix, admins' run;
+    the server says at start which mode it is in."""
+    venv_only = {**PROCESSES, "PATH": str(Path(sys.executable).parent)}
+    running = RunningServer.start(
+        tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=venv_only
+    )
+    try:
+        admin = running.client()
+        bob = running.client(admin.create_user("bob").token)
+        bob.create_space("bobsp")
+        with pytest.raises(SandboxUnavailable, match="install bubblewrap"):
+            bob.submit_job({"command": "/bin/true", "spaces": ["bobsp"]})
+        with pytest.raises(SandboxUnavailable, match="install bubblewrap"):
+            bob.deploy_app(spec={"name": "web", "command": "/bin/sleep 60"})
+        job = admin.submit_job({"command": "/bin/true"})
+        assert admin.wait_job(job.id, poll=0.2, timeout=60).state == "succeeded"
+    finally:
+        running.stop()
+    assert "sandbox: unavailable: bwrap" in (tmp_path / "data.log").read_text()
+
+
+def test_the_server_says_when_an_admin_turned_the_sandbox_off(tmp_path: Path) -> None:
+    running = RunningServer.start(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        env={**PROCESSES, "PRIMAGE_SANDBOX": "off"},
+    )
+    running.stop()
+    assert 'sandbox: off (sandbox = "off")' in (tmp_path / "data.log").read_text()
