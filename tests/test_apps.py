@@ -135,8 +135,11 @@ def test_jupyter_app_filters_the_images_of_a_space_through_the_proxy(
         stem = path.name.split(".")[0]
         assert {f"{stem}_{f}.nii.gz" for f in ("smooth", "edges", "window")} <= written, printed
 
-    # Shared with bob as a viewer: 'access: members' now lets him in.
+    # Shared with bob as a viewer: the notebook writes the space, so he stays out (through it he
+    # could write what the space lets him only read); as an editor, 'access: members' lets him in.
     alice.share("scans", "bob", role="viewer")
+    assert httpx.get(f"{base}api/status", headers=_bearer(bob_token)).status_code == 403
+    alice.share("scans", "bob", role="editor")
     assert httpx.get(f"{base}api/status", headers=_bearer(bob_token)).status_code == 200
 
     # Reconfigure: generation 2 starts beside 1, which serves until 2 is ready.

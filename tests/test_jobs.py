@@ -290,6 +290,16 @@ def wait_for_running(api: Client, job_id: int, exclude: set[int]) -> list[int]:
         time.sleep(0.05)
 
 
+def runner_of(server: RunningServer) -> int:
+    """The PID of the server's local runner (its child running executors.local.runner)."""
+    pid = server.process.pid
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        for child in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
+            if b"executors.local.runner" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise AssertionError("the server has no local runner")
+
+
 def parent_of(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -331,8 +341,7 @@ def test_sigkill_mid_job_then_restart_adopts_running_tasks_and_reruns_dead_ones(
 
         # 2. Server, runner and running tasks all die (as in a crash): those tasks run again.
         crashed, pids = running_processes(api, job.id, set(adopted))
-        runner = parent_of(pids[0])
-        assert runner is not None
+        runner = runner_of(servers[-1])
         servers[-1].kill()
         os.kill(runner, signal.SIGKILL)
         for pid in pids:
@@ -410,7 +419,7 @@ def test_a_killed_runner_is_replaced_and_its_tasks_are_not_lost(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert task.external_id is not None
-    os.kill(parent_of(parse_ref(task.external_id)[0]), signal.SIGKILL)  # the runner, not the task
+    os.kill(runner_of(jobs_server), signal.SIGKILL)  # the runner, not the task or its sandbox
 
     done = api.wait_job(job.id, poll=0.2, timeout=60)
 

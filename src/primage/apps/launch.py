@@ -18,6 +18,7 @@ from primage.executors.local.containers import SPACES, Runtime
 from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
 from primage.jobs.template import space_variable, substitute
 from primage.models.apps import AppSpec
+from primage.storage.paths import mount_source
 
 
 def container_name(app_id: int, generation: int, index: int) -> str:
@@ -103,6 +104,14 @@ class Launch:
             env[space_variable(mount.name)] = self.space_path(mount.name)
         return env
 
+    def mounts(self) -> list[tuple[str, tuple[str, bool]]]:
+        """Each mount's place below the storage root (or /spaces), its real folder (a link
+        out of its space is refused), and whether it is read-only."""
+        return [
+            (m.path, (mount_source(self.root, m.name, m.folder), m.read_only))
+            for m in self.spec.spaces
+        ]
+
     def _start_process(self, folder: Path, port: int, env: dict[str, str]) -> services.Service:
         """The app's command as a process: in the sandbox, working in its workdir or in its
         instance's ``work/`` folder (the instance's log beside it is the server's alone)."""
@@ -116,7 +125,7 @@ class Launch:
             )
         if self.sandbox.owner is not None:
             os.chown(work, *self.sandbox.owner)
-        binds = [Bind(str(self.root / m.name), m.read_only) for m in self.spec.spaces]
+        binds = [Bind(str(self.root / path), ro, source) for path, (source, ro) in self.mounts()]
         argv = self.sandbox.wrap(
             self.command(port),
             binds=[*binds, Bind(str(work), False)],
@@ -138,7 +147,7 @@ class Launch:
             name=container_name(self.app_id, generation, index),
             publish=(host_port, port),
             workdir=self.workdir,
-            mounts={m.name: (str(self.root / m.name), m.read_only) for m in self.spec.spaces},
+            mounts=dict(self.mounts()),
             env=variables,
             base_env=base,
             cpus=self.spec.resources.cpus,

@@ -25,6 +25,7 @@ from primage.auth.sessions import COOKIE
 from primage.config import Settings
 from primage.db import Database, tables
 from primage.errors import AppUnavailable, Forbidden, NotFound
+from primage.models.jobs import Mount, parse_mount
 
 # Headers that belong to one connection (RFC 9110 §7.6.1), or that the proxy sets itself.
 HOP_BY_HOP = frozenset(
@@ -93,10 +94,12 @@ class Proxy:
                 raise NotFound(f"no app '{name}'")
             spec = json.loads(row.spec)
             access = spec.get("access", {})
-            names = [m["name"] if isinstance(m, dict) else m for m in spec.get("spaces", [])]
-            spaces = list(
-                session.scalars(select(tables.Space).where(tables.Space.name.in_(names))).all()
-            )
+            mounts = [Mount.model_validate(parse_mount(m)) for m in spec.get("spaces", [])]
+            found = session.scalars(
+                select(tables.Space).where(tables.Space.name.in_([m.name for m in mounts]))
+            ).all()
+            by_name = {space.name: space for space in found}
+            spaces = [(by_name[m.name], m.read_only) for m in mounts if m.name in by_name]
             policy.check_open_app(
                 principal, name, row.owner_id, access.get("who", "owner"), access.get("group"),
                 spaces,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from primage.auth.principal import Principal
+from primage.auth.principal import Caveats, Principal
 from primage.db.tables import Space
 from primage.errors import Forbidden, SandboxUnavailable
+from primage.models.jobs import JobSpec, Mount
 
 
 class Role(StrEnum):
@@ -115,22 +116,69 @@ def check_unconfined(principal: Principal, problem: str | None, what: str) -> No
         raise SandboxUnavailable(f"this server cannot confine {what}: {problem}")
 
 
-def check_job(principal: Principal, owner_id: int, output_space: Space | None, what: str) -> None:
+def check_submit(principal: Principal) -> None:
+    """Submitting a job runs commands that write: a read-only token cannot."""
+    if principal.caveats.read_only:
+        raise Forbidden("this token is read-only; it cannot submit jobs; use another token")
+
+
+def confine(principal: Principal, spec: JobSpec) -> JobSpec:
+    """The job a folder-confined token may run: every mount of its space narrowed to its
+    folder (a mount of a folder inside it stays; one outside it is refused), so that its
+    tasks see that folder only. Other tokens' jobs are left as they are."""
+    space, prefix = principal.caveats.space, principal.caveats.path_prefix
+    mounts = spec.mounts()
+    if space is None or prefix is None or space not in mounts:
+        return spec
+    named = {m.name: m for m in spec.spaces}
+    mine = named.get(space)
+    if mine is not None and mine.folder is not None:
+        if not principal.caveats.allows_path(mine.folder):
+            raise Forbidden(f"this token is restricted to path '{prefix}' of space '{space}'")
+        return spec
+    narrowed = Mount(name=space, folder=prefix, read_only=mounts[space])
+    others = [m for m in spec.spaces if m.name != space]
+    return spec.model_copy(update={"spaces": [*others, narrowed]})
+
+
+def check_job(
+    principal: Principal,
+    owner_id: int,
+    output_space: Space | None,
+    what: str,
+    confinement: tuple[str | None, str | None] = (None, None),
+) -> None:
     """Seeing, cancelling or removing a job: its owner, a manager of its output space, admins.
 
-    Anything but seeing is a change: a read-only token may only see.
+    Anything but seeing is a change: a read-only token may only see, and a token confined to a
+    space (or a folder) changes only jobs that were submitted with that ``confinement`` or a
+    narrower one: a folder token cannot cancel the jobs its owner ran with a full token.
     """
-    if what != "see" and principal.caveats.read_only:
+    caveats = principal.caveats
+    if what != "see" and caveats.read_only:
         raise Forbidden(f"this token is read-only; it cannot {what} jobs")
-    if principal.caveats.space is not None and (
-        output_space is None or output_space.name != principal.caveats.space
-    ):
-        raise Forbidden(f"this token is restricted to space '{principal.caveats.space}'")
+    if caveats.space is not None and (output_space is None or output_space.name != caveats.space):
+        raise Forbidden(f"this token is restricted to space '{caveats.space}'")
+    job_space, job_path = confinement
+    if what != "see" and caveats.space is not None:
+        within = job_space == caveats.space and (
+            caveats.path_prefix is None or (job_path is not None and caveats.allows_path(job_path))
+        )
+        if not within:
+            raise Forbidden(
+                f"this token is restricted to {confined_to(caveats)}; the job was submitted "
+                f"with wider rights, so only a token with them may {what} it"
+            )
     if owner_id == principal.user_id or principal.is_admin:
         return
     role = role_on(principal, output_space) if output_space is not None else None
     if role is None or RANK[role] < RANK[Role.MANAGER]:
         raise Forbidden(f"only the job's owner or a manager of its space may {what} it")
+
+
+def confined_to(caveats: Caveats) -> str:
+    where = f"space '{caveats.space}'"
+    return f"path '{caveats.path_prefix}' of {where}" if caveats.path_prefix else where
 
 
 def can_see_job(principal: Principal, owner_id: int, output_space: Space | None) -> bool:
@@ -174,20 +222,40 @@ def registry_actions(
 
 
 def check_open_app(
-    principal: Principal, name: str, owner_id: int, who: str, group: str | None, spaces: list[Space]
+    principal: Principal,
+    name: str,
+    owner_id: int,
+    who: str,
+    group: str | None,
+    spaces: list[tuple[Space, bool]],
 ) -> None:
-    """Opening an app through the proxy: its owner, admins, and whom its ``access`` names
-    (``members``: those who may read every space it mounts; ``group``: that group's members)."""
+    """Opening an app through the proxy: its owner, admins, and whom its ``access`` names.
+
+    ``members``: those who may do to every space it mounts what the app can (``spaces``: each
+    with its read-only flag): an app that writes a space opens only for its writers, so a viewer
+    cannot write through it; viewers get in where every mount is read-only. ``group``: that
+    group's members.
+    """
     if principal.caveats.space is not None:
         raise Forbidden("a token restricted to a space cannot open apps; use another token")
     if owner_id == principal.user_id or principal.is_admin:
         return
-    if who == "members" and spaces and all(role_on(principal, s) for s in spaces):
+    if who == "members" and spaces and all(may_use(principal, s, ro) for s, ro in spaces):
         return
     if who == "group" and group in principal.group_names:
         return
-    allowed = {"owner": "its owner", "members": "members of its spaces", "group": f"group {group}"}
+    allowed = {
+        "owner": "its owner",
+        "members": "those who may read (or, where it writes them, write) its spaces",
+        "group": f"group {group}",
+    }
     raise Forbidden(f"app '{name}' is open to {allowed.get(who, 'its owner')} only")
+
+
+def may_use(principal: Principal, space: Space, read_only: bool) -> bool:
+    role = role_on(principal, space)
+    needed = NEEDS[Right.READ if read_only else Right.WRITE]
+    return role is not None and RANK[role] >= RANK[needed]
 
 
 def check_manage_app(principal: Principal, name: str, owner_id: int, what: str) -> None:
@@ -199,6 +267,18 @@ def check_manage_app(principal: Principal, name: str, owner_id: int, what: str) 
         raise Forbidden("a token restricted to a space cannot manage apps")
     if owner_id != principal.user_id and not principal.is_admin:
         raise Forbidden(f"only the owner of app '{name}' may {what} it")
+
+
+def check_see_apps(principal: Principal) -> None:
+    """Listing apps: they belong to no one space, so a space-confined token sees none."""
+    if principal.caveats.space is not None:
+        raise Forbidden("a token restricted to a space cannot see apps; use another token")
+
+
+def check_see_builds(principal: Principal) -> None:
+    """Builds, their logs and results: like apps, not for a token confined to a space."""
+    if principal.caveats.space is not None:
+        raise Forbidden("a token restricted to a space cannot see builds; use another token")
 
 
 def check_deploy(principal: Principal) -> None:

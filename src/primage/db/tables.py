@@ -230,6 +230,9 @@ class Job(Base):
     output_space: Mapped[str | None] = mapped_column(String(64), index=True)
     output_path: Mapped[str | None] = mapped_column(Text)
     spaces: Mapped[str] = mapped_column(Text, default=",")  # mounted spaces: ",a,b,"
+    # The space (and folder) the submitting token was confined to: changing the job needs as much.
+    confined_space: Mapped[str | None] = mapped_column(String(64))
+    confined_path: Mapped[str | None] = mapped_column(Text)
     image: Mapped[str | None] = mapped_column(String(512))  # pinned: repository@sha256:…
     task_count: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Literal
 
@@ -38,6 +38,7 @@ class TaskRun:
     command: str
     env: Mapping[str, str]
     mounts: Mapping[str, bool]  # space name → read-only
+    folders: Mapping[str, str] = field(default_factory=dict)  # space → the one folder it sees
     cpus: int = 1
     memory_bytes: int | None = None
     timeout_s: float | None = None

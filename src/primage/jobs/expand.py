@@ -139,6 +139,7 @@ class TaskFactory:
             else None
         )
         self.mounts = spec.mounts()
+        self.folders = spec.folders()
         env = {var: str(spec.resources.cpus) for var in THREAD_VARIABLES}
         for name, path in space_paths.items():
             env[space_variable(name)] = path
@@ -165,6 +166,7 @@ class TaskFactory:
             command=render(spec.command, values),
             env=env,
             mounts=self.mounts,
+            folders=self.folders,
             cpus=spec.resources.cpus,
             memory_bytes=spec.resources.memory,
             timeout_s=spec.timeout,

@@ -35,6 +35,8 @@ def submit(
     box: SecretBox,
     pull: Pull | None = None,
 ) -> tables.Job:
+    policy.check_submit(caller)
+    spec = policy.confine(caller, spec)
     check_spaces(session, caller, spec)
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")
@@ -43,16 +45,21 @@ def submit(
         return submit_service(session, box, executor, caller, spec, image)
     root = store.folder(spec.inputs.space) if spec.inputs else None
     tasks = expand(spec, root, max_tasks)
-    if spec.inputs and caller.caveats.path_prefix is not None:  # a token confined to a folder
+    folder = spec.folders().get(spec.inputs.space) if spec.inputs else None
+    if spec.inputs and (folder is not None or caller.caveats.path_prefix is not None):
         files = [f for batch in tasks for f in batch]
         policy.check_space(caller, lookup.space(session, spec.inputs.space), Right.READ, *files)
+        if folder is not None:
+            within(spec.inputs.space, folder, files, "input")
     job = job_row(caller, spec, executor, image, len(tasks))
     session.add(job)
     session.flush()  # the id names the default output folder
     if spec.output_space is not None:
-        path = normalise_relpath(spec.output.path or f"{OUTPUTS}/{job.id}")
+        path = normalise_relpath(spec.output.path or default_output(spec, job.id))
         space = lookup.space(session, spec.output_space)
         policy.check_space(caller, space, Right.WRITE, path)
+        if (mounted := spec.folders().get(spec.output_space)) is not None:
+            within(spec.output_space, mounted, [path], "output.path")
         job.output_path = output_folder(store, spec.output_space, path, spec.overwrite)
     rows = [
         {"job_id": job.id, "index": i, "inputs": "\n".join(files), "state": TaskState.PENDING}
@@ -69,6 +76,8 @@ def job_row(
         name=spec.name,
         kind=spec.kind,
         owner_id=caller.user_id,
+        confined_space=caller.caveats.space,
+        confined_path=caller.caveats.path_prefix,
         spec=spec.model_dump_json(exclude_defaults=True),
         state=JobState.PENDING,
         executor=executor.name,
@@ -77,6 +86,13 @@ def job_row(
         spaces="".join(f",{name}" for name in sorted(spec.mounts())) + ",",
         task_count=tasks,
     )
+
+
+def default_output(spec: JobSpec, job_id: int) -> str:
+    """``outputs/<id>`` in the output space, or in the one folder of it the job mounts (a
+    folder-confined token's jobs mount its folder: the only place it may write)."""
+    folder = spec.folders().get(spec.output_space or "")
+    return f"{folder}/{OUTPUTS}/{job_id}" if folder else f"{OUTPUTS}/{job_id}"
 
 
 def submit_service(
@@ -120,14 +136,25 @@ def service_name(job_id: int) -> str:
 
 def check_spaces(session: Session, caller: Principal, spec: JobSpec) -> None:
     """403/404 before anything runs: every mounted space must exist and allow its use."""
+    folders = spec.folders()
     for name, read_only in spec.mounts().items():
         space = lookup.space(session, name)
-        paths: list[str] = []
+        paths: list[str] = [folders[name]] if name in folders else []
         if spec.inputs and name == spec.inputs.space and spec.inputs.files:
             paths = [normalise_relpath(f) for f in spec.inputs.files]
         if name == spec.output_space and spec.output.path:
             paths.append(normalise_relpath(spec.output.path))
         policy.check_space(caller, space, Right.READ if read_only else Right.WRITE, *paths)
+
+
+def within(space: str, folder: str, paths: list[str], what: str) -> None:
+    """The tasks see only ``folder`` of ``space``: what they read or write must lie in it."""
+    for path in paths:
+        if path != folder and not path.startswith(folder + "/"):
+            raise BadRequest(
+                f"{what} '{path}' is outside folder '{folder}', the only part of space "
+                f"'{space}' the tasks see; mount more of the space or choose a path in it"
+            )
 
 
 def output_folder(store: SpaceStore, space: str, path: str, overwrite: bool) -> str:

@@ -16,11 +16,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
+from primage.errors import UnsafePath
 from primage.jobs.template import check_template
 from primage.models import validated
+from primage.storage.paths import normalise_relpath
 
 UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
@@ -48,12 +51,13 @@ def parse_seconds(value: Any) -> Any:
 
 
 def parse_mount(value: Any) -> Any:
-    """The short form ``NAME`` or ``NAME:ro`` / ``NAME:rw`` of a space mount."""
+    """The short form ``NAME[/FOLDER][:ro|:rw]`` of a space mount (one folder of it, or all)."""
     if isinstance(value, str):
-        name, _, mode = value.partition(":")
+        where, _, mode = value.partition(":")
         if mode not in ("", "ro", "rw"):
-            raise ValueError(f"'{value}': a mount is NAME, NAME:ro or NAME:rw")
-        return {"name": name, "read_only": mode == "ro"}
+            raise ValueError(f"'{value}': a mount is NAME, NAME:ro, NAME/FOLDER:ro or NAME:rw")
+        name, _, folder = where.partition("/")
+        return {"name": name, "folder": folder or None, "read_only": mode == "ro"}
     return value
 
 
@@ -67,7 +71,25 @@ class Strict(BaseModel):
 
 class Mount(Strict):
     name: str = Field(description="The space.")
+    folder: str | None = Field(
+        None,
+        description="Only this folder of the space, e.g. 'raw/ct': the tasks see nothing else "
+        "of it (at the same path).",
+    )
     read_only: bool = Field(False, description="Mount it read-only.")
+
+    @field_validator("folder")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        try:
+            return normalise_relpath(value) or None if value is not None else None
+        except UnsafePath as exc:
+            raise ValueError(f"folder: {exc.detail}") from None
+
+    @property
+    def path(self) -> str:
+        """Where it is seen below the storage root (or /spaces): NAME or NAME/FOLDER."""
+        return f"{self.name}/{self.folder}" if self.folder else self.name
 
 
 def check_env_and_mounts(env: Iterable[str], mounts: Iterable[Mount]) -> None:
@@ -228,6 +250,10 @@ class JobSpec(Strict):
             return self.inputs.space
         writable = [m.name for m in self.spaces if not m.read_only]
         return writable[0] if len(writable) == 1 else None
+
+    def folders(self) -> dict[str, str]:
+        """The spaces of which the tasks see one folder only → that folder."""
+        return {m.name: m.folder for m in self.spaces if m.folder}
 
     def mounts(self) -> dict[str, bool]:
         """Every space the tasks see → read-only?; inputs are read-only, the output writable."""

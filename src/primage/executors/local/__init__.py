@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from primage.errors import PrimageError
 from primage.executors.base import (
     Executor,
     ExternalRef,
@@ -43,9 +44,11 @@ from primage.executors.base import (
 from primage.executors.local import procs
 from primage.executors.local.containers import SPACES, Runtime
 from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
+from primage.storage.paths import mount_source
 
 log = logging.getLogger("primage.executors.local")
 
+CELL_AGENT = str(Path(__file__).with_name("cell.py"))  # runs inside a job's sandbox
 PASS_THROUGH = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 
 
@@ -196,6 +199,10 @@ class LocalExecutor(Executor):
             }
             if run.image is None and self.sandbox is not None:
                 request["owner"] = self.sandbox.owner
+                try:
+                    request["cell"] = self._cell(run)
+                except PrimageError as exc:  # a folder that vanished, or became a link out
+                    request["argv"] = failing(exc.detail)
             requests.append(request)
         await asyncio.to_thread(self._send, requests)
 
@@ -203,16 +210,7 @@ class LocalExecutor(Executor):
         if run.image is not None:
             return self._container_argv(run)
         argv = procs.argv_for(run.command)
-        if self.sandbox is not None:
-            binds = [Bind(self.space_path(name), ro) for name, ro in sorted(run.mounts.items())]
-            workdir = work_folder(self.folder_name(run.key))
-            argv = self.sandbox.wrap(
-                argv,
-                binds=[*binds, Bind(workdir, False)],
-                workdir=workdir,
-                network="outbound" if run.network else "none",
-            )
-        else:
+        if self.sandbox is None:  # sandbox off: at least the read-only spaces stay read-only
             protected = sorted(self.space_path(name) for name, ro in run.mounts.items() if ro)
             argv = procs.read_only(protected, argv)
         limits = []
@@ -221,6 +219,30 @@ class LocalExecutor(Executor):
         if run.timeout_s:  # a CPU-time ceiling that holds even while the server is down
             limits.append(f"--cpu={int(run.timeout_s * run.cpus) + 1}")
         return ["prlimit", *limits, "--", *argv] if limits else argv
+
+    def _cell(self, run: TaskRun) -> dict[str, Any]:
+        """The sandbox a job's process tasks run in, one for all of them (``cells.py``): its
+        spaces, and the job's folder, where each attempt may write its ``work/`` folder only."""
+        assert self.sandbox is not None
+        job_folder = f"{self.runs_dir}/{run.key.job_id}"
+        argv = self.sandbox.wrap(
+            [sys.executable, "-I", "-S", CELL_AGENT],
+            binds=[*self._binds(run), Bind(job_folder, False)],
+            workdir=job_folder,
+            network="outbound" if run.network else "none",
+        )
+        return {"key": str(run.key.job_id), "argv": argv, "log": f"{job_folder}/cell.log"}
+
+    def _binds(self, run: TaskRun) -> list[Bind]:
+        """What a sandboxed task sees of its spaces: each whole, or the one folder it names,
+        at the same path as on the host."""
+        binds = []
+        for name, read_only in sorted(run.mounts.items()):
+            folder = run.folders.get(name)
+            path = self.space_path(name) + (f"/{folder}" if folder else "")
+            source = mount_source(self.storage_root, name, folder)
+            binds.append(Bind(path, read_only, source))
+        return binds
 
     def _process_env(self, run: TaskRun) -> dict[str, str]:
         """A process task's environment; for a container, podman's, which carries the task's
@@ -234,15 +256,21 @@ class LocalExecutor(Executor):
 
     def _container_argv(self, run: TaskRun) -> list[str]:
         if self.runtime is None:  # a job accepted while containers were on, run after a restart
-            message = "this server runs no containers now (setting containers)"
-            return ["/bin/sh", "-c", f"echo 'primage: {message}' >&2; exit 125"]
+            return failing("this server runs no containers now (setting containers)")
         key = run.key
+        try:
+            mounts = {
+                b.path.removeprefix(f"{self.storage_root}/"): (b.source, b.read_only)
+                for b in self._binds(run)
+            }
+        except PrimageError as exc:
+            return failing(exc.detail)
         return self.runtime.argv(
             image=run.image or "",
             command=procs.argv_for(run.command),
             name=f"primage-{key.job_id}-{key.index}-{key.attempt}",
             workdir=work_folder(str(Path(self.folder_name(key)).resolve())),
-            mounts={name: (str(self.storage_root / name), ro) for name, ro in run.mounts.items()},
+            mounts=mounts,
             env=run.env,
             base_env=self._env,
             cpus=run.cpus,
@@ -340,6 +368,11 @@ class LocalExecutor(Executor):
         with self._lock:
             if self._runner is not None and self._runner.stdin is not None:
                 self._runner.stdin.close()
+
+
+def failing(message: str) -> list[str]:
+    """The argv of an attempt that cannot run: it says why on stderr and exits 125."""
+    return ["/bin/sh", "-c", 'echo "primage: $1" >&2; exit 125', "sh", message]
 
 
 def work_folder(attempt_folder: str) -> str:

@@ -2,7 +2,8 @@
 
 A task that names an image runs as ``<container_command> run --rm`` with:
 
-- each space it mounts bind-mounted at ``/spaces/<name>`` (``:ro`` where the job says so, which
+- each space it mounts bind-mounted at ``/spaces/<name>`` (or only the folder the job names, at
+  ``/spaces/<name>/<folder>``; ``:ro`` where the job says so, which
   the kernel enforces), its working folder at ``/work`` (its current directory);
 - ``--network none`` unless the job asks for the network;
 - ``--cpus`` and ``--memory`` from the job's resources;
@@ -110,9 +111,10 @@ class Runtime:
     ) -> list[str]:
         """The command line that runs ``command`` in ``image`` as one task attempt.
 
-        ``mounts``: space name → (host folder, read-only). ``env`` is named here, not valued:
-        podman runs with the values in its environment (:meth:`process_env` over
-        ``base_env``), except for names podman itself uses, which are passed by value.
+        ``mounts``: space name (or ``SPACE/FOLDER``) → (host folder, read-only). ``env`` is
+        named here, not valued: podman runs with the values in its environment
+        (:meth:`process_env` over ``base_env``), except for names podman itself uses, which are
+        passed by value.
         """
         args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
         args += ["--network", "slirp4netns" if network else "none"]
@@ -156,8 +158,8 @@ class Runtime:
         args = ["--init"] if self.init else []
         if memory_bytes:
             args += ["--memory", str(memory_bytes)]
-        for space, (host, read_only) in sorted(mounts.items()):
-            args += ["-v", f"{host}:{SPACES}/{space}" + (":ro" if read_only else "")]
+        for where, (host, read_only) in sorted(mounts.items()):  # where: SPACE or SPACE/FOLDER
+            args += ["-v", f"{host}:{SPACES}/{where}" + (":ro" if read_only else "")]
         for key, value in sorted(env.items()):
             args += ["-e", f"{key}={value}" if key in own else key]
         return args

@@ -30,6 +30,19 @@ def child_pid(fd: int) -> int:
     raise RuntimeError("bwrap ended before it reported its sandbox")
 
 
+def inherited() -> list[int]:
+    """The descriptors beyond stdio that this process inherited (still inheritable)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+    return found
+
+
 def main(argv: list[str]) -> int:
     info_r, info_w = os.pipe()
     block_r, block_w = os.pipe()
@@ -40,7 +53,8 @@ def main(argv: list[str]) -> int:
     extra = ["--info-fd", str(info_w), "--block-fd", str(block_r)]
     extra += ["--perms", "0644", "--ro-bind-data", str(dns_r), "/etc/resolv.conf"]  # over /etc
     end = argv.index("--")  # the end of bwrap's options
-    bwrap = subprocess.Popen([*argv[:end], *extra, *argv[end:]], pass_fds=fds)
+    handed = inherited()  # what this process was handed to pass on (a cell's socket)
+    bwrap = subprocess.Popen([*argv[:end], *extra, *argv[end:]], pass_fds=(*fds, *handed))
     for fd in fds:
         os.close(fd)
     try:

@@ -9,7 +9,8 @@ and re-attaches (adopts) the tasks still running. One thread per slot launches a
 on 2 cores, against 1.45x for asyncio subprocesses and 1.67x for a ``sh`` wrapper per task.
 
 Requests:  {"op": "run", "key": [job, index, attempt], "dir", "argv", "env", "cpus", "timeout",
-            "owner": [uid, gid] of its work folder, when not the runner's}
+            "owner": [uid, gid] of its work folder, when not the runner's,
+            "cell": {"key", "argv", "log"}: run it in its job's sandbox (``cells.py``)}
            {"op": "watch", "key", "dir", "ref", "cpus", "timeout"}   (adopt a running process)
            {"op": "cancel", "key"}
 Events:    {"ev": "started", "key", "ref", "at"}
@@ -32,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from primage.executors.local import procs
+from primage.executors.local.cells import Cell
 
 GRACE_S = 3.0  # between SIGTERM and SIGKILL when a task is cancelled or times out
+CELL_IDLE_S = 2.0  # a job's sandbox with no task left is closed after this long
 EXIT_FILE_WAIT_S = 5.0  # for an adopted task: how long its old runner may take to record the end
 FLUSH_S = 0.01  # events wait at most this long before they are sent to the server
 
@@ -52,6 +55,11 @@ class Item:
         self.timeout: float | None = request.get("timeout")
         self.pid: int | None = None
         self.stop_reason: str | None = None  # "cancelled" | "timed_out" once we kill it
+        # A task in a cell: its host PID is known (or None for good), then it ended.
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self.code: int | None = None
+        self.failure = ""
 
 
 class Runner:
@@ -67,6 +75,8 @@ class Runner:
         self.outbox: list[dict[str, Any]] = []
         self.unsent_starts: dict[tuple[int, ...], dict[str, Any]] = {}
         self.server_gone = False
+        self.cells: dict[str, Cell] = {}
+        self.cells_lock = threading.Lock()
 
     # -- talking to the server ------------------------------------------------------------------
 
@@ -127,6 +137,9 @@ class Runner:
             self.cond.notify_all()
         for worker in workers:
             worker.join()
+        with self.cells_lock:
+            for cell in self.cells.values():
+                cell.close()
         time.sleep(2 * FLUSH_S)  # the last events out, in case the server is still listening
 
     # -- slots ----------------------------------------------------------------------------------
@@ -165,8 +178,10 @@ class Runner:
                     self.emit(ev="finished", key=key, outcome="cancelled", message="cancelled")
                     return
             item = self.active.get(key)  # type: ignore[assignment]
-        if item is not None and item.pid is not None:
-            item.stop_reason = "cancelled"
+        if item is None:
+            return
+        item.stop_reason = "cancelled"  # a task whose PID is not known yet is stopped once it is
+        if item.pid is not None:
             threading.Thread(target=self.stop, args=(item.pid,), daemon=True).start()
 
     @staticmethod
@@ -188,6 +203,9 @@ class Runner:
         os.makedirs(workdir, exist_ok=True)
         if request.get("owner"):  # the task's uid writes here, and only here
             os.chown(workdir, *request["owner"])
+        if request.get("cell"):
+            self.run_in_cell(item, workdir)
+            return
         with (
             open(f"{item.dir}/stdout.log", "wb") as out,
             open(f"{item.dir}/stderr.log", "wb") as err,
@@ -206,11 +224,7 @@ class Runner:
                 err.write(f"{request['argv'][0]}: {exc.strerror}\n".encode())
                 self.finish(item, 127, f"cannot start {request['argv'][0]!r}: {exc.strerror}")
                 return
-        item.pid = process.pid
-        started = procs.start_time(process.pid)
-        ref = procs.ref(process.pid, started or 0)
-        write_small(f"{item.dir}/pid", ref)
-        self.emit(ev="started", key=item.key, ref=ref)
+        self.launched(item, process.pid)
         try:
             code = process.wait(timeout=item.timeout)
         except subprocess.TimeoutExpired:
@@ -218,6 +232,78 @@ class Runner:
             self.stop(process.pid)
             code = process.wait()
         self.finish(item, code)
+
+    def launched(self, item: Item, pid: int) -> None:
+        """A task started (PID ``pid`` on this host): record its identity, tell the server."""
+        item.pid = pid
+        started = procs.start_time(pid)
+        ref = procs.ref(pid, started or 0)
+        write_small(f"{item.dir}/pid", ref)
+        self.emit(ev="started", key=item.key, ref=ref)
+
+    def run_in_cell(self, item: Item, workdir: str) -> None:
+        """Run the attempt in its job's sandbox; wait for it as for a process of our own."""
+        request = item.request
+        cell = self.cell_for(request["cell"], request["env"])
+
+        def started(pid: int | None) -> None:
+            if pid is not None:
+                self.launched(item, pid)
+                if item.stop_reason == "cancelled":  # cancelled before we knew its PID
+                    threading.Thread(target=self.stop, args=(pid,), daemon=True).start()
+            item.started.set()
+
+        def ended(code: int | None, message: str) -> None:
+            item.code, item.failure = code, message
+            item.started.set()
+            item.ended.set()
+
+        try:
+            with (
+                open(f"{item.dir}/stdout.log", "wb") as out,
+                open(f"{item.dir}/stderr.log", "wb") as err,
+            ):
+                fds = (out.fileno(), err.fileno())
+                cell.run(request["argv"], workdir, request["env"], fds, started, ended)
+            if not item.ended.wait(item.timeout):
+                item.stop_reason = "timed_out"
+                item.started.wait()
+                if item.pid is not None:
+                    self.stop(item.pid)
+                item.ended.wait()
+        finally:
+            self.release(request["cell"]["key"], cell)
+        if item.code is None:
+            self.emit(ev="finished", key=item.key, outcome="lost", message=item.failure)
+            return
+        self.finish(item, item.code, item.failure)
+
+    def cell_for(self, spec: dict[str, Any], env: dict[str, str]) -> Cell:
+        """The job's sandbox: the one running, or a new one."""
+        with self.cells_lock:
+            cell = self.cells.get(spec["key"])
+            if cell is None or cell.ended:
+                cell = Cell(spec["argv"], spec["log"], env)
+                self.cells[spec["key"]] = cell
+            cell.users += 1
+            return cell
+
+    def release(self, key: str, cell: Cell) -> None:
+        """A task of the cell's is done: close the cell once it has had none for a while."""
+        with self.cells_lock:
+            cell.users -= 1
+            if cell.users > 0:
+                return
+        timer = threading.Timer(CELL_IDLE_S, self._close_idle, args=(key, cell))
+        timer.daemon = True
+        timer.start()
+
+    def _close_idle(self, key: str, cell: Cell) -> None:
+        with self.cells_lock:
+            if cell.users > 0 or self.cells.get(key) is not cell:
+                return
+            del self.cells[key]
+        cell.close()
 
     def watch(self, item: Item) -> None:
         """Wait for a process another runner started (before a restart) and learn how it ended."""

@@ -51,10 +51,12 @@ INSTALL += 'sandbox = "off"'
 
 @dataclass(frozen=True)
 class Bind:
-    """A host folder the sandboxed process sees at the same path."""
+    """A host folder the sandboxed process sees at ``path``: the same folder, or ``source``
+    (a link inside a space, resolved)."""
 
     path: str
     read_only: bool
+    source: str = ""
 
 
 class Sandbox:
@@ -142,7 +144,8 @@ class Sandbox:
         made: set[str] = set()
         for bind in binds:
             args += parents(bind.path, made)
-            args += ["--ro-bind" if bind.read_only else "--bind", bind.path, bind.path]
+            source = bind.source or bind.path
+            args += ["--ro-bind" if bind.read_only else "--bind", source, bind.path]
         args += ["--chdir", workdir, "--"]
         if self.privileged:
             args += ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"]

@@ -78,7 +78,8 @@ def check_spaces(session: Session, caller: Principal, spec: m.AppSpec) -> None:
     """404/403 before anything runs: every space must exist and allow the use the app makes."""
     for mount in spec.spaces:
         space = lookup.space(session, mount.name)
-        policy.check_space(caller, space, Right.READ if mount.read_only else Right.WRITE)
+        paths = [mount.folder] if mount.folder else []
+        policy.check_space(caller, space, Right.READ if mount.read_only else Right.WRITE, *paths)
 
 
 def spec_of(body: m.AppDeploy) -> m.AppSpec:
@@ -130,6 +131,7 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
 @router.get("")
 async def list_apps(caller: Caller, state: State) -> list[m.App]:
     """Your apps (all of them for admins)."""
+    policy.check_see_apps(caller)
 
     def load() -> list[m.App]:
         with state.db.session() as session:

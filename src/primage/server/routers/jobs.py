@@ -68,7 +68,7 @@ def find(session: Session, caller: Principal, job_id: int, what: str) -> tables.
     if job is None:
         raise NotFound(f"no job {job_id} (primage job ls lists yours)")
     space = output_space(session, job)
-    policy.check_job(caller, job.owner_id, space, what)
+    policy.check_job(caller, job.owner_id, space, what, (job.confined_space, job.confined_path))
     return job
 
 

@@ -1,0 +1,166 @@
+"""One sandbox per job: the runner's end of a cell (the agent inside is ``cell.py``).
+
+Setting a sandbox up costs about 10 ms, ten times a short task, so the runner starts one per job
+(bwrap with the job's spaces and its folder, the agent inside) and hands it the job's tasks with
+their log files' descriptors; the agent starts each and says when it ended. Inside the sandbox
+a task has a PID of its namespace's; the runner needs the host's (to stop a task, and as the
+external id that a restarted server adopts by), so :meth:`Cell.run` finds it below the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from primage.executors.local import procs
+
+Started = Callable[[int | None], None]  # the host PID (None: it ended before it was seen)
+Ended = Callable[[int | None, str], None]  # exit code (None: lost with the cell), message
+
+
+@dataclass
+class Pending:
+    started: Started
+    ended: Ended
+
+
+class Cell:
+    """A running sandbox for one job's tasks; ``argv`` starts it, the agent's FD appended."""
+
+    def __init__(self, argv: Sequence[str], log: str, env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.log = log
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [*argv, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,  # like tasks: it outlives the runner, to finish them
+            )
+        theirs.close()
+        self.sock = ours
+        self.users = 0  # tasks handed to it or about to be (the runner counts)
+        self._pending: dict[int, Pending] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._agent: int | None = None  # the agent's host PID, once found
+        self.ended = False
+        threading.Thread(target=self._read, name="cell-events", daemon=True).start()
+
+    def run(
+        self, argv: list[str], cwd: str, env: dict[str, str], fds: Sequence[int],
+        started: Started, ended: Ended,
+    ) -> None:  # fmt: skip
+        """Start ``argv`` in the cell, ``fds`` its stdout and stderr; ``started`` and then
+        ``ended`` are called from the cell's reader thread."""
+        with self._lock:
+            if self.ended:
+                ended(None, self._why_ended())
+                return
+            task_id = next(self._ids)
+            self._pending[task_id] = Pending(started, ended)
+        message = json.dumps({"id": task_id, "argv": argv, "cwd": cwd, "env": env}).encode()
+        try:
+            socket.send_fds(self.sock, [message], list(fds))
+        except OSError:
+            with self._lock:
+                self._pending.pop(task_id, None)
+            ended(None, self._why_ended())
+
+    def close(self) -> None:
+        """Start nothing more; the agent exits once its tasks have ended."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            event = json.loads(data)
+            with self._lock:
+                pending = self._pending.get(event["id"])
+                if pending is not None and event["ev"] != "started":
+                    del self._pending[event["id"]]
+            if pending is not None:
+                self._deliver(event, pending)
+        with self._lock:
+            self.ended = True
+            left, self._pending = list(self._pending.values()), {}
+        self.sock.close()
+        self.process.wait()
+        for pending in left:
+            pending.ended(None, self._why_ended())
+
+    def _deliver(self, event: dict[str, Any], pending: Pending) -> None:
+        try:
+            if event["ev"] == "started":
+                pending.started(self._host_pid(event["pid"]))
+            elif event["ev"] == "exited":
+                pending.ended(event["code"], "")
+            else:
+                pending.ended(127, event["message"])
+        except Exception as exc:  # a bug here must not stop every other task's events
+            pending.ended(None, f"runner: {exc!r}")
+
+    def _why_ended(self) -> str:
+        tail = procs.tail(Path(self.log))
+        return "its job's sandbox ended unexpectedly" + (f": {tail}" if tail else "")
+
+    def _host_pid(self, inner: int) -> int | None:
+        """The host PID of the agent's child that its namespace calls ``inner``."""
+        roots = [self._agent] if self._agent is not None else [self.process.pid]
+        queue = list(roots)
+        while queue:
+            parent = queue.pop(0)
+            for child in children(parent):
+                ids = namespace_pids(child)
+                if len(ids) > 1 and ids[-1] == inner:
+                    self._agent = parent
+                    return child
+                if self._agent is None:
+                    queue.append(child)
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of ``pid``'s children (every thread's), from /proc."""
+    found: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:  # the thread or the process ended meanwhile
+            continue
+    return found
+
+
+def namespace_pids(pid: int) -> list[int]:
+    """The process's PID in each pid namespace it is in, the host's first (``NSpid``)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return [int(p) for p in line.split()[1:]]
+    except OSError:  # it ended meanwhile (ESRCH while reading)
+        pass
+    return []
