@@ -74,6 +74,12 @@ def check_space(principal: Principal, space: Space, right: Right, *paths: str) -
     return role
 
 
+def folder_in(principal: Principal, space: str) -> str | None:
+    """The one folder of ``space`` the caller's token may reach (None: all of it)."""
+    caveats = principal.caveats
+    return caveats.path_prefix if caveats.space == space else None
+
+
 def can_list(principal: Principal, space: Space) -> bool:
     caveats = principal.caveats
     if caveats.space is not None and caveats.space != space.name:

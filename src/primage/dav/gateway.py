@@ -35,7 +35,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from primage.auth import policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
-from primage.dav.provider import SPACE, VISIBLE, SpaceProvider, split
+from primage.dav.provider import CONFINED, SPACE, VISIBLE, SpaceProvider, split
 from primage.db import lookup, tables
 from primage.errors import (
     BadRequest,
@@ -45,6 +45,7 @@ from primage.errors import (
 )
 from primage.server.deps import authenticate, bearer_or_basic
 from primage.server.state import Platform
+from primage.storage.paths import normalise_relpath
 
 MOUNT = "/dav"
 SPACE_TTL = 2.0  # seconds a space's members are reused: how long a change of sharing may take
@@ -141,7 +142,11 @@ class Gateway:
 
     def _authorize(self, environ: dict[str, Any], principal: Principal) -> None:
         method = environ["REQUEST_METHOD"].upper()
+        # What is checked is what WsgiDAV will serve: '..' (sent as '%2e%2e' too) is refused,
+        # never normalised after the check.
         space, rel = split(unquote(environ.get("PATH_INFO", "/")))
+        rel = normalise_relpath(rel)
+        environ[CONFINED] = (principal.caveats.space, principal.caveats.path_prefix)
         with self.state.db.session() as session:
             if not space:
                 if method not in READ:
@@ -163,6 +168,7 @@ class Gateway:
             destination = _target(environ) if method in ("COPY", "MOVE") else None
             if destination is not None:
                 dest_space, dest_rel = split(destination)
+                dest_rel = normalise_relpath(dest_rel)
                 if not dest_space or not dest_rel:
                     raise Forbidden("a COPY or MOVE must land inside a space")
                 dest_row = self._space(session, dest_space)

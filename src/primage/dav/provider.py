@@ -3,8 +3,10 @@
 WsgiDAV's filesystem resources do the protocol work (PROPFIND, ranges, ETags, COPY/MOVE, locks);
 this module changes what a gateway to patient data must do differently:
 
-- paths resolve through :func:`primage.storage.paths.resolve`, so nothing outside the space is
-  reachable, not even another space through a symbolic link;
+- paths resolve through :class:`primage.storage.filesystem.SpaceFiles`, so nothing outside the
+  space is reachable, not even another space through a symbolic link, and a folder-confined
+  token nothing outside its folder (checked on the resolved path); a file is read through the
+  descriptor :mod:`primage.storage.reach` opened, never opened again by name;
 - the root lists only the spaces the caller may see; hidden folders at the storage root
   (``.staging``, ``.trash``) do not exist for WebDAV;
 - a PUT is written to the staging folder and renamed into place when complete (the same
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from wsgidav import util
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
@@ -29,12 +31,13 @@ from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderReso
 from primage.db import Database, tables
 from primage.errors import PrimageError
 from primage.storage.filesystem import SpaceFiles, quota_allowance
-from primage.storage.paths import NAME_RE, resolve
+from primage.storage.paths import NAME_RE
 from primage.storage.spaces import SpaceStore
 from primage.storage.transfer import AtomicUpload
 
 VISIBLE = "primage.spaces"  # environ key: the space names the caller may see
 SPACE = "primage.space"  # environ key: (id, quota in bytes) of the space a request is about
+CONFINED = "primage.confined"  # environ key: the (space, folder) the caller's token is held to
 
 
 def split(path: str) -> tuple[str, str]:
@@ -69,6 +72,18 @@ class SpaceFile(FileResource):
         else:
             super().__init__(path, environ, file_path)
         self._upload: AtomicUpload | None = None
+
+    def get_content(self) -> BinaryIO:
+        """The file as walked from its space's root, links checked: the descriptor served is
+        the one opened, whatever happens to the path meanwhile."""
+        provider: SpaceProvider = self.provider
+        space, rel = split(self.path)
+        files = provider.files(space, self.environ)
+        try:
+            _, fd = files.open(rel)
+        except PrimageError as exc:
+            raise DAVError(exc.status, exc.detail) from None
+        return os.fdopen(fd, "rb")
 
     def begin_write(self, *, content_type: str | None = None) -> _Writer:
         provider: SpaceProvider = self.provider
@@ -153,10 +168,15 @@ class SpaceProvider(FilesystemProvider):
         if not NAME_RE.fullmatch(space):
             raise DAVError(HTTP_NOT_FOUND, f"no space named {space!r}")
         try:
-            _, target = resolve(self.store.folder(space), rest)
+            _, target = self.files(space, environ).path(rest)
         except PrimageError as exc:
             raise DAVError(HTTP_FORBIDDEN, exc.detail) from None
         return str(target)
+
+    def files(self, space: str, environ: dict[str, Any] | None) -> SpaceFiles:
+        """The space's files as the caller may reach them (a folder token: its folder)."""
+        confined_space, folder = (environ or {}).get(CONFINED, (None, None))
+        return self.store.files(space, folder if confined_space == space else None)
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
         self._count_get_resource_inst += 1
@@ -177,7 +197,7 @@ class SpaceProvider(FilesystemProvider):
     def start_upload(self, path: str, target: Path, environ: dict[str, Any]) -> AtomicUpload:
         space, _ = split(path)
         _, quota = environ[SPACE]
-        files = SpaceFiles(space, self.store.folder(space))
+        files = self.files(space, environ)
         return AtomicUpload(
             space=space,
             staging=self.store.staging,

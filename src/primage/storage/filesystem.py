@@ -12,7 +12,8 @@ from pathlib import Path
 
 from primage.errors import BadRequest, Conflict, NotFound
 from primage.models.files import FileInfo
-from primage.storage.paths import resolve
+from primage.storage import reach
+from primage.storage.paths import normalise_relpath, resolve
 
 
 def _kind(mode: int) -> str:
@@ -37,56 +38,85 @@ def file_info(rel: str, st: os.stat_result) -> FileInfo:
 
 
 class SpaceFiles:
-    """The folder of one space, with the space's name for error messages."""
+    """The folder of one space, with the space's name for error messages; ``folder``: the one
+    folder the caller may reach (a folder-confined token's), checked on resolved paths.
 
-    def __init__(self, space: str, root: Path) -> None:
+    Reads go through :mod:`primage.storage.reach` (walked from the space's root, links followed
+    only inside the space and the folder, the opened descriptor served); writes resolve their
+    path once through :func:`primage.storage.paths.resolve`, then check the folder on it.
+    """
+
+    def __init__(self, space: str, root: Path, folder: str | None = None) -> None:
         self.space = space
         self.root = root
+        self.folder = folder
 
     def path(self, rel: str) -> tuple[str, Path]:
-        return resolve(self.root, rel)
+        """A path to write: normalised, and its real location, inside the space and folder."""
+        normal, target = resolve(self.root, rel)
+        real = os.path.relpath(target, self.root.resolve())
+        reach.check_folder(self.space, self.folder, "" if real == "." else real, rel)
+        return normal, target
+
+    def find(self, path: str) -> tuple[os.stat_result, FileInfo]:
+        """What ``path`` is (a link: what it leads to, if it may be reached); NotFound if absent."""
+        _, fd = reach.walk(self.space, self.root, path, self.folder)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st, file_info(normalise_relpath(path), st)
+
+    def stat(self, path: str) -> FileInfo:
+        return self.find(path)[1]
+
+    def open(self, path: str) -> tuple[FileInfo, int]:
+        """A file opened for reading (the caller closes it) and what it is."""
+        _, fd = reach.open_file(self.space, self.root, path, self.folder)
+        return file_info(normalise_relpath(path), os.fstat(fd)), fd
+
+    def listdir(self, path: str) -> list[FileInfo]:
+        rel = normalise_relpath(path)
+        _, fd = reach.open_folder(self.space, self.root, path, self.folder)
+        entries = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    child = f"{rel}/{entry.name}" if rel else entry.name
+                    entries.append(file_info(child, entry.stat(follow_symlinks=False)))
+        finally:
+            os.close(fd)
+        return sorted(entries, key=lambda e: (e.type != "directory", e.name))
+
+    def walk(self, path: str) -> Iterator[FileInfo]:
+        """Every file below ``path``, depth first, without following symlinks."""
+        st, info = self.find(path)
+        if not stat_mod.S_ISDIR(st.st_mode):
+            yield info
+            return
+        rel = normalise_relpath(path)
+        _, fd = reach.open_folder(self.space, self.root, path, self.folder)
+        try:
+            for current, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=fd):
+                dirnames.sort()
+                below = current.removeprefix(".").strip("/")
+                base = "/".join(p for p in (rel, below) if p)
+                for name in sorted(filenames):
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if stat_mod.S_ISREG(st.st_mode):
+                        yield file_info(f"{base}/{name}" if base else name, st)
+        finally:
+            os.close(fd)
+
+    def open_folder(self, path: str) -> int:
+        """A folder opened for walking (the caller closes it): a tar of it, say."""
+        return reach.open_folder(self.space, self.root, path, self.folder)[1]
 
     def _stat(self, rel: str, target: Path) -> os.stat_result:
         try:
             return target.stat()
         except FileNotFoundError:
             raise NotFound(f"no file or folder '{rel}' in space '{self.space}'") from None
-
-    def find(self, path: str) -> tuple[Path, os.stat_result, FileInfo]:
-        """The real path, its stat result and its info, resolved once; NotFound if absent."""
-        rel, target = self.path(path)
-        st = self._stat(rel, target)
-        return target, st, file_info(rel, st)
-
-    def stat(self, path: str) -> FileInfo:
-        return self.find(path)[2]
-
-    def listdir(self, path: str) -> list[FileInfo]:
-        rel, target = self.path(path)
-        if not stat_mod.S_ISDIR(self._stat(rel, target).st_mode):
-            raise BadRequest(f"'{rel}' in space '{self.space}' is a file, not a folder")
-        entries = []
-        with os.scandir(target) as it:
-            for entry in it:
-                child = f"{rel}/{entry.name}" if rel else entry.name
-                entries.append(file_info(child, entry.stat(follow_symlinks=False)))
-        return sorted(entries, key=lambda e: (e.type != "directory", e.name))
-
-    def walk(self, path: str) -> Iterator[FileInfo]:
-        """Every file below ``path``, depth first, without following symlinks."""
-        target, st, info = self.find(path)
-        if not stat_mod.S_ISDIR(st.st_mode):
-            yield info
-            return
-        root = self.root.resolve()
-        for dirpath, dirnames, filenames in os.walk(target):
-            dirnames.sort()
-            base = os.path.relpath(dirpath, root)
-            for name in sorted(filenames):
-                child = name if base == "." else f"{base}/{name}"
-                st = os.lstat(os.path.join(dirpath, name))
-                if stat_mod.S_ISREG(st.st_mode):
-                    yield file_info(child, st)
 
     def mkdir(self, path: str, *, parents: bool) -> FileInfo:
         rel, target = self.path(path)

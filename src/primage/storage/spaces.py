@@ -37,8 +37,9 @@ class SpaceStore:
     def folder(self, name: str) -> Path:
         return self.root / check_name("space", name)
 
-    def files(self, name: str) -> SpaceFiles:
-        return SpaceFiles(name, self.folder(name))
+    def files(self, name: str, folder: str | None = None) -> SpaceFiles:
+        """The space's files; ``folder``: the only folder of it the caller may reach."""
+        return SpaceFiles(name, self.folder(name), folder)
 
     def create(self, name: str) -> None:
         folder = self.folder(name)

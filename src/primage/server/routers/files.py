@@ -7,12 +7,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from starlette.responses import FileResponse
+from starlette.types import Receive, Scope, Send
 
 from primage.auth import audit, policy
 from primage.auth.policy import Right
@@ -30,8 +32,21 @@ CHUNK = 4 * 1024 * 1024  # bytes handed to the writer thread at once
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-class LargeChunkFileResponse(FileResponse):
+class OpenFileResponse(FileResponse):
+    """A file already opened (``storage.reach``), served through ``/proc/self/fd``: the same
+    file, whatever happens to its path meanwhile; the descriptor is closed once it is sent."""
+
     chunk_size = 1024 * 1024  # fewer, larger reads than Starlette's 64 KiB default
+
+    def __init__(self, fd: int, **kwargs: Any) -> None:
+        self.fd = fd
+        super().__init__(f"/proc/self/fd/{fd}", stat_result=os.fstat(fd), **kwargs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            os.close(self.fd)
 
 
 def open_space(
@@ -41,7 +56,7 @@ def open_space(
     rels = tuple(normalise_relpath(p) for p in paths)
     row = lookup.space(session, space)
     policy.check_space(caller, row, right, *rels)
-    return row, state.store.files(space)
+    return row, state.store.files(space, policy.folder_in(caller, space))
 
 
 def recorded_sha256(session: Session, space_id: int, rel: str, st: os.stat_result) -> str | None:
@@ -68,7 +83,7 @@ def stat_or_list(
     """A file's metadata, or a folder's entries (every file below it with ``recursive``)."""
     with state.db.session() as session:
         row, files = open_space(session, state, caller, space, Right.READ, path)
-        _, st, info = files.find(path)
+        st, info = files.find(path)
         if info.type != "directory":
             info.sha256 = recorded_sha256(session, row.id, info.path, st)
             return info
@@ -81,14 +96,16 @@ def download(space: str, path: str, caller: Caller, state: State, request: Reque
     """The file's bytes, streamed; ``Range: bytes=a-b`` gives part of it (206)."""
     with state.db.session() as session:
         _, files = open_space(session, state, caller, space, Right.READ, path)
-    target, _, info = files.find(path)
-    if info.type != "file":
-        raise BadRequest(f"'{info.path}' is a folder; list it with GET /spaces/{space}/files/…")
+    info, fd = files.open(path)  # what is served is what was opened: no second look by name
     ranges = request.headers.get("range")
-    check_range(ranges, info.size)
+    try:
+        check_range(ranges, info.size)
+    except RangeNotSatisfiable:
+        os.close(fd)
+        raise
     if ranges is None:
         state.metrics.bytes_downloaded.inc(info.size)
-    return LargeChunkFileResponse(target, filename=info.name, content_disposition_type="attachment")
+    return OpenFileResponse(fd, filename=info.name, content_disposition_type="attachment")
 
 
 def check_range(header: str | None, size: int) -> None:

@@ -283,9 +283,12 @@ def output(job_id: int, caller: Caller, state: State) -> StreamingResponse:
             raise NotFound(f"job {job_id} has no output folder (it mounts no writable space)")
         space = lookup.space(session, job.output_space)
         policy.check_space(caller, space, policy.Right.READ, job.output_path)
-        folder = state.store.folder(job.output_space) / job.output_path
-    if not folder.is_dir():
-        raise NotFound(f"job {job_id}'s output folder '{job.output_path}' is gone from the space")
+    files = state.store.files(job.output_space, policy.folder_in(caller, job.output_space))
+    try:  # walked from the space's root: a task that made the folder a link out gets nothing
+        folder = files.open_folder(job.output_path)
+    except NotFound:
+        gone = f"job {job_id}'s output folder '{job.output_path}' is gone from the space"
+        raise NotFound(gone) from None
     name = f"job-{job_id}"
     return StreamingResponse(
         tar_stream(folder, name),
