@@ -179,20 +179,6 @@ def test_disk_full_gives_507_and_keeps_old_file(tmp_path: Path, small_disk: Path
         server.stop()
 
 
-def test_start_clears_only_abandoned_staged_uploads(tmp_path: Path) -> None:
-    from primage.storage.spaces import STALE_AFTER, SpaceStore
-
-    store = SpaceStore(tmp_path / "root")
-    abandoned, in_flight = store.staging / "upload-old", store.staging / "upload-new"
-    abandoned.write_bytes(b"left by a crash")
-    in_flight.write_bytes(b"another server is writing this")
-    old = time.time() - STALE_AFTER - 60
-    os.utime(abandoned, (old, old))
-    SpaceStore(tmp_path / "root")  # a second server starting on the same storage root
-    assert not abandoned.exists()
-    assert in_flight.exists()
-
-
 def test_no_overwrite_and_files_in_the_way(sqlite_server: RunningServer, tmp_path: Path) -> None:
     sdk = sqlite_server.client()
     sdk.create_space("keep")

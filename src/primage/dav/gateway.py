@@ -17,18 +17,27 @@ Errors are the API's JSON (``{"error", "detail"}``) with its status codes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from wsgidav.dav_error import DAVError
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_NO_CONTENT,
+    HTTP_NOT_MODIFIED,
+    DAVError,
+    as_DAVError,
+    get_http_status_string,
+)
 from wsgidav.dir_browser import WsgiDavDirBrowser
-from wsgidav.error_printer import ErrorPrinter
+from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -47,9 +56,11 @@ from primage.server.deps import authenticate, bearer_or_basic
 from primage.server.state import Platform
 from primage.storage.paths import normalise_relpath
 
+log = logging.getLogger("primage.dav")
 MOUNT = "/dav"
 SPACE_TTL = 2.0  # seconds a space's members are reused: how long a change of sharing may take
 READ = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
+CHANGES_USAGE = frozenset({"DELETE", "COPY", "MOVE"})  # other than PUT, which counts itself
 REALM = "primage"
 StartResponse = Any
 
@@ -63,6 +74,53 @@ def _target(environ: dict[str, Any]) -> str | None:
     if not path.startswith(MOUNT + "/") and path != MOUNT:
         raise BadRequest(f"destination {header!r} is outside {MOUNT}/")
     return path.removeprefix(MOUNT) or "/"
+
+
+ERROR_CODES = {
+    400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 412: "precondition_failed", 413: "payload_too_large", 415: "unsupported",
+    423: "locked", 507: "insufficient_storage",
+}  # fmt: skip
+
+
+class JsonErrors(BaseMiddleware):  # type: ignore[misc]
+    """WsgiDAV's errors as the API's JSON (``{"error", "detail"}``), in place of its HTML
+    pages: the start of a response is held until its first bytes, so an error raised before
+    them can still become one."""
+
+    def is_disabled(self) -> bool:
+        return False
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        held = util.SubAppStartResponse()
+        try:
+            body = self.next_app(environ, held)
+            chunks = iter(body)
+            first = next(chunks, None)
+        except Exception as exc:
+            yield from dav_error_json(exc, start_response)
+            return
+        start_response(held.status, held.response_headers, held.exc_info)
+        if first is not None:
+            yield first
+        yield from chunks
+        if hasattr(body, "close"):
+            body.close()
+
+
+def dav_error_json(exc: Exception, start_response: StartResponse) -> Iterable[bytes]:
+    error = exc if isinstance(exc, DAVError) else as_DAVError(exc)
+    if error.value in (HTTP_NO_CONTENT, HTTP_NOT_MODIFIED):  # not errors: no body at all
+        start_response(get_http_status_string(error), [("Content-Length", "0")])
+        return [b""]
+    if error.value >= 500 and error.value != 507:
+        log.error("WebDAV request failed", exc_info=exc)
+    detail = error.context_info or get_http_status_string(error)
+    code = ERROR_CODES.get(error.value, "webdav_error")
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    start_response(get_http_status_string(error), headers + (error.add_headers or []))
+    return [body]
 
 
 class Gateway:
@@ -80,7 +138,7 @@ class Gateway:
                 "provider_mapping": {"/": provider},
                 "mount_path": MOUNT,
                 # authentication and authorisation happen here, before WsgiDAV
-                "middleware_stack": [ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
+                "middleware_stack": [JsonErrors, WsgiDavDirBrowser, RequestResolver],
                 "http_authenticator": {"domain_controller": None},
                 "simple_dc": {"user_mapping": {}},
                 "block_size": 1024 * 1024,  # bytes per read and write (default 8 KiB: slow)
@@ -106,6 +164,8 @@ class Gateway:
             # clients (rclone) send one before every upload into a folder: answer it cheaply
             return self._error(MethodNotAllowed("the folder exists already"), start_response)
         served: Iterable[bytes] = self.dav(environ, start_response)
+        if environ["REQUEST_METHOD"] in CHANGES_USAGE:  # done by WsgiDAV: count from the disk
+            self.state.usage.reconcile(environ.get(VISIBLE, ()))
         return served
 
     def _space(self, session: Session, name: str) -> tables.Space:
@@ -182,12 +242,5 @@ class Gateway:
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if exc.status == 401:
             headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
-        reason = {
-            400: "Bad Request",
-            401: "Unauthorized",
-            403: "Forbidden",
-            404: "Not Found",
-            405: "Method Not Allowed",
-        }
-        start_response(f"{exc.status} {reason.get(exc.status, 'Error')}", headers)
+        start_response(f"{exc.status} {HTTPStatus(exc.status).phrase}", headers)
         return [body]

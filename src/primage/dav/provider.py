@@ -30,8 +30,9 @@ from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderReso
 
 from primage.db import Database, tables
 from primage.errors import PrimageError
-from primage.storage.filesystem import SpaceFiles, quota_allowance
+from primage.storage.filesystem import SpaceFiles
 from primage.storage.paths import NAME_RE
+from primage.storage.quota import Reservation, replaced_size
 from primage.storage.spaces import SpaceStore
 from primage.storage.transfer import AtomicUpload
 
@@ -196,14 +197,16 @@ class SpaceProvider(FilesystemProvider):
 
     def start_upload(self, path: str, target: Path, environ: dict[str, Any]) -> AtomicUpload:
         space, _ = split(path)
-        _, quota = environ[SPACE]
-        files = self.files(space, environ)
+        space_id, quota = environ[SPACE]
+        room = Reservation(self.db, space_id, space, quota, replaced_size(target))
+        declared = environ.get("CONTENT_LENGTH")
+        if declared and declared.isdigit():
+            try:
+                room.ensure(int(declared), exact=True)
+            except PrimageError as exc:
+                raise DAVError(exc.status, exc.detail) from None
         return AtomicUpload(
-            space=space,
-            staging=self.store.staging,
-            target=target,
-            allowance=quota_allowance(quota, files, target),
-            fsync=self.fsync,
+            space=space, staging=self.store.staging, target=target, room=room, fsync=self.fsync
         )
 
     def record_checksum(

@@ -176,6 +176,10 @@ class Space(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Kept by storage.quota: bytes of its files (reconciled with the disk), and bytes that
+    # uploads in flight have reserved; used + reserved never exceeds the quota.
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship(lazy="joined")

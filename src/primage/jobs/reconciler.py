@@ -58,6 +58,7 @@ class Turn:
 
     runs: list[TaskRun] = field(default_factory=list)
     cancel: list[TaskKey] = field(default_factory=list)
+    written: set[str] = field(default_factory=set)  # spaces that jobs which ended could write
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,12 @@ class Reconciler:
         *,
         prefetch: int | None = None,
         observe: Callable[[Sequence[TaskEvent]], None] | None = None,
+        written: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
         self.observe = observe  # told of every event once it is recorded (metrics)
+        self.written = written  # told, in a thread, of spaces that ended jobs wrote (quotas)
         self.prefetch = prefetch or max(8 * executor.capacity, 256)
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,6 +136,8 @@ class Reconciler:
             await self.executor.cancel(decided.cancel)
         if decided.runs:
             await self.executor.submit(decided.runs)
+        if decided.written and self.written is not None:
+            await asyncio.to_thread(self.written, decided.written)
 
     async def adopt(self) -> None:
         """Re-attach to what an earlier server left queued or running; requeue what is gone."""
@@ -169,7 +174,7 @@ class Reconciler:
             decided.cancel = self._cancellations(session)
             if hand_out:
                 decided.runs = self._hand_out(session)
-            self._close_jobs(session, touched)
+            decided.written = self._close_jobs(session, touched)
         return decided
 
     def _record(self, session: Session, events: Sequence[TaskEvent]) -> set[int]:
@@ -341,10 +346,15 @@ class Reconciler:
             runs.append(info.tasks.run(key, files))
         return runs
 
-    def _close_jobs(self, session: Session, jobs: Iterable[int]) -> None:
+    def _close_jobs(self, session: Session, jobs: Iterable[int]) -> set[str]:
+        """Close the jobs that are done; the spaces they could write."""
+        written: set[str] = set()
         for job_id in jobs:
             if close_if_done(session, job_id):
-                self._jobs.pop(job_id, None)
+                info = self._jobs.pop(job_id, None)
+                if info is not None:
+                    written |= {name for name, ro in info.spec.mounts().items() if not ro}
+        return written
 
     def _job(self, session: Session, job_id: int) -> JobInfo:
         info = self._jobs.get(job_id)

@@ -43,6 +43,7 @@ from primage.server.routers import (
     users,
 )
 from primage.server.state import Confinement, Platform
+from primage.storage.quota import Usage
 from primage.storage.spaces import SpaceStore
 
 log = logging.getLogger("primage.server")
@@ -63,6 +64,8 @@ def build_platform(settings: Settings) -> Platform:
     if owner is not None:
         os.umask(0o002)  # folders the server makes in spaces stay writable by the sandbox group
     store = SpaceStore(settings.storage_path, group=owner[1] if owner else None)
+    counters = Usage(db, store)
+    counters.start()  # nothing is in flight yet: usage counted anew, crashed uploads cleared
     executor = LocalExecutor(
         settings.jobs_path, settings.storage_path, settings.concurrency, runtime, usable
     )
@@ -73,10 +76,13 @@ def build_platform(settings: Settings) -> Platform:
         settings=settings,
         db=db,
         store=store,
+        usage=counters,
         sandbox=Confinement.of(sandbox),
         metrics=metrics,
         executor=executor,
-        reconciler=Reconciler(db, executor, observe=metrics.task_events),
+        reconciler=Reconciler(
+            db, executor, observe=metrics.task_events, written=counters.reconcile
+        ),
         providers=Providers(settings.oidc_providers),
         box=box,
         registry=RegistryKey(settings.data_dir / "registry"),

@@ -19,6 +19,7 @@ from primage.executors.base import Executor
 from primage.executors.local.sandbox import Sandbox
 from primage.jobs.reconciler import Reconciler
 from primage.server.metrics import Metrics
+from primage.storage.quota import Usage
 from primage.storage.spaces import SpaceStore
 
 
@@ -46,6 +47,7 @@ class Platform:
     settings: Settings
     db: Database
     store: SpaceStore
+    usage: Usage
     sandbox: Confinement
     metrics: Metrics
     executor: Executor

@@ -154,7 +154,8 @@ class SpaceFiles:
             raise
         return file_info(dst_rel, dst.lstat())
 
-    def remove(self, path: str, *, recursive: bool) -> None:
+    def remove(self, path: str, *, recursive: bool) -> int:
+        """Delete a file, a link or a folder; the bytes of regular files that it freed."""
         rel, target = self.path(path)
         if not rel:
             raise BadRequest("cannot delete the space's root; delete the space instead")
@@ -162,9 +163,11 @@ class SpaceFiles:
         if stat_mod.S_ISDIR(st.st_mode) and not os.path.islink(target):
             if not recursive and any(target.iterdir()):
                 raise Conflict(f"folder '{rel}' is not empty; pass recursive=true to delete it")
+            freed, _ = usage(target)
             shutil.rmtree(target)
-        else:
-            target.unlink()
+            return freed
+        target.unlink()
+        return st.st_size if stat_mod.S_ISREG(st.st_mode) else 0
 
 
 def usage(root: Path) -> tuple[int, int]:
@@ -177,12 +180,3 @@ def usage(root: Path) -> tuple[int, int]:
                 total += st.st_size
                 count += 1
     return total, count
-
-
-def quota_allowance(quota: int | None, files: SpaceFiles, target: os.PathLike[str]) -> int | None:
-    """Bytes a write to ``target`` may add: quota minus usage, plus the file it replaces."""
-    if quota is None:
-        return None
-    used, _ = usage(files.root)
-    replaced = os.stat(target).st_size if os.path.isfile(target) else 0
-    return max(quota - used + replaced, 0)

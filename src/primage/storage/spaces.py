@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import stat
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from primage.storage.paths import check_name
 
 STAGING = ".staging"  # uploads in flight; same filesystem as the spaces so rename is atomic
 TRASH = ".trash"  # spaces being deleted
-STALE_AFTER = 3600  # seconds without a write after which a staged upload is abandoned
 
 
 class SpaceStore:
@@ -76,17 +74,15 @@ class SpaceStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     def _empty_trash(self) -> None:
-        """Finish deletions a crash interrupted; clear uploads a crash left half-written.
-
-        An upload in flight (perhaps another server's, on a shared storage root) is written to
-        all the time, so only staged files untouched for ``STALE_AFTER`` seconds are removed.
-        """
+        """Finish deletions a crash interrupted."""
         shutil.rmtree(self.root / TRASH, ignore_errors=True)
-        cutoff = time.time() - STALE_AFTER
+
+    def clear_staging(self) -> None:
+        """Remove what uploads left in the staging folder: only when none is in flight (at
+        start: one server per database, see ``storage.quota``)."""
         for leftover in self.staging.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
+                leftover.unlink()
 
 
 def share(path: Path, group: int) -> None:

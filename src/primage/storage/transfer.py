@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from primage.errors import Conflict, InsufficientStorage
 
@@ -54,6 +56,14 @@ class Blocks:
         return memoryview(self._buffers[self._current])[: self._filled]
 
 
+class Room(Protocol):
+    """Room in a space's quota (``storage.quota.Reservation``)."""
+
+    def ensure(self, size: int) -> None: ...
+    def settle(self, added: int) -> None: ...
+    def release(self) -> None: ...
+
+
 class AtomicUpload:
     """One upload in progress. Use ``write`` for each chunk, then ``commit`` or ``abort``."""
 
@@ -63,14 +73,14 @@ class AtomicUpload:
         space: str,
         staging: Path,
         target: Path,
-        allowance: int | None,
+        room: Room | None,
         fsync: bool,
         overwrite: bool = True,
     ) -> None:
         self.space = space
         self.target = target
         self.overwrite = overwrite
-        self.allowance = allowance  # bytes this upload may add before the quota is exceeded
+        self.room = room  # the space's quota, reserved as the upload grows (storage.quota)
         self.fsync = fsync
         self.size = 0
         self._hash = hashlib.sha256()
@@ -81,11 +91,8 @@ class AtomicUpload:
 
     def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        if self.allowance is not None and self.size > self.allowance:
-            raise InsufficientStorage(
-                f"space '{self.space}' quota exceeded: only {human(self.allowance)} left;"
-                " delete files or ask for a larger quota"
-            )
+        if self.room is not None:
+            self.room.ensure(self.size)
         self._hash.update(chunk)
         try:
             self._write_all(chunk)
@@ -113,13 +120,16 @@ class AtomicUpload:
                 os.fsync(self._file.fileno())
             self._file.close()
             os.chmod(self._tmp, 0o666 & ~current_umask())
-            self._place()
+            replaced = self._place()
         except BaseException:
             self.abort()
             raise
+        if self.room is not None:
+            self.room.settle(self.size - replaced)
         return self.size, self._hash.hexdigest()
 
-    def _place(self) -> None:
+    def _place(self) -> int:
+        """Rename the file into place; the size of the file it replaced (0: none)."""
         name, space = self.target.name, self.space
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,18 +138,26 @@ class AtomicUpload:
         if self.target.is_dir():
             raise Conflict(f"'{name}' is a folder in space '{space}'")
         if self.overwrite:
+            try:
+                st = os.lstat(self.target)
+                replaced = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            except FileNotFoundError:
+                replaced = 0
             os.replace(self._tmp, self.target)
-            return
+            return replaced
         try:  # link, unlike rename, refuses an existing target: no window to lose a file in
             os.link(self._tmp, self.target)
         except FileExistsError:
             raise Conflict(f"'{name}' appeared in space '{space}' during the upload") from None
         self._tmp.unlink()
+        return 0
 
     def abort(self) -> None:
-        """Drop the temporary file (safe to call more than once)."""
+        """Drop the temporary file and what it reserved (safe to call more than once)."""
         self._file.close()
         self._tmp.unlink(missing_ok=True)
+        if self.room is not None:
+            self.room.release()
 
 
 def current_umask() -> int:

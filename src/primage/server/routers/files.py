@@ -20,12 +20,13 @@ from primage.auth import audit, policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
 from primage.db import lookup, tables
-from primage.errors import BadRequest, Conflict, InsufficientStorage, RangeNotSatisfiable
+from primage.errors import BadRequest, Conflict, RangeNotSatisfiable
 from primage.models.files import FileInfo, Listing, MkdirRequest, MoveRequest
 from primage.server.deps import Caller, State
-from primage.storage.filesystem import SpaceFiles, file_info, quota_allowance
+from primage.storage.filesystem import SpaceFiles, file_info
 from primage.storage.paths import normalise_relpath
-from primage.storage.transfer import AtomicUpload, Blocks, human
+from primage.storage.quota import Reservation, replaced_size
+from primage.storage.transfer import AtomicUpload, Blocks
 
 router = APIRouter(prefix="/spaces/{space}", tags=["files"])
 CHUNK = 4 * 1024 * 1024  # bytes handed to the writer thread at once
@@ -193,19 +194,21 @@ def prepare(
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
     if not overwrite and os.path.lexists(target):  # early, before the body; commit re-checks
         raise Conflict(f"'{rel}' already exists in space '{space}'; allow overwriting")
-    allowance = quota_allowance(row.quota_bytes, files, target)
-    if allowance is not None and (declared or 0) > allowance:
-        raise InsufficientStorage(
-            f"space '{space}' quota exceeded: {human(declared or 0)} sent, {human(allowance)} left"
+    room = Reservation(state.db, row.id, space, row.quota_bytes, replaced_size(target))
+    if declared:  # held before a byte of the body is read: parallel uploads cannot overrun
+        room.ensure(declared, exact=True)
+    try:
+        writer = AtomicUpload(
+            space=space,
+            staging=state.store.staging,
+            target=target,
+            room=room,
+            fsync=state.settings.fsync_uploads,
+            overwrite=overwrite,
         )
-    writer = AtomicUpload(
-        space=space,
-        staging=state.store.staging,
-        target=target,
-        allowance=allowance,
-        fsync=state.settings.fsync_uploads,
-        overwrite=overwrite,
-    )
+    except BaseException:
+        room.release()
+        raise
     return Upload(row.id, rel, target, writer)
 
 
@@ -294,6 +297,6 @@ def move_checksums(session: Session, space_id: int, src: str, dst: str) -> None:
 def remove(space: str, path: str, caller: Caller, state: State, recursive: bool = False) -> None:
     with state.db.session() as session:
         row, files = open_space(session, state, caller, space, Right.WRITE, path)
-        files.remove(path, recursive=recursive)
+        state.usage.freed(row.id, files.remove(path, recursive=recursive))
         forget_checksums(session, row.id, normalise_relpath(path))
         audit.record(session, caller, "file.delete", f"space:{space}", path=path)

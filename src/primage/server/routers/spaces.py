@@ -85,6 +85,7 @@ def detail(session: Session, state: State, caller: Principal, name: str) -> m.Sp
     row = lookup.space(session, name)
     role = policy.check_space(caller, row, Right.READ)
     size, count = usage(state.store.folder(name))
+    row.used_bytes = size  # counted anyway: the quota's counter follows what jobs wrote
     return m.SpaceDetail(
         **to_model(row, role).model_dump(),
         size_bytes=size,
