@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -334,6 +335,9 @@ def test_proxy_sends_the_app_its_own_credential_and_the_path_as_it_came(
             **_bearer(app_server.admin_token),
             "Cookie": "primage_session=not-for-the-app; theme=dark",
             "X-Primage-User": "mallory",
+            "X-Forwarded-For": "10.9.9.9",  # a client's word: never what the app is told
+            "X-Forwarded-Host": "evil.example",
+            "Forwarded": "for=10.9.9.9",
         },
     )
     assert answer.status_code == 200
@@ -343,7 +347,12 @@ def test_proxy_sends_the_app_its_own_credential_and_the_path_as_it_came(
     assert headers["authorization"].startswith("token ")  # the app's token, not the caller's
     assert app_server.admin_token not in json.dumps(seen)
     assert headers["cookie"] == "theme=dark" and headers["x-primage-user"] == "admin"
+    assert headers["x-forwarded-for"] == "127.0.0.1" and "forwarded" not in headers
+    assert headers["x-forwarded-host"] == urlparse(app_server.url).netloc
+    assert headers["x-forwarded-proto"] == "http"
     assert answer.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    with pytest.raises(BadRequest, match="interactive jobs"):
+        api.deploy_app("app: {name: job-77, command: 'sleep 60'}\n")
     api.remove_app("echo")
 
 

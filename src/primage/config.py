@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from primage.models.tokens import MAX_TOKEN_DAYS
+
 DEFAULT_PORT = 8642
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
 CHECKIN_SCOPES = "openid profile email eduperson_entitlement voperson_id offline_access"
@@ -108,8 +110,12 @@ class Settings(BaseSettings):
     storage_root: Path | None = Field(
         None, description="Folder holding one sub-folder per space; default <data_dir>/spaces."
     )
-    token_ttl_days: int = Field(30, ge=1, description="Default lifetime of new API tokens.")
-    max_token_ttl_days: int = Field(365, ge=1, description="Longest lifetime a token may ask for.")
+    token_ttl_days: int = Field(
+        30, ge=1, le=MAX_TOKEN_DAYS, description="Default lifetime of new API tokens."
+    )
+    max_token_ttl_days: int = Field(
+        365, ge=1, le=MAX_TOKEN_DAYS, description="Longest lifetime a token may ask for."
+    )
     fsync_uploads: bool = Field(
         True, description="fsync each uploaded file before it becomes visible (crash-safe)."
     )

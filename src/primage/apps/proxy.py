@@ -119,12 +119,23 @@ class Proxy:
 
 
 def upstream_headers(
-    headers: Iterable[tuple[str, str]], route: Route, caller: Principal, *, websocket: bool
+    headers: Iterable[tuple[str, str]],
+    route: Route,
+    caller: Principal,
+    *,
+    websocket: bool,
+    origin: tuple[str, str, str],
 ) -> list[tuple[str, str]]:
     """The caller's headers as the app gets them: its own credential instead of the
-    caller's, the platform's session cookie removed, who is asking added."""
-    drop = HOP_BY_HOP | (WEBSOCKET_OWN if websocket else frozenset())
-    kept = [(k, v) for k, v in headers if k.lower() not in drop and k.lower() != "cookie"]
+    caller's, the platform's session cookie removed, who is asking added, and ``origin``
+    (host, scheme, client address) as the platform saw it: what a client sent as
+    ``X-Forwarded-*`` or ``Forwarded`` is not passed on, since it could say anything."""
+    drop = HOP_BY_HOP | (WEBSOCKET_OWN if websocket else frozenset()) | {"cookie", "forwarded"}
+    kept = [
+        (k, v)
+        for k, v in headers
+        if k.lower() not in drop and not k.lower().startswith("x-forwarded-")
+    ]
     cookies = [
         part.strip()
         for k, v in headers
@@ -134,10 +145,14 @@ def upstream_headers(
     ]
     if cookies:
         kept.append(("cookie", "; ".join(cookies)))
+    host, scheme, client = origin
     return [
         *[(k, v) for k, v in kept if not k.lower().startswith("x-primage-")],
         ("authorization", f"token {route.token}"),
         ("x-primage-user", caller.name),
+        ("x-forwarded-host", host),
+        ("x-forwarded-proto", scheme),
+        ("x-forwarded-for", client),
     ]
 
 

@@ -130,8 +130,11 @@ def service_app(job_id: int, spec: JobSpec, image: str | None) -> AppSpec:
     )
 
 
+INTERACTIVE_PREFIX = "job-"  # app names of interactive jobs: no user's app may take one
+
+
 def service_name(job_id: int) -> str:
-    return f"job-{job_id}"
+    return f"{INTERACTIVE_PREFIX}{job_id}"
 
 
 def check_spaces(session: Session, caller: Principal, spec: JobSpec) -> None:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from primage.errors import BadRequest, describe_invalid
 
 M = TypeVar("M", bound=BaseModel)
+
+#: The largest integer both databases store (a BIGINT): every id, size and count is below it.
+BIGINT_MAX = 2**63 - 1
+
+
+class Strict(BaseModel):
+    """A request body (or part of one): a field the API does not know is an error, never
+    silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def validated(model: type[M], data: Any, source: str, fields: str) -> M:

@@ -20,18 +20,18 @@ from pydantic import (
 )
 
 from primage.jobs.template import PATTERN
-from primage.models import validated
+from primage.models import Strict, validated
 from primage.models.jobs import (
     Mount,
     Resources,
     Seconds,
-    Strict,
     check_env_and_mounts,
     parse_mount,
 )
 
 NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
 VARIABLES = ("port", "base_url", "app_token", "workdir", "spaces.NAME")
+MAX_REPLICAS = 16
 
 
 class Access(Strict):
@@ -74,7 +74,7 @@ class AppSpec(Strict):
     strip_prefix: bool = Field(
         False, description="Send requests to the app without the /apps/<name> prefix."
     )
-    replicas: int = Field(1, ge=1, le=16, description="Instances behind the proxy.")
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="Instances behind the proxy.")
     resources: Resources = Field(default_factory=Resources)
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables.")
     secrets: dict[str, str] = Field(

@@ -6,8 +6,10 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
+from primage.models import Strict
 
-class BuildRequest(BaseModel):
+
+class BuildRequest(Strict):
     source: str = Field(description="A git URL the server can clone (file://, https://, …).")
     tag: str = Field(description="Where to push: namespace/repository:tag, e.g. alice/seg:1.0.")
     ref: str | None = Field(None, description="Branch, tag or commit; default the default branch.")
@@ -37,7 +39,7 @@ class Build(BaseModel):
     duration_s: float | None
 
 
-class HookRequest(BaseModel):
+class HookRequest(Strict):
     source: str = Field(description="The git URL builds clone (as the server reaches it).")
     tag: str = Field(description="namespace/repository:tag; {branch} and {commit} are filled in.")
     context: str = "."

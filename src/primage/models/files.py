@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from primage.models import Strict
+
 
 class FileInfo(BaseModel):
     path: str = Field(description="Path relative to the space's root; '' is the root.")
@@ -23,12 +25,12 @@ class Listing(BaseModel):
     entries: list[FileInfo]
 
 
-class MkdirRequest(BaseModel):
+class MkdirRequest(Strict):
     path: str
     parents: bool = Field(True, description="Create missing parent folders too (like mkdir -p).")
 
 
-class MoveRequest(BaseModel):
+class MoveRequest(Strict):
     source: str
     destination: str
     overwrite: bool = Field(False, description="Replace an existing file at the destination.")

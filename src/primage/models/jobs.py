@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -22,7 +21,7 @@ from pydantic import (
 
 from primage.errors import UnsafePath
 from primage.jobs.template import check_template
-from primage.models import validated
+from primage.models import Strict, validated
 from primage.storage.paths import normalise_relpath
 
 UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -63,10 +62,6 @@ def parse_mount(value: Any) -> Any:
 
 Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
 Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(gt=0)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Mount(Strict):

@@ -7,16 +7,22 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from primage.models import BIGINT_MAX, Strict
 
-class SpaceCreate(BaseModel):
+
+class SpaceCreate(Strict):
     name: str = Field(description="1-63 lowercase letters, digits, '.', '_' or '-'.")
     description: str = ""
-    quota_bytes: int | None = Field(None, ge=1, description="Largest total size; none = no limit.")
+    quota_bytes: int | None = Field(
+        None, ge=1, le=BIGINT_MAX, description="Largest total size; none = no limit."
+    )
 
 
-class SpaceUpdate(BaseModel):
+class SpaceUpdate(Strict):
     description: str | None = None
-    quota_bytes: int | None = Field(None, ge=0, description="New quota; 0 removes the limit.")
+    quota_bytes: int | None = Field(
+        None, ge=0, le=BIGINT_MAX, description="New quota; 0 removes the limit."
+    )
 
 
 class Member(BaseModel):
@@ -40,7 +46,7 @@ class SpaceDetail(Space):
     members: list[Member]
 
 
-class ShareRequest(BaseModel):
+class ShareRequest(Strict):
     kind: Literal["user", "group"] = "user"
     name: str
     role: Literal["viewer", "editor", "manager"] = "viewer"

@@ -6,11 +6,19 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
+from primage.models import Strict
 
-class TokenCreate(BaseModel):
+MIN_TOKEN_DAYS = 1 / 86400  # a second: a token already expired when it is made is a mistake
+MAX_TOKEN_DAYS = 36_500  # a hundred years; past this, expiry dates overflow
+
+
+class TokenCreate(Strict):
     name: str = Field("cli", min_length=1, max_length=128)
     expires_in_days: float | None = Field(
-        None, gt=0, description="Lifetime in days; default from the server's token_ttl_days."
+        None,
+        ge=MIN_TOKEN_DAYS,
+        le=MAX_TOKEN_DAYS,
+        description="Lifetime in days (at least a second); default the server's token_ttl_days.",
     )
     space: str | None = Field(None, description="Restrict the token to this space.")
     path: str | None = Field(None, description="Restrict it to this folder inside the space.")

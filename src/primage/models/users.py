@@ -6,11 +6,16 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
+from primage.models import Strict
+from primage.models.tokens import MAX_TOKEN_DAYS, MIN_TOKEN_DAYS
 
-class UserCreate(BaseModel):
+
+class UserCreate(Strict):
     name: str
     is_admin: bool = False
-    token_days: float = Field(30, gt=0, description="Lifetime of the first token it gets.")
+    token_days: float = Field(
+        30, ge=MIN_TOKEN_DAYS, le=MAX_TOKEN_DAYS, description="Lifetime of the first token it gets."
+    )
 
 
 class User(BaseModel):
@@ -39,7 +44,7 @@ class Me(BaseModel):
     )
 
 
-class GroupCreate(BaseModel):
+class GroupCreate(Strict):
     name: str
 
 

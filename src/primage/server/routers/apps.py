@@ -22,6 +22,7 @@ from primage.db import lookup, tables
 from primage.db.tables import utcnow
 from primage.errors import BadRequest, Conflict, NotFound
 from primage.executors.local import follow_file
+from primage.jobs.submit import INTERACTIVE_PREFIX
 from primage.models import apps as m
 from primage.server.deps import Caller, State
 from primage.server.pulls import registry_pull
@@ -109,6 +110,11 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
     """Deploy an app from a template (own YAML or TOSCA, with inputs) or a spec."""
     policy.check_deploy(caller)
     spec = await run_in_threadpool(spec_of, body)
+    if spec.name.startswith(INTERACTIVE_PREFIX):
+        raise BadRequest(
+            f"app names '{INTERACTIVE_PREFIX}<id>' are the platform's, for interactive jobs; "
+            "deploy it under another name (--name)"
+        )
     state.executor.require("apps", f"app '{spec.name}' is a long-running service")
     if spec.image is None:
         policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
@@ -260,7 +266,7 @@ async def logs(
     name: str,
     caller: Caller,
     state: State,
-    instance: int = Query(0, ge=0, description="Which instance."),
+    instance: int = Query(0, ge=0, lt=m.MAX_REPLICAS, description="Which instance."),
     follow: bool = Query(False, description="Keep streaming while the app runs."),
 ) -> StreamingResponse:
     """An instance's output (stdout and stderr) of the serving generation."""

@@ -15,6 +15,7 @@ from primage.db.paging import page
 from primage.errors import BadRequest
 from primage.models.audit import AuditEntry, AuditPage
 from primage.server.deps import Caller, State
+from primage.server.params import Offset
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -30,7 +31,7 @@ def audit_log(
     target: str | None = Query(None, description="e.g. space:ct, job:3, token:<id>"),
     since: dt.datetime | None = Query(None, description="ISO time; naive means UTC."),
     limit: int = Query(100, ge=1, le=10_000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> AuditPage:
     """Newest first: who did what to which resource, and when."""
     policy.check_admin(caller, "read the audit log")

@@ -17,6 +17,7 @@ from primage.db import tables
 from primage.errors import BadRequest, Forbidden, NotFound, UnsafePath
 from primage.models import builds as m
 from primage.server.deps import Caller, State
+from primage.server.params import Id
 from primage.storage.paths import normalise_relpath
 
 router = APIRouter(prefix="/builds", tags=["builds"])
@@ -125,13 +126,13 @@ def list_builds(caller: Caller, state: State) -> list[m.Build]:
 
 
 @router.get("/{build_id}", response_model=m.Build)
-def show(build_id: int, caller: Caller, state: State) -> m.Build:
+def show(build_id: Id, caller: Caller, state: State) -> m.Build:
     return to_model(_find(state, caller, build_id))  # the owner is loaded with the row
 
 
 @router.get("/{build_id}/logs", response_class=StreamingResponse)
 async def logs(
-    build_id: int, caller: Caller, state: State, follow: bool = False
+    build_id: Id, caller: Caller, state: State, follow: bool = False
 ) -> StreamingResponse:
     """The build's log; with ``follow`` it streams until the build ends."""
     _find(state, caller, build_id)

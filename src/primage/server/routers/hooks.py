@@ -24,6 +24,7 @@ from primage.db import tables
 from primage.errors import BadRequest, NotFound, Unauthenticated
 from primage.models import builds as m
 from primage.server.deps import Caller, State
+from primage.server.params import Id
 from primage.server.routers.builds import check_tag, in_repository, queue_build
 
 router = APIRouter(tags=["builds"])
@@ -126,7 +127,7 @@ def _payload(raw: bytes) -> dict[str, Any]:
 
 
 @router.post("/hooks/github/{hook_id}", status_code=202)
-async def github(hook_id: int, request: Request, state: State) -> dict[str, Any]:
+async def github(hook_id: Id, request: Request, state: State) -> dict[str, Any]:
     hook, secret = _hook(state, hook_id)
     raw = await request.body()
     expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
@@ -146,7 +147,7 @@ async def github(hook_id: int, request: Request, state: State) -> dict[str, Any]
 
 
 @router.post("/hooks/gitlab/{hook_id}", status_code=202)
-async def gitlab(hook_id: int, request: Request, state: State) -> dict[str, Any]:
+async def gitlab(hook_id: Id, request: Request, state: State) -> dict[str, Any]:
     hook, secret = _hook(state, hook_id)
     sent = request.headers.get("x-gitlab-token", "")
     if not hmac.compare_digest(sent.encode(), secret.encode()):

@@ -24,8 +24,10 @@ from primage.jobs import states
 from primage.jobs.progress import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
 from primage.jobs.submit import service_name, submit
+from primage.models import BIGINT_MAX
 from primage.models import jobs as m
 from primage.server.deps import Caller, State
+from primage.server.params import Id, Offset
 from primage.server.pulls import registry_pull
 from primage.storage.archive import tar_stream
 
@@ -108,11 +110,13 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
 def list_jobs(
     caller: Caller,
     state: State,
-    job_state: Sequence[str] = Query((), alias="state", description="Only jobs in these states."),
+    job_state: Sequence[JobState] = Query(
+        (), alias="state", description="Only jobs in these states."
+    ),
     owner: str | None = Query(None, description="Only this user's jobs."),
     space: str | None = Query(None, description="Only jobs that use this space."),
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> m.JobPage:
     """Newest first: the caller's jobs and the jobs in spaces they manage (admins: all)."""
     with state.db.session() as session:
@@ -159,19 +163,19 @@ def counts_of(session: Session, job_ids: list[int]) -> dict[int, dict[TaskState,
 
 
 @router.get("/{job_id}", response_model=m.JobDetail)
-def show(job_id: int, caller: Caller, state: State) -> m.JobDetail:
+def show(job_id: Id, caller: Caller, state: State) -> m.JobDetail:
     with state.db.session() as session:
         return detail(session, find(session, caller, job_id, "see"), state.settings.base_url)
 
 
 @router.get("/{job_id}/tasks", response_model=m.TaskPage)
 def tasks(
-    job_id: int,
+    job_id: Id,
     caller: Caller,
     state: State,
-    task_state: Sequence[str] = Query((), alias="state"),
+    task_state: Sequence[TaskState] = Query((), alias="state", description="Only these states."),
     limit: int = Query(100, ge=1, le=10_000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> m.TaskPage:
     """The job's tasks in index order, optionally only those in some states."""
     with state.db.session() as session:
@@ -200,13 +204,15 @@ def task_model(t: tables.Task) -> m.Task:
 
 @router.get("/{job_id}/tasks/{index}/logs", response_class=StreamingResponse)
 async def logs(
-    job_id: int,
+    job_id: Id,
     index: int,
     caller: Caller,
     state: State,
     stream: Literal["stdout", "stderr"] = "stdout",
     follow: bool = False,
-    attempt: int | None = Query(None, ge=1, description="Default: the latest attempt."),
+    attempt: int | None = Query(
+        None, ge=1, le=BIGINT_MAX, description="Default: the latest attempt."
+    ),
 ) -> StreamingResponse:
     """A task's output; with ``follow`` it streams until the task ends (like ``tail -f``)."""
 
@@ -236,7 +242,7 @@ async def logs(
 
 
 @router.post("/{job_id}/cancel", response_model=m.JobDetail)
-def cancel(job_id: int, caller: Caller, state: State) -> m.JobDetail:
+def cancel(job_id: Id, caller: Caller, state: State) -> m.JobDetail:
     """Stop a job: tasks not started never start; running ones are stopped (SIGTERM, SIGKILL)."""
     with state.db.session() as session:
         job = find(session, caller, job_id, "cancel")
@@ -260,7 +266,7 @@ def cancel(job_id: int, caller: Caller, state: State) -> m.JobDetail:
 
 
 @router.delete("/{job_id}", status_code=204)
-async def remove(job_id: int, caller: Caller, state: State) -> None:
+async def remove(job_id: Id, caller: Caller, state: State) -> None:
     """Forget a finished job: its record and logs. Its outputs stay in the space."""
 
     def delete() -> None:
@@ -275,7 +281,7 @@ async def remove(job_id: int, caller: Caller, state: State) -> None:
 
 
 @router.get("/{job_id}/output", response_class=StreamingResponse)
-def output(job_id: int, caller: Caller, state: State) -> StreamingResponse:
+def output(job_id: Id, caller: Caller, state: State) -> StreamingResponse:
     """The job's output folder as a tar stream, named after the job (``job-<id>/...``)."""
     with state.db.session() as session:
         job = find(session, caller, job_id, "see")

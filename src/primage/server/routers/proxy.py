@@ -13,6 +13,7 @@ import aiohttp
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import RedirectResponse
 from multidict import CIMultiDict
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
@@ -78,11 +79,19 @@ class ProxyMiddleware:
             await errors.response(exc)(scope, receive, send)
 
 
+def origin(connection: HTTPConnection) -> tuple[str, str, str]:
+    """Host, scheme and client address of a request as the platform received it."""
+    scheme = "https" if connection.url.scheme in ("https", "wss") else "http"
+    client = connection.client.host if connection.client is not None else ""
+    return connection.headers.get("host", ""), scheme, client
+
+
 async def _forward(state: Platform, request: Request, name: str, send: Send) -> None:
     principal, route, _ = await _admit(state, request, name, request.method not in SAFE_METHODS)
     url = f"http://127.0.0.1:{route.next_port()}{route.prefix}{_rest(request, name)}"
-    headers = upstream_headers(request.headers.items(), route, principal, websocket=False)
-    headers.append(("x-forwarded-host", request.headers.get("host", "")))
+    headers = upstream_headers(
+        request.headers.items(), route, principal, websocket=False, origin=origin(request)
+    )
     body = request.stream() if request.method not in ("GET", "HEAD") else None
     try:
         answer = await state.proxy.http().request(
@@ -110,7 +119,9 @@ async def forward_websocket(websocket: WebSocket, name: str, path: str) -> None:
         await websocket.send_denial_response(errors.response(exc))
         return
     url = f"ws://127.0.0.1:{route.next_port()}{route.prefix}{_rest(websocket, name)}"
-    headers = upstream_headers(websocket.headers.items(), route, principal, websocket=True)
+    headers = upstream_headers(
+        websocket.headers.items(), route, principal, websocket=True, origin=origin(websocket)
+    )
     offered = [Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
     try:
         upstream = await connect(
