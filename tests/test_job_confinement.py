@@ -122,7 +122,7 @@ def test_a_mounted_folder_that_is_a_link_out_of_its_space_is_never_bound(
     job = alice.submit_job({"command": read, "spaces": ["lab/escape"]})
 
     assert finished(alice, job.id) == "failed"
-    assert "outside the space" in alice.tasks(job.id).tasks[0].message
+    assert "leads outside space 'lab'" in alice.tasks(job.id).tasks[0].message
     assert b"the admin's" not in b"".join(alice.logs(job.id, 0))
 
 
@@ -144,3 +144,15 @@ def test_space_tokens_see_neither_builds_nor_apps(platform: RunningServer, alice
         answer = httpx.get(f"{platform.url}{path}", headers=headers)
         assert answer.status_code == 403, (path, answer.text)
         assert "restricted to a space" in answer.json()["detail"]
+
+
+def test_only_sandboxed_jobs_may_mount_one_folder(platform: RunningServer, alice: Client) -> None:
+    """Podman and apps mount by path with no check after: they see whole spaces only."""
+    folder = {"command": "true", "spaces": ["lab/sub"]}
+    with pytest.raises(BadRequest, match="a job in a container sees whole spaces"):
+        alice.submit_job({**folder, "image": "localhost/anything:1"})
+    with pytest.raises(BadRequest, match="an interactive job sees whole spaces"):
+        alice.submit_job({**folder, "kind": "interactive"})
+    with pytest.raises(BadRequest, match="an app sees whole spaces"):
+        alice.deploy_app(spec={"name": "web", "command": "sleep 60", "spaces": ["lab/sub"]})
+    assert alice.list_jobs().total == 0

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import pytest
 
 from primage.client import Client
 from primage.errors import SandboxUnavailable
+from primage.executors.local import CELL_AGENT
+from primage.executors.local.cells import Cell
+from primage.executors.local.sandbox import Bind, Sandbox
 from tests.harness import RunningServer, require
 
 PROBE = Path(__file__).with_name("sandbox_probe.py")
@@ -199,3 +203,46 @@ def test_the_server_says_when_an_admin_turned_the_sandbox_off(tmp_path: Path) ->
     )
     running.stop()
     assert 'sandbox: off (sandbox = "off")' in (tmp_path / "data.log").read_text()
+
+
+def test_a_cell_whose_folder_was_swapped_before_it_mounted_it_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    """bwrap mounts by path: the cell checks that each folder it mounted is the one the server
+    checked (device and inode), so a folder swapped for a link in between runs no task."""
+    for tool in ("bwrap", "setpriv"):
+        require(None if shutil.which(tool) else f"{tool} is missing: apt-get install bubblewrap")
+    folder, job = tmp_path / "space" / "sub", tmp_path / "jobs" / "1"
+    folder.mkdir(parents=True)
+    job.mkdir(parents=True)
+    sandbox = Sandbox(SANDBOX_UID, SANDBOX_UID, hidden=[])
+    argv = sandbox.wrap(
+        [sys.executable, "-I", "-S", CELL_AGENT],
+        binds=[Bind(str(folder), True), Bind(str(job), False)],
+        workdir=str(job),
+    )
+    st = folder.stat()
+
+    def first_task(name: str, inode: int) -> tuple[int | None, str]:
+        """How /bin/true ends in a cell told the folder must have ``inode``."""
+        check = [(str(folder), st.st_dev, inode)]
+        cell = Cell(argv, str(job / f"{name}.log"), dict(os.environ), check)
+        outcome: list[tuple[int | None, str]] = []
+        done = threading.Event()
+
+        def ended(code: int | None, message: str) -> None:
+            outcome.append((code, message))
+            done.set()
+
+        with open(job / "out", "wb") as out:
+            fds = (out.fileno(), out.fileno())
+            cell.run(["/bin/true"], str(job), {}, fds, lambda _: None, ended)
+        assert done.wait(60)
+        cell.close()
+        return outcome[0]
+
+    outcomes = {"checked": first_task("checked", st.st_ino)}
+    outcomes["swapped"] = first_task("swapped", st.st_ino + 1)
+    assert outcomes["checked"] == (0, "")
+    code, message = outcomes["swapped"]
+    assert code is None and "changed while its job's sandbox was made" in message

@@ -18,7 +18,6 @@ from primage.executors.local.containers import SPACES, Runtime
 from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
 from primage.jobs.template import space_variable, substitute
 from primage.models.apps import AppSpec
-from primage.storage.paths import mount_source
 
 
 def container_name(app_id: int, generation: int, index: int) -> str:
@@ -105,12 +104,9 @@ class Launch:
         return env
 
     def mounts(self) -> list[tuple[str, tuple[str, bool]]]:
-        """Each mount's place below the storage root (or /spaces), its real folder (a link
-        out of its space is refused), and whether it is read-only."""
-        return [
-            (m.path, (mount_source(self.root, m.name, m.folder), m.read_only))
-            for m in self.spec.spaces
-        ]
+        """Each space's name, its folder and whether it is read-only: an app sees whole spaces
+        (``models.apps`` refuses folders), whose folders no task can swap for a link."""
+        return [(m.name, (str(self.root / m.name), m.read_only)) for m in self.spec.spaces]
 
     def _start_process(self, folder: Path, port: int, env: dict[str, str]) -> services.Service:
         """The app's command as a process: in the sandbox, working in its workdir or in its

@@ -37,6 +37,13 @@ def submit(
 ) -> tables.Job:
     policy.check_submit(caller)
     spec = policy.confine(caller, spec)
+    if (spec.image is not None or spec.kind == INTERACTIVE) and spec.folders():
+        what = "an interactive job" if spec.kind == INTERACTIVE else "a job in a container"
+        raise BadRequest(
+            f"{what} sees whole spaces; mounting one folder "
+            f"({', '.join(m.path for m in spec.spaces if m.folder)}) needs a batch or HTC job "
+            "without an image, which the platform's sandbox confines to it"
+        )
     check_spaces(session, caller, spec)
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")

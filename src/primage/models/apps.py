@@ -112,6 +112,12 @@ class AppSpec(Strict):
         if self.port is not None and self.replicas > 1 and self.image is None:
             raise ValueError("a fixed port serves one process: drop 'port' or use replicas: 1")
         check_env_and_mounts([*self.env, *self.secrets], self.spaces)
+        folders = [m.path for m in self.spaces if m.folder]
+        if folders:
+            raise ValueError(
+                f"spaces: an app sees whole spaces, not one folder ({', '.join(folders)}); "
+                "mount the space"
+            )
         names = [m.name for m in self.spaces]
         if self.workdir is not None and self.workdir.split("/", 1)[0] not in names:
             raise ValueError(

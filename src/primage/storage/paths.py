@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from primage.errors import BadRequest, NotFound, UnsafePath
+from primage.errors import BadRequest, UnsafePath
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_COMPONENT_BYTES = 255
@@ -64,14 +64,3 @@ def resolve(root: Path, path: str) -> tuple[str, Path]:
         if not _inside(real_root, leaf):
             raise UnsafePath(f"path {path!r} is a symbolic link pointing outside the space")
     return rel, Path(parent) / target.name if rel else real_root
-
-
-def mount_source(root: Path, space: str, folder: str | None) -> str:
-    """The real folder that a mount of ``space``, or of one ``folder`` of it, binds: a folder
-    inside the space once links are resolved (a link out of it is refused, never followed)."""
-    if folder is None:
-        return str(root / space)
-    rel, real = resolve(root / space, folder)
-    if not real.is_dir() or real.is_symlink():
-        raise NotFound(f"folder '{rel}' of space '{space}' does not exist (create it first)")
-    return os.path.realpath(real)

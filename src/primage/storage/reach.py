@@ -134,3 +134,16 @@ def open_below(dir_fd: int, name: str) -> int | None:
         return fd
     os.close(fd)
     return None
+
+
+def identity(space: str, root: Path, folder: str) -> tuple[str, tuple[int, int]]:
+    """A folder of a space to mount: its real path (links inside the space resolved) and its
+    (device, inode), which what is mounted there must still have (``executors/local/cells``)."""
+    rel, fd = walk(space, root, folder)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotFound(f"'{rel}' in space '{space}' is a file, not a folder to mount")
+    return f"{os.path.realpath(root)}/{rel}", (st.st_dev, st.st_ino)

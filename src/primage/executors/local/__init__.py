@@ -44,7 +44,7 @@ from primage.executors.base import (
 from primage.executors.local import procs
 from primage.executors.local.containers import SPACES, Runtime
 from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
-from primage.storage.paths import mount_source
+from primage.storage import reach
 
 log = logging.getLogger("primage.executors.local")
 
@@ -222,27 +222,35 @@ class LocalExecutor(Executor):
 
     def _cell(self, run: TaskRun) -> dict[str, Any]:
         """The sandbox a job's process tasks run in, one for all of them (``cells.py``): its
-        spaces, and the job's folder, where each attempt may write its ``work/`` folder only."""
+        spaces, and the job's folder, where each attempt may write its ``work/`` folder only.
+        ``check``: the folders a task could swap for a link before the cell mounts them, with
+        the inode the mount must show."""
         assert self.sandbox is not None
         job_folder = f"{self.runs_dir}/{run.key.job_id}"
+        binds, check = self._binds(run)
         argv = self.sandbox.wrap(
             [sys.executable, "-I", "-S", CELL_AGENT],
-            binds=[*self._binds(run), Bind(job_folder, False)],
+            binds=[*binds, Bind(job_folder, False)],
             workdir=job_folder,
             network="outbound" if run.network else "none",
         )
-        return {"key": str(run.key.job_id), "argv": argv, "log": f"{job_folder}/cell.log"}
+        log = f"{job_folder}/cell.log"
+        return {"key": str(run.key.job_id), "argv": argv, "log": log, "check": check}
 
-    def _binds(self, run: TaskRun) -> list[Bind]:
-        """What a sandboxed task sees of its spaces: each whole, or the one folder it names,
-        at the same path as on the host."""
-        binds = []
+    def _binds(self, run: TaskRun) -> tuple[list[Bind], list[tuple[str, int, int]]]:
+        """What a task sees of its spaces: each whole, or the one folder it names, at the same
+        path as on the host; and for each folder, (that path, device, inode) to check."""
+        binds, check = [], []
         for name, read_only in sorted(run.mounts.items()):
+            path = self.space_path(name)
             folder = run.folders.get(name)
-            path = self.space_path(name) + (f"/{folder}" if folder else "")
-            source = mount_source(self.storage_root, name, folder)
-            binds.append(Bind(path, read_only, source))
-        return binds
+            if folder is None:  # the space's own folder: no task can move it
+                binds.append(Bind(path, read_only))
+                continue
+            source, (device, inode) = reach.identity(name, self.storage_root / name, folder)
+            binds.append(Bind(f"{path}/{folder}", read_only, source))
+            check.append((f"{path}/{folder}", device, inode))
+        return binds, check
 
     def _process_env(self, run: TaskRun) -> dict[str, str]:
         """A process task's environment; for a container, podman's, which carries the task's
@@ -260,8 +268,8 @@ class LocalExecutor(Executor):
         key = run.key
         try:
             mounts = {
-                b.path.removeprefix(f"{self.storage_root}/"): (b.source, b.read_only)
-                for b in self._binds(run)
+                b.path.removeprefix(f"{self.storage_root}/"): (b.source or b.path, b.read_only)
+                for b in self._binds(run)[0]
             }
         except PrimageError as exc:
             return failing(exc.detail)

@@ -9,7 +9,8 @@ It talks over one ``SOCK_SEQPACKET`` socket (file descriptor FD), a JSON message
 
 - in:  ``{"id": N, "argv": […], "cwd": …, "env": {…}}`` with two file descriptors attached
   (the task's stdout and stderr, opened by the runner in a folder the task cannot write);
-- out: ``{"ev": "started", "id": N, "pid": P}`` (P as this sandbox's pid namespace sees it),
+- out: ``{"ev": "ready", "pid": P}`` first (its own PID), then
+  ``{"ev": "started", "id": N, "pid": P}`` (P as this sandbox's pid namespace sees it),
   ``{"ev": "exited", "id": N, "code": C}`` (negative: killed by that signal), or
   ``{"ev": "failed", "id": N, "message": …}`` when it could not start.
 
@@ -69,6 +70,7 @@ def wait(
 def main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     lock = threading.Lock()
+    send(sock, lock, ev="ready", pid=os.getpid())  # the runner checks the mounts, then sends
     waiters: list[threading.Thread] = []
     while True:
         try:

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 
 from primage.executors.local import procs
 
+READY_S = 60.0  # for a cell to start and show its mounts
 Started = Callable[[int | None], None]  # the host PID (None: it ended before it was seen)
 Ended = Callable[[int | None, str], None]  # exit code (None: lost with the cell), message
 
@@ -36,9 +38,18 @@ class Pending:
 class Cell:
     """A running sandbox for one job's tasks; ``argv`` starts it, the agent's FD appended."""
 
-    def __init__(self, argv: Sequence[str], log: str, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log: str,
+        env: dict[str, str],
+        check: Sequence[tuple[str, int, int]] = (),
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.log = log
+        self.check = list(check)  # (path, device, inode) each mounted folder must have
+        self.failure = ""  # why the cell ended, when it was not asked to
+        self._ready = threading.Event()
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
                 [*argv, str(theirs.fileno())],
@@ -64,7 +75,11 @@ class Cell:
         started: Started, ended: Ended,
     ) -> None:  # fmt: skip
         """Start ``argv`` in the cell, ``fds`` its stdout and stderr; ``started`` and then
-        ``ended`` are called from the cell's reader thread."""
+        ``ended`` are called from the cell's reader thread. Nothing is sent before the cell has
+        shown that it mounted what was checked."""
+        if not self._ready.wait(READY_S):
+            self.failure = f"its job's sandbox did not start within {READY_S:g} s"
+            self._kill()
         with self._lock:
             if self.ended:
                 ended(None, self._why_ended())
@@ -93,6 +108,9 @@ class Cell:
             if not data:
                 break
             event = json.loads(data)
+            if event["ev"] == "ready":
+                self._verify(event["pid"])
+                continue
             with self._lock:
                 pending = self._pending.get(event["id"])
                 if pending is not None and event["ev"] != "started":
@@ -102,6 +120,7 @@ class Cell:
         with self._lock:
             self.ended = True
             left, self._pending = list(self._pending.values()), {}
+        self._ready.set()  # a task waiting to be sent learns that the cell is gone
         self.sock.close()
         self.process.wait()
         for pending in left:
@@ -118,22 +137,49 @@ class Cell:
         except Exception as exc:  # a bug here must not stop every other task's events
             pending.ended(None, f"runner: {exc!r}")
 
+    def _verify(self, inner: int) -> None:
+        """Each folder mounted in the cell must be the one checked before: bwrap mounts by path,
+        so a task of another job could have swapped a folder for a link in between."""
+        agent = self._agent = self._host_pid(inner, parent_of=False)
+        for path, device, inode in self.check:
+            try:
+                st = os.stat(f"/proc/{agent}/root{path}")
+                same = (st.st_dev, st.st_ino) == (device, inode)
+            except OSError:
+                same = False
+            if agent is None or not same:
+                self.failure = (
+                    f"folder '{path}' changed while its job's sandbox was made (a link put in "
+                    "its place?); nothing ran"
+                )
+                self._kill()
+                return
+        self._ready.set()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.close()
+
     def _why_ended(self) -> str:
+        if self.failure:
+            return self.failure
         tail = procs.tail(Path(self.log))
         return "its job's sandbox ended unexpectedly" + (f": {tail}" if tail else "")
 
-    def _host_pid(self, inner: int) -> int | None:
-        """The host PID of the agent's child that its namespace calls ``inner``."""
-        roots = [self._agent] if self._agent is not None else [self.process.pid]
-        queue = list(roots)
+    def _host_pid(self, inner: int, *, parent_of: bool = True) -> int | None:
+        """The host PID of the process in the cell that its namespace calls ``inner``: a child
+        of the agent (remembered once found), or with ``parent_of=False`` the agent itself."""
+        queue = [self._agent] if self._agent is not None and parent_of else [self.process.pid]
         while queue:
             parent = queue.pop(0)
             for child in children(parent):
                 ids = namespace_pids(child)
                 if len(ids) > 1 and ids[-1] == inner:
-                    self._agent = parent
+                    if parent_of:
+                        self._agent = parent
                     return child
-                if self._agent is None:
+                if self._agent is None or not parent_of:
                     queue.append(child)
         return None
 

@@ -283,7 +283,7 @@ class Runner:
         with self.cells_lock:
             cell = self.cells.get(spec["key"])
             if cell is None or cell.ended:
-                cell = Cell(spec["argv"], spec["log"], env)
+                cell = Cell(spec["argv"], spec["log"], env, spec.get("check", ()))
                 self.cells[spec["key"]] = cell
             cell.users += 1
             return cell
