@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from primage.client import Client
@@ -42,6 +43,10 @@ def platform(tmp_path: Path) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop()
+
+
+def bearer(client: Client) -> dict[str, str]:
+    return {"Authorization": f"Bearer {client.current_token()}"}
 
 
 def two_users(platform: RunningServer) -> tuple[Client, Client]:
@@ -151,10 +156,20 @@ def test_what_tasks_leave_is_not_root_owned_and_later_jobs_of_others_may_change_
         assert written.stat().st_uid == SANDBOX_UID
 
 
-def test_a_process_app_runs_in_the_sandbox_too(platform: RunningServer) -> None:
-    _, bob = two_users(platform)
+def test_a_process_app_runs_in_the_sandbox_and_reaches_no_other_app(
+    platform: RunningServer,
+) -> None:
+    alice, bob = two_users(platform)
+    web = "python -m http.server --bind 127.0.0.1 {port}"
+    alice.deploy_app(spec={"name": "alices", "command": web, "strip_prefix": True})
+    assert alice.wait_app("alices", timeout=60).state == "running"
+    alices_port = alice.app("alices").instances[0].port
     data = platform.data_dir
-    targets = [str(data / "credentials.json"), str(data / "spaces" / "alicesp")]
+    targets = [
+        str(data / "credentials.json"), str(data / "spaces" / "alicesp"),
+        f"127.0.0.1:{alices_port}",  # alice's app, around the proxy
+        f"127.0.0.1:{urlparse(platform.url).port}",  # the server's own port
+    ]  # fmt: skip
     command = (
         f"sh -c 'python {{spaces.bobsp}}/probe.py {' '.join(targets)} > {{spaces.bobsp}}/app.json;"
         " exec python -m http.server --bind 127.0.0.1 {port}'"
@@ -170,7 +185,11 @@ def test_a_process_app_runs_in_the_sandbox_too(platform: RunningServer) -> None:
     assert report["uid"] != 0 or os.geteuid() != 0
     assert all(outcome.startswith("refused") for outcome in report["tried"].values()), report
     assert report["capabilities"] == "0000000000000000"
+    assert report["interfaces"] == ["lo", "tap0"]  # its own network: outbound only
+    through_proxy = httpx.get(f"{platform.url}/apps/web/", headers=bearer(bob))
+    assert through_proxy.status_code == 200
     bob.remove_app("web")
+    alice.remove_app("alices")
 
 
 def test_without_a_sandbox_only_admins_run_processes(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """What one instance of an app runs: its command line, environment and folders, rendered from the
 spec. An instance is a process on this machine (``executors/local/services.py``): the app's own
-command, in the sandbox (its spaces, read-only where asked, and its ``work/`` folder; the host's
-network, for the proxy to reach it on loopback), or, for an app with an image, the ``podman run``
+command, in the sandbox (its spaces, read-only where asked, and its ``work/`` folder; a network
+namespace of its own, outbound only, that the proxy reaches through a socket the server binds and
+hands in: ``executors/local/relay.py``), or, for an app with an image, the ``podman run``
 of its container, which publishes the app's port on loopback and sees its spaces at
 ``/spaces/<name>``."""
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
+import sys
 from pathlib import Path
 
 from primage.config import Settings
@@ -18,6 +21,8 @@ from primage.executors.local.containers import SPACES, Runtime
 from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
 from primage.jobs.template import space_variable, substitute
 from primage.models.apps import AppSpec
+
+RELAY = str(Path(services.__file__).with_name("relay.py"))  # the door of an app's sandbox
 
 
 def container_name(app_id: int, generation: int, index: int) -> str:
@@ -122,13 +127,19 @@ class Launch:
         if self.sandbox.owner is not None:
             os.chown(work, *self.sandbox.owner)
         binds = [Bind(str(self.root / path), ro, source) for path, (source, ro) in self.mounts()]
-        argv = self.sandbox.wrap(
-            self.command(port),
-            binds=[*binds, Bind(str(work), False)],
-            workdir=str(cwd),
-            network="host",
-        )
-        return services.start(argv, folder=folder, cwd=work, env=sandboxed(env))
+        # The app listens on its own loopback, in a network namespace of its own; the server
+        # binds its door here and hands it to the relay inside (relay.py).
+        with socket.create_server(("127.0.0.1", port), backlog=128) as door:
+            relay = [sys.executable, "-I", "-S", RELAY, str(door.fileno()), str(port), "--"]
+            argv = self.sandbox.wrap(
+                [*relay, *self.command(port)],
+                binds=[*binds, Bind(str(work), False)],
+                workdir=str(cwd),
+                network="outbound",
+            )
+            return services.start(
+                argv, folder=folder, cwd=work, env=sandboxed(env), pass_fds=[door.fileno()]
+            )
 
     def start(self, generation: int, index: int, host_port: int) -> services.Service:
         """Start one instance, the app listening on (or published at) ``host_port``."""

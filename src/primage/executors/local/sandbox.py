@@ -8,9 +8,9 @@ Inside it a process:
   ``/tmp``, ``/proc`` and ``/dev``, its own pid, IPC and UTS namespaces, its working folder, and
   exactly the folders it is given (spaces, read-only where asked), at their real paths: never
   the data dir, the database, credentials, keys, other jobs' folders or other spaces;
-- has no network (only ``lo`` of its own), outbound only through user-mode networking that cannot
-  reach the host's loopback (``outbound``), or the host's (``host``: apps, which the proxy reaches
-  on loopback).
+- has a network namespace of its own: no network (only ``lo``), or outbound only through
+  user-mode networking that cannot reach the host's loopback (``outbound``); apps are reached
+  through a socket the server hands in (``relay.py``).
 
 As root, bwrap sets the namespaces up (it can reach folders below ``/root`` or a 0700 pytest
 folder, which the sandbox uid could not) and ``setpriv`` drops to the sandbox uid inside, so that
@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlparse
 
 from primage.config import Settings, config_file
 
-Network = Literal["none", "outbound", "host"]
+Network = Literal["none", "outbound"]
 
 SYSTEM = ("/usr", "/etc")
 MERGED = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # links into /usr, or folders
@@ -106,7 +106,8 @@ class Sandbox:
     def _system_args(self, environment: list[str], hidden: list[str]) -> list[str]:
         # No --die-with-parent: tasks outlive their runner and apps the server, to be adopted.
         # Stopping one signals its process group, which holds bwrap and what runs inside.
-        args = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        args = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-net"]
+        args.append("--unshare-cgroup-try")
         if self.privileged:  # keep only what setpriv needs to drop to the sandbox uid
             args += ["--cap-drop", "ALL"]
             args += [a for c in ("SETUID", "SETGID", "SETPCAP") for a in ("--cap-add", f"CAP_{c}")]
@@ -139,8 +140,6 @@ class Sandbox:
     ) -> list[str]:
         """``argv`` run confined, seeing ``binds`` and starting in ``workdir`` (one of them)."""
         args = ["bwrap", *self._base]
-        if network != "host":
-            args.append("--unshare-net")
         made: set[str] = set()
         for bind in binds:
             args += parents(bind.path, made)

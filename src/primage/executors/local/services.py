@@ -53,8 +53,10 @@ def start(
     cwd: Path,
     env: Mapping[str, str],
     read_only: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
 ) -> Service:
-    """Start ``argv`` in ``cwd``, output appended to ``folder/output.log``."""
+    """Start ``argv`` in ``cwd``, output appended to ``folder/output.log``; ``pass_fds``: open
+    descriptors it inherits (an app's listening socket)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "output.log", "ab") as log:
         process = subprocess.Popen(
@@ -65,6 +67,7 @@ def start(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives the server; its group is stopped as one
+            pass_fds=tuple(pass_fds),
         )
     started = procs.start_time(process.pid)
     return Service(procs.ref(process.pid, started or 0), process)
