@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -83,7 +84,8 @@ class SpaceFiles:
             with os.scandir(fd) as it:
                 for entry in it:
                     child = f"{rel}/{entry.name}" if rel else entry.name
-                    entries.append(file_info(child, entry.stat(follow_symlinks=False)))
+                    with contextlib.suppress(FileNotFoundError):  # gone while listed
+                        entries.append(file_info(child, entry.stat(follow_symlinks=False)))
         finally:
             os.close(fd)
         return sorted(entries, key=lambda e: (e.type != "directory", e.name))
@@ -102,7 +104,10 @@ class SpaceFiles:
                 below = current.removeprefix(".").strip("/")
                 base = "/".join(p for p in (rel, below) if p)
                 for name in sorted(filenames):
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    try:
+                        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    except FileNotFoundError:  # gone while listed
+                        continue
                     if stat_mod.S_ISREG(st.st_mode):
                         yield file_info(f"{base}/{name}" if base else name, st)
         finally:

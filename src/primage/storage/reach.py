@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from primage.errors import BadRequest, Forbidden, NotFound, UnsafePath
+from primage.errors import BadRequest, Conflict, Forbidden, NotFound, UnsafePath
 from primage.storage.paths import normalise_relpath
 
 MAX_LINKS = 40  # as the kernel's own limit: a loop of links ends here
@@ -54,16 +54,21 @@ def walk(space: str, root: Path, path: str, folder: str | None = None) -> tuple[
             here = stack[-1][0] if stack else root_fd
             try:
                 fd = os.open(name, PATH_FLAGS, dir_fd=here)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 missing = normalise_relpath(path)
                 raise NotFound(f"no file or folder '{missing}' in space '{space}'") from None
+            except OSError as exc:  # changed while it was being walked
+                changed = f"'{path}' changed while it was read ({exc.strerror}); try again"
+                raise Conflict(changed) from None
             st = os.fstat(fd)
             if stat.S_ISLNK(st.st_mode):
-                os.close(fd)
+                try:
+                    target = os.readlink("", dir_fd=fd)  # the link opened, not the name again
+                finally:
+                    os.close(fd)
                 hops += 1
                 if hops > MAX_LINKS:
                     raise UnsafePath(f"'{path}' goes through more than {MAX_LINKS} links")
-                target = os.readlink(name, dir_fd=here)
                 if target.startswith("/"):
                     inner = inside_root(root, target)
                     if inner is None:

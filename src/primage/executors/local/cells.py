@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ Ended = Callable[[int | None, str], None]  # exit code (None: lost with the cell
 class Pending:
     started: Started
     ended: Ended
+    pid: int | None = None  # on the host, once known
 
 
 class Cell:
@@ -63,10 +65,12 @@ class Cell:
         theirs.close()
         self.sock = ours
         self.users = 0  # tasks handed to it or about to be (the runner counts)
+        self.idle_since = time.monotonic()  # when users last fell to 0
         self._pending: dict[int, Pending] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._agent: int | None = None  # the agent's host PID, once found
+        self._assigned: set[int] = set()  # host PIDs of its tasks that have not ended
         self.ended = False
         threading.Thread(target=self._read, name="cell-events", daemon=True).start()
 
@@ -129,8 +133,11 @@ class Cell:
     def _deliver(self, event: dict[str, Any], pending: Pending) -> None:
         try:
             if event["ev"] == "started":
-                pending.started(self._host_pid(event["pid"]))
-            elif event["ev"] == "exited":
+                pending.pid = self._task_pid(event["pid"])
+                pending.started(pending.pid)
+                return
+            self._assigned.discard(pending.pid or 0)
+            if event["ev"] == "exited":
                 pending.ended(event["code"], "")
             else:
                 pending.ended(127, event["message"])
@@ -140,7 +147,7 @@ class Cell:
     def _verify(self, inner: int) -> None:
         """Each folder mounted in the cell must be the one checked before: bwrap mounts by path,
         so a task of another job could have swapped a folder for a link in between."""
-        agent = self._agent = self._host_pid(inner, parent_of=False)
+        agent = self._agent = self._host_pid(inner)
         for path, device, inode in self.check:
             try:
                 st = os.stat(f"/proc/{agent}/root{path}")
@@ -167,20 +174,36 @@ class Cell:
         tail = procs.tail(Path(self.log))
         return "its job's sandbox ended unexpectedly" + (f": {tail}" if tail else "")
 
-    def _host_pid(self, inner: int, *, parent_of: bool = True) -> int | None:
-        """The host PID of the process in the cell that its namespace calls ``inner``: a child
-        of the agent (remembered once found), or with ``parent_of=False`` the agent itself."""
-        queue = [self._agent] if self._agent is not None and parent_of else [self.process.pid]
+    def _task_pid(self, inner: int) -> int | None:
+        """The host PID of the task the cell's namespace calls ``inner``: a child of the agent
+        (whose one thread starts them all) not assigned yet; when two are, the one whose
+        ``NSpid`` says so. None: it ended before it was seen."""
+        if self._agent is None:
+            return None
+        try:
+            with open(f"/proc/{self._agent}/task/{self._agent}/children") as f:
+                found = [int(p) for p in f.read().split()]
+        except OSError:
+            return None
+        new = [pid for pid in found if pid not in self._assigned]
+        if len(new) != 1:
+            new = [pid for pid in new if namespace_pids(pid)[-1:] == [inner]]
+        if not new:
+            return None
+        self._assigned.add(new[0])
+        return new[0]
+
+    def _host_pid(self, inner: int) -> int | None:
+        """The host PID of the process in the cell that its namespace calls ``inner`` (the
+        agent's, once: a walk down from the cell's first process)."""
+        queue = [self.process.pid]
         while queue:
             parent = queue.pop(0)
             for child in children(parent):
                 ids = namespace_pids(child)
                 if len(ids) > 1 and ids[-1] == inner:
-                    if parent_of:
-                        self._agent = parent
                     return child
-                if self._agent is None or not parent_of:
-                    queue.append(child)
+                queue.append(child)
         return None
 
 

@@ -118,6 +118,7 @@ class Runner:
         for worker in workers:
             worker.start()
         threading.Thread(target=self.flush, daemon=True).start()
+        threading.Thread(target=self.close_idle_cells, daemon=True).start()
         for line in sys.stdin:
             request = json.loads(line)
             op = request["op"]
@@ -289,21 +290,23 @@ class Runner:
             return cell
 
     def release(self, key: str, cell: Cell) -> None:
-        """A task of the cell's is done: close the cell once it has had none for a while."""
+        """A task of the cell's is done: the cell is closed once it has had none for a while."""
         with self.cells_lock:
             cell.users -= 1
-            if cell.users > 0:
-                return
-        timer = threading.Timer(CELL_IDLE_S, self._close_idle, args=(key, cell))
-        timer.daemon = True
-        timer.start()
+            if cell.users == 0:
+                cell.idle_since = time.monotonic()
 
-    def _close_idle(self, key: str, cell: Cell) -> None:
-        with self.cells_lock:
-            if cell.users > 0 or self.cells.get(key) is not cell:
-                return
-            del self.cells[key]
-        cell.close()
+    def close_idle_cells(self) -> None:
+        """Close the cells that had no task for ``CELL_IDLE_S`` (one thread for all: a timer per
+        task would cost a thread each, hundreds a second in an HTC job)."""
+        while True:
+            time.sleep(CELL_IDLE_S / 2)
+            cutoff = time.monotonic() - CELL_IDLE_S
+            with self.cells_lock:
+                idle = [k for k, c in self.cells.items() if c.users == 0 and c.idle_since < cutoff]
+                closing = [self.cells.pop(key) for key in idle]
+            for cell in closing:
+                cell.close()
 
     def watch(self, item: Item) -> None:
         """Wait for a process another runner started (before a restart) and learn how it ended."""
