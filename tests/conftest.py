@@ -7,6 +7,8 @@
 - ``server``: a ``primage server`` process on a free loopback port, on ``database_url``, with its
   own data dir; stopped after the test. ``server.client()`` and ``server.cli()`` talk to it.
 - ``sqlite_server``: the same, on SQLite only (for tests where the backend does not matter).
+- ``sandboxed_server``: a server on SQLite whose jobs run as sandboxed processes, two at a time
+  (bubblewrap and slirp4netns required: it skips without them, fails under ``CI=true``).
 - ``idp`` (session): a real OpenID Provider (npm oidc-provider) configured like EGI Check-in.
 - ``oidc_server``: a server on SQLite trusting ``idp``, listening where the provider's web client
   may redirect to.
@@ -42,6 +44,7 @@ from tests.harness import (
     podman_store,
     primage,
     require,
+    require_tool,
     start_postgres,
 )
 from tests.idp import IdentityProvider, why_unavailable
@@ -170,3 +173,15 @@ def registry(container_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Ru
     require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
     with platform_with_registry(tmp_path, container_env) as (server, host):
         yield server, host
+
+
+@pytest.fixture
+def sandboxed_server(tmp_path: Path) -> Iterator[RunningServer]:
+    require_tool("bwrap", "bubblewrap")
+    require_tool("slirp4netns", "slirp4netns")
+    env = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=env)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -32,6 +32,11 @@ def require(reason: str | None) -> None:
     pytest.skip(reason)
 
 
+def require_tool(tool: str, package: str) -> None:
+    """Skip (or, under CI, fail) when a program the test runs for real is missing."""
+    require(None if shutil.which(tool) else f"{tool} is missing: apt-get install {package}")
+
+
 def primage(
     *args: str, env: dict[str, str], timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:

@@ -5,21 +5,20 @@ that it takes seconds; jobs and apps are included, their commands run in the rea
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import RunningServer, require
+from tests.harness import RunningServer, require_tool
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
 @pytest.mark.parametrize("who", ["user", "admin"])
 def test_no_input_makes_the_server_fail(sqlite_server: RunningServer, who: str) -> None:
-    require(None if shutil.which("bwrap") else "bwrap is missing: apt-get install bubblewrap")
+    require_tool("bwrap", "bubblewrap")
     admin = sqlite_server.client()
     token = sqlite_server.admin_token if who == "admin" else admin.create_user("fuzz").token
     done = subprocess.run(

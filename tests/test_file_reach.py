@@ -8,34 +8,23 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from primage.client import Client
-from tests.harness import RunningServer, require
+from tests.harness import RunningServer
 
-PROCESSES = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}
 SECRET = b"alice's patient data\n"
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[RunningServer]:
-    require(None if shutil.which("bwrap") else "bwrap is missing: apt-get install bubblewrap")
-    running = RunningServer.start(
-        tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=PROCESSES
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+def platform(sandboxed_server: RunningServer) -> RunningServer:
+    return sandboxed_server
 
 
 @pytest.fixture
@@ -45,6 +34,12 @@ def alice(platform: RunningServer) -> Client:
     client.upload("alicesp", "secret.txt", SECRET)
     client.upload("alicesp", "sub/mine.txt", b"the folder's own\n")
     return client
+
+
+def bob_with_a_space(platform: RunningServer) -> Client:
+    bob = platform.client(platform.client().create_user("bob").token)
+    bob.create_space("bobsp")
+    return bob
 
 
 def auth(token: str) -> dict[str, str]:
@@ -112,9 +107,7 @@ def test_a_link_in_a_token_folder_never_leads_the_token_out(
 def test_a_jobs_output_folder_swapped_for_a_link_serves_nothing_of_another_space(
     platform: RunningServer, alice: Client
 ) -> None:
-    admin = platform.client()
-    bob = platform.client(admin.create_user("bob").token)
-    bob.create_space("bobsp")
+    bob = bob_with_a_space(platform)
     theirs = platform.data_dir / "spaces" / "alicesp"
     job = bob.submit_job(
         {"command": f"rm -rf {{output_dir}} && ln -s {theirs} {{output_dir}}", "spaces": ["bobsp"]}
@@ -130,9 +123,7 @@ def test_a_jobs_output_folder_swapped_for_a_link_serves_nothing_of_another_space
 def test_a_file_flipped_between_plain_and_a_link_never_serves_another_users_file(
     platform: RunningServer, alice: Client
 ) -> None:
-    admin = platform.client()
-    bob = platform.client(admin.create_user("bob").token)
-    bob.create_space("bobsp")
+    bob = bob_with_a_space(platform)
     bob.upload("bobsp", "f", b"bob's own\n")
     theirs = platform.data_dir / "spaces" / "alicesp" / "secret.txt"
     flip = (

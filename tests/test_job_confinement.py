@@ -5,30 +5,18 @@ whose tasks run in the real sandbox."""
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
-from tests.harness import RunningServer, require
-
-PROCESSES = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}
+from tests.harness import RunningServer
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[RunningServer]:
-    require(None if shutil.which("bwrap") else "bwrap is missing: apt-get install bubblewrap")
-    running = RunningServer.start(
-        tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=PROCESSES
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+def platform(sandboxed_server: RunningServer) -> RunningServer:
+    return sandboxed_server
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,16 +18,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[RunningServer]:
-    running = RunningServer.start(
-        tmp_path / "data",
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
-        env={"PRIMAGE_CONTAINERS": "false"},
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+def platform(sandboxed_server: RunningServer) -> RunningServer:
+    return sandboxed_server
 
 
 def auth(platform: RunningServer) -> dict[str, str]:

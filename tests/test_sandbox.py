@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,7 +23,7 @@ from primage.errors import SandboxUnavailable
 from primage.executors.local import CELL_AGENT
 from primage.executors.local.cells import Cell
 from primage.executors.local.sandbox import Bind, Sandbox
-from tests.harness import RunningServer, require
+from tests.harness import RunningServer, require_tool
 
 PROBE = Path(__file__).with_name("sandbox_probe.py")
 PROCESSES = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}
@@ -33,16 +31,8 @@ SANDBOX_UID = 64000  # the default sandbox_uid
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[RunningServer]:
-    for tool, package in (("bwrap", "bubblewrap"), ("slirp4netns", "slirp4netns")):
-        require(None if shutil.which(tool) else f"{tool} is missing: apt-get install {package}")
-    running = RunningServer.start(
-        tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=PROCESSES
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+def platform(sandboxed_server: RunningServer) -> RunningServer:
+    return sandboxed_server
 
 
 def bearer(client: Client) -> dict[str, str]:
@@ -229,8 +219,7 @@ def test_a_cell_whose_folder_was_swapped_before_it_mounted_it_runs_nothing(
 ) -> None:
     """bwrap mounts by path: the cell checks that each folder it mounted is the one the server
     checked (device and inode), so a folder swapped for a link in between runs no task."""
-    for tool in ("bwrap", "setpriv"):
-        require(None if shutil.which(tool) else f"{tool} is missing: apt-get install bubblewrap")
+    require_tool("bwrap", "bubblewrap")
     folder, job = tmp_path / "space" / "sub", tmp_path / "jobs" / "1"
     folder.mkdir(parents=True)
     job.mkdir(parents=True)
