@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,17 @@ def require(reason: str | None) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"required under CI: {reason}")
     pytest.skip(reason)
+
+
+def eventually(
+    check: Callable[[], object], timeout: float = 10.0, what: str = "condition", pause: float = 0.2
+) -> None:
+    """Wait until ``check()`` is true; fail naming ``what`` after ``timeout`` seconds. The one
+    way tests wait: never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not met within {timeout:g} s"
+        time.sleep(pause)
 
 
 def require_tool(tool: str, package: str) -> None:

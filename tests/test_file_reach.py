@@ -1,7 +1,8 @@
 """One way to reach a file (``storage.reach``), tried as an attacker would: '..' in WebDAV paths,
 links that lead out of a token's folder or out of the space, a job's output folder swapped for a
-link to another user's space, and a file flipped between a plain file and a link while it is
-downloaded. Real server, real sandboxed jobs, real HTTP."""
+link to another user's space, a file flipped between a plain file and a link while it is
+downloaded, and a folder swapped for a link while an upload into it is on its way. Real server,
+real sandboxed jobs, real HTTP."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import http.client
 import json
 import os
 import tarfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from urllib.parse import urlsplit
@@ -17,7 +21,8 @@ import httpx
 import pytest
 
 from primage.client import Client
-from tests.harness import RunningServer
+from primage.errors import UnsafePath
+from tests.harness import RunningServer, eventually
 
 SECRET = b"alice's patient data\n"
 
@@ -158,3 +163,43 @@ def test_a_tar_of_outputs_leaves_links_and_fifos_out(
     with tarfile.open(fileobj=BytesIO(answer.content)) as tar:
         names = sorted(tar.getnames())
     assert names == [f"job-{job.id}", f"job-{job.id}/r.txt"]
+
+
+def test_a_folder_swapped_for_a_link_during_an_upload_never_lets_it_land_elsewhere(
+    platform: RunningServer, alice: Client
+) -> None:
+    """An upload walks to its folder again when it lands: bob's folder made a link to alice's
+    space while his body is still arriving (as a job of his could) gets him a 400, not a file
+    in her space. The same for a folder made, a move and a delete through that link."""
+    bob = bob_with_a_space(platform)
+    bob.mkdir("bobsp", "d")
+    storage = platform.data_dir / "spaces"
+    first_part, go_on = threading.Event(), threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield b"x" * 1024
+        first_part.set()
+        go_on.wait(30)
+        yield b"y" * 1024
+
+    url = f"{platform.url}/spaces/bobsp/content/d/planted.txt"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.put, url, content=body(), headers=auth(bob.current_token()))
+        assert first_part.wait(30)
+        staging = storage / ".staging"  # the upload is under way once its file is staged
+        eventually(lambda: any(staging.iterdir()), 30, "the upload's start", pause=0.01)
+        os.rename(storage / "bobsp" / "d", storage / "bobsp" / "d-was")
+        os.symlink(storage / "alicesp", storage / "bobsp" / "d")
+        go_on.set()
+        refused = answer.result(timeout=60)
+
+    assert refused.status_code == 400, refused.text
+    assert "leads outside space 'bobsp'" in refused.json()["detail"]
+    with pytest.raises(UnsafePath, match="leads outside space 'bobsp'"):
+        bob.mkdir("bobsp", "d/made")
+    with pytest.raises(UnsafePath, match="leads outside space 'bobsp'"):
+        bob.move("bobsp", "d-was", "d/moved")
+    with pytest.raises(UnsafePath, match="leads outside space 'bobsp'"):
+        bob.remove("bobsp", "d/secret.txt")
+    assert sorted(f.name for f in alice.listdir("alicesp")) == ["secret.txt", "sub"]
+    assert alice.read_bytes("alicesp", "secret.txt") == SECRET

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from pydicom.data import get_testdata_file
 
-from tests.harness import RunningServer, free_port, primage, require
+from tests.harness import RunningServer, eventually, free_port, primage, require
 from tests.idp import IdentityProvider
 
 SAMPLES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]
@@ -52,13 +52,6 @@ def for_server(
     env: dict[str, str], server: RunningServer, token: str | None = None
 ) -> dict[str, str]:
     return {**env, "PRIMAGE_SERVER": server.url, "PRIMAGE_TOKEN": token or server.admin_token}
-
-
-def eventually(check: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def test_dicom_files_and_job_outputs_through_the_mount(

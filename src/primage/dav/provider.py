@@ -104,10 +104,9 @@ class SpaceFile(FileResource):
             upload.abort()
             return
         try:
-            _, sha256 = upload.commit()
+            _, sha256, self.file_stat = upload.commit()
         except PrimageError as exc:
             raise DAVError(exc.status, exc.detail) from None
-        self.file_stat = os.stat(self._file_path)
         provider: SpaceProvider = self.provider
         provider.record_checksum(self.path, self.file_stat, sha256, self.environ)
 
@@ -132,7 +131,11 @@ class SpaceFolder(FolderResource):
         return SpaceFile(path, self.environ, file_path, pending=False)
 
     def create_collection(self, name: str) -> None:
-        os.mkdir(self.provider._loc_to_file_path(util.join_uri(self.path, name), self.environ))
+        space, rel = split(util.join_uri(self.path, name))
+        try:
+            self.provider.files(space, self.environ).mkdir(rel, parents=False)
+        except PrimageError as exc:
+            raise DAVError(exc.status, exc.detail) from None
 
 
 class Root(DAVCollection):
@@ -205,8 +208,13 @@ class SpaceProvider(FilesystemProvider):
                 room.ensure(int(declared), exact=True)
             except PrimageError as exc:
                 raise DAVError(exc.status, exc.detail) from None
+        files, (_, rel) = self.files(space, environ), split(path)
         return AtomicUpload(
-            space=space, staging=self.store.staging, target=target, room=room, fsync=self.fsync
+            space=space,
+            staging=self.store.staging,
+            target=lambda: files.target(rel),
+            room=room,
+            fsync=self.fsync,
         )
 
     def record_checksum(

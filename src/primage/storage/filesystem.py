@@ -113,66 +113,118 @@ class SpaceFiles:
         finally:
             os.close(fd)
 
+    def target(self, path: str) -> tuple[int, str]:
+        """Where a write of ``path`` lands, walked from the space's root (missing folders made):
+        an open descriptor of its folder, which the caller closes, and its name there. A file
+        stands in the way of a folder: Conflict."""
+        try:
+            _, fd, name = reach.parent_of(self.space, self.root, path, self.folder, create=True)
+        except NotFound:
+            raise Conflict(f"a file stands where a folder is needed for '{path}'") from None
+        return fd, name
+
     def open_folder(self, path: str) -> int:
         """A folder opened for walking (the caller closes it): a tar of it, say."""
         return reach.open_folder(self.space, self.root, path, self.folder)[1]
 
-    def _stat(self, rel: str, target: Path) -> os.stat_result:
-        try:
-            return target.stat()
-        except FileNotFoundError:
-            raise NotFound(f"no file or folder '{rel}' in space '{self.space}'") from None
-
     def mkdir(self, path: str, *, parents: bool) -> FileInfo:
-        rel, target = self.path(path)
+        """Make a folder (and, with ``parents``, those above it), walked from the space's root."""
+        rel = normalise_relpath(path)
         if not rel:
             raise BadRequest("the space's root folder always exists")
         try:
             if parents:
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.mkdir()
+                _, fd = reach.walk(self.space, self.root, rel, self.folder, create=True)
+                with _closing(fd):
+                    st = os.fstat(fd)
+                if not stat_mod.S_ISDIR(st.st_mode):
+                    raise Conflict(f"a file stands in the way of folder '{rel}'")
+                return file_info(rel, st)
+            _, parent, name = reach.parent_of(self.space, self.root, rel, self.folder)
+            with _closing(parent):
+                os.mkdir(name, dir_fd=parent)
+                return file_info(rel, os.stat(name, dir_fd=parent, follow_symlinks=False))
         except FileExistsError:
             raise Conflict(f"'{rel}' already exists in space '{self.space}'") from None
-        except FileNotFoundError:
+        except NotFound:
             raise NotFound(f"parent folder of '{rel}' does not exist; use parents=true") from None
-        except NotADirectoryError:
-            raise Conflict(f"a file stands in the way of folder '{rel}'") from None
-        return file_info(rel, target.stat())
 
     def move(self, source: str, destination: str, *, overwrite: bool) -> FileInfo:
-        src_rel, src = self.path(source)
-        dst_rel, dst = self.path(destination)
+        """Move or rename, both ends walked from the space's root: no link on the way is followed,
+        and a link that is moved is moved as it is."""
+        src_rel, dst_rel = normalise_relpath(source), normalise_relpath(destination)
         if not src_rel or not dst_rel:
             raise BadRequest("the space's root folder cannot be moved or replaced")
-        self._stat(src_rel, src)
         if dst_rel == src_rel or dst_rel.startswith(src_rel + "/"):
             raise BadRequest(f"cannot move '{src_rel}' into itself")
-        if os.path.lexists(dst) and not overwrite:
-            raise Conflict(f"'{dst_rel}' already exists; pass overwrite=true to replace it")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(src, dst)
-        except OSError as exc:
-            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR, errno.EEXIST):
-                raise Conflict(f"cannot replace '{dst_rel}': {exc.strerror}") from None
-            raise
-        return file_info(dst_rel, dst.lstat())
+        _, src_dir, src_name = reach.parent_of(self.space, self.root, src_rel, self.folder)
+        with _closing(src_dir):
+            try:
+                os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NotFound(f"no file or folder '{src_rel}' in space '{self.space}'") from None
+            dst_dir, dst_name = self.target(dst_rel)
+            with _closing(dst_dir):
+                if not overwrite and _exists(dst_name, dst_dir):
+                    raise Conflict(f"'{dst_rel}' already exists; pass overwrite=true to replace it")
+                try:
+                    os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+                except OSError as exc:
+                    if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR, errno.EEXIST):
+                        raise Conflict(f"cannot replace '{dst_rel}': {exc.strerror}") from None
+                    raise
+                moved = os.stat(dst_name, dir_fd=dst_dir, follow_symlinks=False)
+        return file_info(dst_rel, moved)
 
     def remove(self, path: str, *, recursive: bool) -> int:
-        """Delete a file, a link or a folder; the bytes of regular files that it freed."""
-        rel, target = self.path(path)
+        """Delete a file, a link or a folder, walked from the space's root (a link is removed,
+        never followed); the bytes of regular files that it freed."""
+        rel = normalise_relpath(path)
         if not rel:
             raise BadRequest("cannot delete the space's root; delete the space instead")
-        st = self._stat(rel, target) if not os.path.islink(target) else target.lstat()
-        if stat_mod.S_ISDIR(st.st_mode) and not os.path.islink(target):
-            if not recursive and any(target.iterdir()):
-                raise Conflict(f"folder '{rel}' is not empty; pass recursive=true to delete it")
-            freed, _ = usage(target)
-            shutil.rmtree(target)
+        _, parent, name = reach.parent_of(self.space, self.root, rel, self.folder)
+        with _closing(parent):
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NotFound(f"no file or folder '{rel}' in space '{self.space}'") from None
+            if not stat_mod.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=parent)
+                return st.st_size if stat_mod.S_ISREG(st.st_mode) else 0
+            folder = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            with _closing(folder):
+                if not recursive and os.listdir(folder):
+                    raise Conflict(f"folder '{rel}' is not empty; pass recursive=true to delete it")
+                freed = regular_bytes(folder)
+            shutil.rmtree(name, dir_fd=parent)
             return freed
-        target.unlink()
-        return st.st_size if stat_mod.S_ISREG(st.st_mode) else 0
+
+
+def regular_bytes(folder_fd: int) -> int:
+    """The bytes of the regular files below an open folder (links not followed)."""
+    total = 0
+    for _, _, names, dir_fd in os.fwalk(".", dir_fd=folder_fd):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                total += st.st_size if stat_mod.S_ISREG(st.st_mode) else 0
+    return total
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def usage(root: Path) -> tuple[int, int]:

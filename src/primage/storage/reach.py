@@ -11,6 +11,7 @@ no check-then-open by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -33,10 +34,13 @@ def check_folder(space: str, folder: str | None, rel: str, path: str) -> None:
         raise Forbidden(f"this token is restricted to path '{folder}'; '{path}' is outside it{via}")
 
 
-def walk(space: str, root: Path, path: str, folder: str | None = None) -> tuple[str, int]:
+def walk(
+    space: str, root: Path, path: str, folder: str | None = None, *, create: bool = False
+) -> tuple[str, int]:
     """The resolved path of ``path`` in the space and an ``O_PATH`` descriptor of it (the
     caller closes it). UnsafePath for a link out of the space, Forbidden outside ``folder``,
-    NotFound for what is not there."""
+    NotFound for what is not there; with ``create``, missing folders are made on the way (each
+    inside ``folder``, or above it on the way there)."""
     parts = [p for p in normalise_relpath(path).split("/") if p]
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     stack: list[tuple[int, str]] = []  # the folders walked into, each a descriptor
@@ -53,6 +57,8 @@ def walk(space: str, root: Path, path: str, folder: str | None = None) -> tuple[
                 continue
             here = stack[-1][0] if stack else root_fd
             try:
+                if create:
+                    make_folder(space, folder, [n for _, n in stack], name, here, path)
                 fd = os.open(name, PATH_FLAGS, dir_fd=here)
             except (FileNotFoundError, NotADirectoryError):
                 missing = normalise_relpath(path)
@@ -90,6 +96,39 @@ def walk(space: str, root: Path, path: str, folder: str | None = None) -> tuple[
         for fd, _ in stack:
             os.close(fd)
         os.close(root_fd)
+
+
+def make_folder(
+    space: str, folder: str | None, above: list[str], name: str, dir_fd: int, path: str
+) -> None:
+    """``name`` as a folder in the open folder ``dir_fd`` (at ``above``), unless it exists."""
+    made = "/".join([*above, name])
+    if not (allows(folder, made) or (folder is not None and allows(made, folder))):
+        check_folder(space, folder, made, path)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, dir_fd=dir_fd)
+
+
+def parent_of(
+    space: str, root: Path, path: str, folder: str | None = None, *, create: bool = False
+) -> tuple[str, int, str]:
+    """Where a write of ``path`` lands: its resolved path, an ``O_PATH`` descriptor of its
+    folder (the caller closes it) and its name there, to rename, link or unlink relative to
+    that descriptor: a folder swapped for a link meanwhile is never followed."""
+    rel = normalise_relpath(path)
+    if not rel:
+        raise BadRequest("give a path inside the space, not the space itself")
+    head, _, name = rel.rpartition("/")
+    resolved, fd = walk(space, root, head, folder if head else None, create=create)
+    target = f"{resolved}/{name}" if resolved else name
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise NotFound(f"'{resolved}' in space '{space}' is a file, not a folder")
+        check_folder(space, folder, target, path)
+    except (Forbidden, NotFound):
+        os.close(fd)
+        raise
+    return target, fd, name
 
 
 def inside_root(root: Path, target: str) -> str | None:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +56,9 @@ class Blocks:
         return memoryview(self._buffers[self._current])[: self._filled]
 
 
+Target = Callable[[], tuple[int, str]]  # an open folder (the caller closes it) and a name in it
+
+
 class Room(Protocol):
     """Room in a space's quota (``storage.quota.Reservation``)."""
 
@@ -72,13 +75,13 @@ class AtomicUpload:
         *,
         space: str,
         staging: Path,
-        target: Path,
+        target: Target,
         room: Room | None,
         fsync: bool,
         overwrite: bool = True,
     ) -> None:
         self.space = space
-        self.target = target
+        self.target = target  # where it lands, walked to again when it does
         self.overwrite = overwrite
         self.room = room  # the space's quota, reserved as the upload grows (storage.quota)
         self.fsync = fsync
@@ -113,42 +116,41 @@ class AtomicUpload:
                 raise OSError(errno.ENOSPC, "no space left on device")
             view = view[written:]
 
-    def commit(self) -> tuple[int, str]:
-        """Make the file visible at its target; returns its size and SHA-256."""
+    def commit(self) -> tuple[int, str, os.stat_result]:
+        """Make the file visible at its target; its size, SHA-256 and what it is in place."""
         try:
             if self.fsync:
                 os.fsync(self._file.fileno())
             self._file.close()
             os.chmod(self._tmp, 0o666 & ~current_umask())
-            replaced = self._place()
+            folder, name = self.target()  # walked now, from the space's root: no link followed
+            try:
+                replaced = self._place(folder, name)
+                placed = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            finally:
+                os.close(folder)
         except BaseException:
             self.abort()
             raise
         if self.room is not None:
             self.room.settle(self.size - replaced)
-        return self.size, self._hash.hexdigest()
+        return self.size, self._hash.hexdigest(), placed
 
-    def _place(self) -> int:
-        """Rename the file into place; the size of the file it replaced (0: none)."""
-        name, space = self.target.name, self.space
+    def _place(self, folder: int, name: str) -> int:
+        """Rename the file to ``name`` in the open ``folder``; the size of what it replaced."""
         try:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise Conflict(f"a file stands where a folder is needed for '{name}'") from None
-        if self.target.is_dir():
-            raise Conflict(f"'{name}' is a folder in space '{space}'")
+            st: os.stat_result | None = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise Conflict(f"'{name}' is a folder in space '{self.space}'")
         if self.overwrite:
-            try:
-                st = os.lstat(self.target)
-                replaced = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            except FileNotFoundError:
-                replaced = 0
-            os.replace(self._tmp, self.target)
-            return replaced
+            os.replace(self._tmp, name, dst_dir_fd=folder)  # a link there is replaced, not followed
+            return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
         try:  # link, unlike rename, refuses an existing target: no window to lose a file in
-            os.link(self._tmp, self.target)
+            os.link(self._tmp, name, dst_dir_fd=folder, follow_symlinks=False)
         except FileExistsError:
-            raise Conflict(f"'{name}' appeared in space '{space}' during the upload") from None
+            raise Conflict(f"'{name}' appeared in space '{self.space}' during the upload") from None
         self._tmp.unlink()
         return 0
 

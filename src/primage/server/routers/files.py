@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -174,7 +173,6 @@ def content_length(request: Request) -> int | None:
 class Upload:
     space_id: int
     rel: str
-    target: Path
     writer: AtomicUpload
 
 
@@ -201,7 +199,7 @@ def prepare(
         writer = AtomicUpload(
             space=space,
             staging=state.store.staging,
-            target=target,
+            target=lambda: files.target(rel),
             room=room,
             fsync=state.settings.fsync_uploads,
             overwrite=overwrite,
@@ -209,19 +207,18 @@ def prepare(
     except BaseException:
         room.release()
         raise
-    return Upload(row.id, rel, target, writer)
+    return Upload(row.id, rel, writer)
 
 
 def store(session: Session, state: State, upload: Upload, tail: bytes) -> FileInfo:
     """Write the last bytes, make the file visible, and record its checksum."""
     try:
         upload.writer.write(tail)
-        size, sha256 = upload.writer.commit()
+        size, sha256, st = upload.writer.commit()
     except BaseException:
         upload.writer.abort()
         raise
     state.metrics.bytes_uploaded.inc(size)
-    st = upload.target.stat()
     session.merge(
         tables.FileChecksum(
             space_id=upload.space_id,
