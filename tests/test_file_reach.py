@@ -201,5 +201,15 @@ def test_a_folder_swapped_for_a_link_during_an_upload_never_lets_it_land_elsewhe
         bob.move("bobsp", "d-was", "d/moved")
     with pytest.raises(UnsafePath, match="leads outside space 'bobsp'"):
         bob.remove("bobsp", "d/secret.txt")
+    dav, headers = f"{platform.url}/dav/bobsp", auth(bob.current_token())
+    destination = {**headers, "Destination": f"{dav}/d/copied.txt"}
+    bob.upload("bobsp", "mine.txt", b"bob's\n")
+    for method, path, sent in [
+        ("DELETE", "d/secret.txt", headers),
+        ("MOVE", "mine.txt", destination),
+        ("COPY", "mine.txt", destination),
+    ]:
+        answer = httpx.request(method, f"{dav}/{path}", headers=sent)
+        assert 400 <= answer.status_code < 500, (method, answer.status_code, answer.text)
     assert sorted(f.name for f in alice.listdir("alicesp")) == ["secret.txt", "sub"]
     assert alice.read_bytes("alicesp", "secret.txt") == SECRET

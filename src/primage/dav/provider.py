@@ -18,8 +18,10 @@ Who may do what is decided before a request reaches WsgiDAV (see :mod:`primage.d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,7 +31,7 @@ from wsgidav.dav_provider import DAVCollection
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
 
 from primage.db import Database, tables
-from primage.errors import PrimageError
+from primage.errors import Conflict, PrimageError
 from primage.storage.filesystem import SpaceFiles
 from primage.storage.paths import NAME_RE
 from primage.storage.quota import Reservation, replaced_size
@@ -60,7 +62,64 @@ class _Writer:
         """Nothing yet: ``end_write`` says whether the body arrived whole."""
 
 
-class SpaceFile(FileResource):
+class SafeWrites:
+    """WebDAV's own writes (DELETE, MOVE, COPY) done as the REST API does them: walked from the
+    space's root by :class:`~primage.storage.filesystem.SpaceFiles`, never by a path string
+    resolved earlier, so a folder swapped for a link meanwhile is not followed. Dead properties
+    and locks follow as WsgiDAV keeps them."""
+
+    path: str
+    environ: dict[str, Any]
+    provider: SpaceProvider
+
+    def _files(self, path: str) -> tuple[SpaceFiles, str]:
+        space, rel = split(path)
+        return self.provider.files(space, self.environ), rel
+
+    def delete(self) -> None:
+        files, rel = self._files(self.path)
+        _safely(lambda: files.remove(rel, recursive=True))
+        self.remove_all_properties(recursive=True)  # type: ignore[attr-defined]
+        self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> None:
+        (files, rel), (to, dest) = self._files(self.path), self._files(dest_path)
+        _safely(lambda: files.move(rel, dest, overwrite=False, to=to))
+        self._follow_properties(dest_path, move=True, children=True)
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        (files, rel), (to, dest) = self._files(self.path), self._files(dest_path)
+        if isinstance(self, SpaceFolder):
+            with contextlib.suppress(Conflict):  # it exists: WsgiDAV then fills it
+                _safely(lambda: to.mkdir(dest, parents=False))
+        else:
+            _safely(lambda: files.copy_file(rel, dest, to=to))
+        self._follow_properties(dest_path, move=is_move, children=False)
+
+    def _follow_properties(self, dest_path: str, *, move: bool, children: bool) -> None:
+        manager = self.provider.prop_manager
+        if not manager:
+            return
+        source = self.get_ref_url()  # type: ignore[attr-defined]
+        target = self.provider.get_resource_inst(dest_path, self.environ).get_ref_url()
+        if move:
+            manager.move_properties(source, target, with_children=children, environ=self.environ)
+        else:
+            manager.copy_properties(source, target, self.environ)
+
+
+def _safely(operation: Callable[[], object]) -> None:
+    """Run a storage operation; the platform's refusals as WsgiDAV's errors (its status)."""
+    try:
+        operation()
+    except PrimageError as exc:
+        raise DAVError(exc.status, exc.detail) from None
+
+
+class SpaceFile(SafeWrites, FileResource):
     """A file in a space. ``pending``: a PUT target that does not exist until its upload ends."""
 
     def __init__(
@@ -111,7 +170,7 @@ class SpaceFile(FileResource):
         provider.record_checksum(self.path, self.file_stat, sha256, self.environ)
 
 
-class SpaceFolder(FolderResource):
+class SpaceFolder(SafeWrites, FolderResource):
     def get_used_bytes(self) -> None:  # the disk's figures would describe other spaces too
         return None
 

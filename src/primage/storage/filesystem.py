@@ -149,13 +149,16 @@ class SpaceFiles:
         except NotFound:
             raise NotFound(f"parent folder of '{rel}' does not exist; use parents=true") from None
 
-    def move(self, source: str, destination: str, *, overwrite: bool) -> FileInfo:
-        """Move or rename, both ends walked from the space's root: no link on the way is followed,
-        and a link that is moved is moved as it is."""
+    def move(
+        self, source: str, destination: str, *, overwrite: bool, to: SpaceFiles | None = None
+    ) -> FileInfo:
+        """Move or rename (into the space ``to``, default this one), both ends walked from their
+        space's root: no link on the way is followed, and a link that is moved moves as it is."""
+        to = to or self
         src_rel, dst_rel = normalise_relpath(source), normalise_relpath(destination)
         if not src_rel or not dst_rel:
             raise BadRequest("the space's root folder cannot be moved or replaced")
-        if dst_rel == src_rel or dst_rel.startswith(src_rel + "/"):
+        if to is self and (dst_rel == src_rel or dst_rel.startswith(src_rel + "/")):
             raise BadRequest(f"cannot move '{src_rel}' into itself")
         _, src_dir, src_name = reach.parent_of(self.space, self.root, src_rel, self.folder)
         with _closing(src_dir):
@@ -163,7 +166,7 @@ class SpaceFiles:
                 os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
             except FileNotFoundError:
                 raise NotFound(f"no file or folder '{src_rel}' in space '{self.space}'") from None
-            dst_dir, dst_name = self.target(dst_rel)
+            dst_dir, dst_name = to.target(dst_rel)
             with _closing(dst_dir):
                 if not overwrite and _exists(dst_name, dst_dir):
                     raise Conflict(f"'{dst_rel}' already exists; pass overwrite=true to replace it")
@@ -175,6 +178,26 @@ class SpaceFiles:
                     raise
                 moved = os.stat(dst_name, dir_fd=dst_dir, follow_symlinks=False)
         return file_info(dst_rel, moved)
+
+    def copy_file(self, source: str, destination: str, to: SpaceFiles | None = None) -> None:
+        """Copy one file (into the space ``to``, default this one): read through what
+        :mod:`~primage.storage.reach` opened, written with ``O_NOFOLLOW`` in the walked folder."""
+        _, src = reach.open_file(self.space, self.root, source, self.folder)
+        with _closing(src):
+            folder, name = (to or self).target(destination)
+            with _closing(folder):
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    dst = os.open(name, flags, 0o666, dir_fd=folder)
+                except IsADirectoryError:
+                    raise Conflict(f"'{destination}' is a folder") from None
+                except OSError as exc:  # ELOOP: a link stands there, and is not followed
+                    raise Conflict(f"cannot write '{destination}': {exc.strerror}") from None
+                with _closing(dst):
+                    size = os.fstat(src).st_size
+                    while size > 0 and (sent := os.sendfile(dst, src, None, size)):
+                        size -= sent
+                    shutil.copystat(f"/proc/self/fd/{src}", f"/proc/self/fd/{dst}")
 
     def remove(self, path: str, *, recursive: bool) -> int:
         """Delete a file, a link or a folder, walked from the space's root (a link is removed,
