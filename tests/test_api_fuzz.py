@@ -17,7 +17,9 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
 @pytest.mark.parametrize("who", ["user", "admin"])
-def test_no_input_makes_the_server_fail(sqlite_server: RunningServer, who: str) -> None:
+def test_no_input_makes_the_server_fail(
+    sqlite_server: RunningServer, who: str, tmp_path: Path
+) -> None:
     require_tool("bwrap", "bubblewrap")
     admin = sqlite_server.client()
     token = sqlite_server.admin_token if who == "admin" else admin.create_user("fuzz").token
@@ -26,7 +28,7 @@ def test_no_input_makes_the_server_fail(sqlite_server: RunningServer, who: str) 
          "-H", f"Authorization: Bearer {token}", "--checks", "not_a_server_error",
          "--max-examples", "10", "--seed", "1", "--request-timeout", "30",
          "--no-color"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its .schemathesis/ there
     )  # fmt: skip
     summary = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
     print(f"schemathesis as {who}: {summary.group(0) if summary else 'no summary'}")
