@@ -64,6 +64,8 @@ def by_hand(folder: Path, work: Path) -> float:
     command = yaml.safe_load(TEMPLATE.read_text())["app"]["command"]
     port, token = free_port(), secrets.token_urlsafe(16)
     line = command.format(port=port, base_url="/apps/notebook/", app_token=token, workdir=folder)
+    if os.geteuid() == 0:  # the platform runs it as the sandbox's uid; by hand as root, Jupyter
+        line += " --allow-root"  # refuses to start without this
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "PRIMAGE_APP_TOKEN": token}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     started = time.perf_counter()
