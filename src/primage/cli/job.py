@@ -70,7 +70,9 @@ def submit(
         None, "--input", "-i", help="HTC inputs as SPACE:GLOB, e.g. ct:'scans/**/*.dcm'."
     ),
     array: int | None = typer.Option(None, help="HTC: run N tasks, {task_index} 0..N-1."),
-    spaces: list[str] = typer.Option([], "--space", help="Mount a space: NAME, NAME:ro, NAME:rw."),
+    spaces: list[str] = typer.Option(
+        [], "--space", help="Mount a space: NAME, NAME:ro, NAME:rw, or one folder: NAME/FOLDER:ro."
+    ),
     files_per_task: int | None = typer.Option(None, help="Input files given to each task."),
     image: str | None = typer.Option(
         None, help="Run each task in a container of this image, e.g. REGISTRY/alice/seg:1."
