@@ -5,9 +5,22 @@
 # tasks and apps) (Debian packages), Node.js and the test identity provider (npm oidc-provider,
 # pinned by tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
+#   scripts/system-deps.sh sandbox   only what the platform's sandbox needs (./run demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+if [ "${1:-}" = sandbox ]; then
+  if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} (Debian packages) for the sandbox of jobs and apps" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  elif [ ${#missing[@]} -gt 0 ]; then
+    echo "not root: jobs run unconfined until you install ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+  fi
+  exit 0
+fi
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 command -v rclone >/dev/null || missing+=(rclone)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
@@ -19,8 +32,6 @@ command -v runc >/dev/null || missing+=(runc)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v git >/dev/null || missing+=(git)
-command -v bwrap >/dev/null || missing+=(bubblewrap)
-command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
