@@ -171,3 +171,18 @@ def test_a_corrupt_image_fails_clearly_and_the_others_still_run(
     assert err.startswith("primage-segment: error:") and "corrupt.dcm" in err
     assert (tmp_path / "out" / "CT_small.json").exists()
     assert not (tmp_path / "out" / "corrupt.json").exists()
+
+
+def refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_every_report_is_standard_json(tmp_path: Path) -> None:
+    """An unbounded window end (a CT window's top, say) is null, never ``Infinity``: JavaScript's
+    ``JSON.parse`` and other strict readers must read every report."""
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        source = Path(get_testdata_file(name))
+        process(source, tmp_path, Params())
+        text = (tmp_path / f"{source.stem}.json").read_text()
+        report = json.loads(text, parse_constant=refuse)
+        assert all(v is None or isinstance(v, float | int) for v in report["window"]), text
