@@ -126,7 +126,7 @@ class Launch:
             )
         if self.sandbox.owner is not None:
             os.chown(work, *self.sandbox.owner)
-        binds = [Bind(str(self.root / path), ro, source) for path, (source, ro) in self.mounts()]
+        binds = [Bind(folder, read_only) for _, (folder, read_only) in self.mounts()]
         # The app listens on its own loopback, in a network namespace of its own; the server
         # binds its door here and hands it to the relay inside (relay.py).
         with socket.create_server(("127.0.0.1", port), backlog=128) as door:

@@ -242,8 +242,7 @@ def check_open_app(
     cannot write through it; viewers get in where every mount is read-only. ``group``: that
     group's members.
     """
-    if principal.caveats.space is not None:
-        raise Forbidden("a token restricted to a space cannot open apps; use another token")
+    check_beyond_spaces(principal, "open apps")
     if owner_id == principal.user_id or principal.is_admin:
         return
     if who == "members" and spaces and all(may_use(principal, s, ro) for s, ro in spaces):
@@ -269,22 +268,15 @@ def check_manage_app(principal: Principal, name: str, owner_id: int, what: str) 
     read-only token only sees."""
     if what != "see" and principal.caveats.read_only:
         raise Forbidden(f"this token is read-only; it cannot {what} apps")
-    if principal.caveats.space is not None:
-        raise Forbidden("a token restricted to a space cannot manage apps")
+    check_beyond_spaces(principal, "manage apps")
     if owner_id != principal.user_id and not principal.is_admin:
         raise Forbidden(f"only the owner of app '{name}' may {what} it")
 
 
-def check_see_apps(principal: Principal) -> None:
-    """Listing apps: they belong to no one space, so a space-confined token sees none."""
+def check_beyond_spaces(principal: Principal, what: str) -> None:
+    """Apps and builds belong to no one space: a token confined to a space reaches none."""
     if principal.caveats.space is not None:
-        raise Forbidden("a token restricted to a space cannot see apps; use another token")
-
-
-def check_see_builds(principal: Principal) -> None:
-    """Builds, their logs and results: like apps, not for a token confined to a space."""
-    if principal.caveats.space is not None:
-        raise Forbidden("a token restricted to a space cannot see builds; use another token")
+        raise Forbidden(f"a token restricted to a space cannot {what}; use another token")
 
 
 def check_deploy(principal: Principal) -> None:

@@ -27,19 +27,18 @@ from primage.storage.spaces import SpaceStore
 class Confinement:
     """What the platform can promise about the processes it runs for users."""
 
-    mode: str  # "on", "off" (an admin's choice) or "unavailable"
     problem: str | None  # why no sandbox can be made, when unavailable
     line: str  # the mode in words, for the server's start and its status
 
     @classmethod
     def of(cls, sandbox: Sandbox | None) -> Confinement:
         if sandbox is None:
-            return cls("off", None, 'off (sandbox = "off"): local tasks and process apps run as '
+            return cls(None, 'off (sandbox = "off"): local tasks and process apps run as '
                        "the server's user and see what it sees")  # fmt: skip
         if sandbox.problem is not None:
-            return cls("unavailable", sandbox.problem, f"unavailable: {sandbox.problem}; jobs "
+            return cls(sandbox.problem, f"unavailable: {sandbox.problem}; jobs "
                        "and process apps of non-admins are refused")  # fmt: skip
-        return cls("on", None, sandbox.describe())
+        return cls(None, sandbox.describe())
 
 
 @dataclass

@@ -137,7 +137,7 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
 @router.get("")
 async def list_apps(caller: Caller, state: State) -> list[m.App]:
     """Your apps (all of them for admins)."""
-    policy.check_see_apps(caller)
+    policy.check_beyond_spaces(caller, "see apps")
 
     def load() -> list[m.App]:
         with state.db.session() as session:

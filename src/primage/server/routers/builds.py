@@ -49,7 +49,7 @@ def to_model(row: tables.Build) -> m.Build:
 
 
 def _find(state: State, caller: Principal, build_id: int) -> tables.Build:
-    policy.check_see_builds(caller)
+    policy.check_beyond_spaces(caller, "see builds")
     with state.db.session() as session:
         row = session.get(tables.Build, build_id)
         if row is None or (row.owner_id != caller.user_id and not caller.is_admin):
@@ -117,7 +117,7 @@ def start(body: m.BuildRequest, caller: Caller, state: State) -> m.Build:
 @router.get("", response_model=list[m.Build])
 def list_builds(caller: Caller, state: State) -> list[m.Build]:
     """Your builds, newest first (admins: everyone's)."""
-    policy.check_see_builds(caller)
+    policy.check_beyond_spaces(caller, "see builds")
     with state.db.session() as session:
         query = select(tables.Build).order_by(tables.Build.id.desc()).limit(200)
         if not caller.is_admin:
