@@ -52,11 +52,13 @@ class Client:
     def __init__(
         self, server: str | None = None, token: str | None = None, *, timeout: float = 60.0
     ) -> None:
-        self.server = credentials.server_url(server)
+        self.endpoint = credentials.locate(server)
+        self.server = self.endpoint.value
+        auth, self.credential = credentials.auth_for(self.server, token)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
         self.http = httpx.Client(
             base_url=self.server,
-            auth=credentials.auth_for(self.server, token),
+            auth=auth,
             timeout=timeout,
             limits=limits,
         )
@@ -81,6 +83,8 @@ class Client:
             code, detail = body.get("error"), str(body.get("detail"))
         except ValueError:
             code, detail = None, response.text[:200] or response.reason_phrase
+        if response.status_code == 401:
+            detail += f" (sent {self.credential} to {self.server}, {self.endpoint.why})"
         raise from_response(response.status_code, code, detail)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -93,8 +97,8 @@ class Client:
 
     def _unreachable(self, exc: Exception) -> PrimageError:
         return ServerUnavailable(
-            f"cannot reach the primage server at {self.server} ({exc.__class__.__name__}):"
-            " start one with 'primage server' or set PRIMAGE_SERVER"
+            f"cannot reach the primage server at {self.server} ({exc.__class__.__name__}; "
+            f"{self.endpoint.why}): start one with 'primage server', or set PRIMAGE_SERVER"
         )
 
     # -- platform ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -20,24 +19,18 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from primage.local import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Local,
+    config_file,
+    default_data_dir,
+    url_of,
+)
 from primage.models.tokens import MAX_TOKEN_DAYS
 
-DEFAULT_PORT = 8642
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
 CHECKIN_SCOPES = "openid profile email eduperson_entitlement voperson_id offline_access"
-
-
-def default_data_dir() -> Path:
-    """Where the embedded platform keeps its database, storage and credentials."""
-    return Path(platformdirs.user_data_dir("primage"))
-
-
-def config_file() -> Path:
-    """The TOML file read for settings, when it exists."""
-    explicit = os.environ.get("PRIMAGE_CONFIG")
-    if explicit:
-        return Path(explicit)
-    return Path(platformdirs.user_config_dir("primage")) / "config.toml"
 
 
 class ProviderSettings(BaseModel):
@@ -101,7 +94,7 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="Folder holding the database, the spaces and the admin credentials.",
     )
-    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    host: str = Field(DEFAULT_HOST, description="Address the server listens on.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port the server listens on.")
     database_url: SecretStr | None = Field(
         None,
@@ -235,26 +228,26 @@ class Settings(BaseSettings):
 
     @property
     def admin_credentials_file(self) -> Path:
-        return self.data_dir / "credentials.json"
+        return self.local.admin_credentials_file
 
     @property
     def jobs_path(self) -> Path:
         return self.jobs_dir or self.data_dir / "jobs"
 
     @property
-    def runtime_file(self) -> Path:
-        return self.data_dir / "server.json"
-
-    @property
     def secret_key_file(self) -> Path:
         return self.data_dir / "secret.key"
+
+    @property
+    def local(self) -> Local:
+        """Where this configuration's server keeps its runtime record and credentials."""
+        return Local(self.data_dir, self.host, self.port)
 
     @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return url_of(self.host, self.port)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret hidden, for ``primage config show``."""

@@ -1,10 +1,14 @@
 """Where the SDK and the CLI find the server and the credential, in order of precedence.
 
-Server: the argument, ``PRIMAGE_SERVER``, the runtime file of a server running from the local
-data dir, else the configured host and port (``http://127.0.0.1:8642`` by default).
-Credential: the token argument, ``PRIMAGE_TOKEN``, the login kept by ``primage login`` for that
-server (see :mod:`primage.login`), then, for a server on this machine, the admin credentials
-file the server wrote at first start (mode 0600).
+Server: the argument (``--server``), ``PRIMAGE_SERVER``, the runtime file of a server running from
+the local data dir (``PRIMAGE_DATA_DIR``, see :mod:`primage.local`), else the configured host
+and port (``http://127.0.0.1:8642`` by default).
+Credential: the token argument (``--token``), ``PRIMAGE_TOKEN``, the login kept by ``primage
+login`` for that server (see :mod:`primage.login`), then, for a server on this machine, the admin
+credentials file the server wrote at first start (mode 0600).
+
+Each choice carries the reason it was made, so that an error can say which server was reached
+with which credential, and what to change when that was not the one meant.
 """
 
 from __future__ import annotations
@@ -12,33 +16,54 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Generator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
 
 from primage import login
-from primage.config import Settings
+from primage.errors import BadRequest
+from primage.local import Local, local
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _local_settings() -> Settings:
-    return Settings()
+@dataclass(frozen=True)
+class Choice:
+    """A server URL or a credential, and why it was the one taken."""
+
+    value: str
+    why: str
+
+
+def _checked(url: str, source: str) -> str:
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        hint = f": write http://{url} (or https://{url})" if "://" not in url else ""
+        raise BadRequest(f"{source} '{url}' is not an http(s) URL{hint}")
+    return url
+
+
+def locate(explicit: str | None = None) -> Choice:
+    """The server to talk to, and why."""
+    if explicit:
+        return Choice(_checked(explicit, "--server"), "given with --server")
+    if os.environ.get("PRIMAGE_SERVER"):
+        return Choice(_checked(os.environ["PRIMAGE_SERVER"], "PRIMAGE_SERVER"), "PRIMAGE_SERVER")
+    here = local()
+    runtime = here.running()
+    if runtime is not None:
+        return Choice(str(runtime["url"]), f"the server running from {here.data_dir}")
+    return Choice(
+        here.default_url,
+        f"the default address, as no server runs from {here.data_dir} (set PRIMAGE_DATA_DIR "
+        "to the data dir of the server you started, or PRIMAGE_SERVER to its URL)",
+    )
 
 
 def server_url(explicit: str | None = None) -> str:
-    if explicit:
-        return explicit.rstrip("/")
-    if os.environ.get("PRIMAGE_SERVER"):
-        return os.environ["PRIMAGE_SERVER"].rstrip("/")
-    from primage.server.run import read_runtime
-
-    settings = _local_settings()
-    runtime = read_runtime(settings)
-    if runtime is not None:
-        return str(runtime["url"])
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}"
+    return locate(explicit).value
 
 
 class BearerToken(httpx.Auth):
@@ -52,25 +77,30 @@ class BearerToken(httpx.Auth):
         yield request
 
 
-def auth_for(server: str, explicit: str | None = None) -> httpx.Auth | None:
-    """How to authenticate to ``server``; None when there is nothing to use."""
+def auth_for(server: str, explicit: str | None = None) -> tuple[httpx.Auth | None, str]:
+    """How to authenticate to ``server`` and where that credential came from."""
     if explicit:
-        return BearerToken(explicit)
+        return BearerToken(explicit), "the token given with --token"
     if os.environ.get("PRIMAGE_TOKEN"):
-        return BearerToken(os.environ["PRIMAGE_TOKEN"])
+        return BearerToken(os.environ["PRIMAGE_TOKEN"]), "the token in PRIMAGE_TOKEN"
     kept = login.load(server)
     if kept is not None:
-        return login.LoginAuth(kept)
+        return login.LoginAuth(kept), f"your login kept in {login.credentials_file()}"
     admin = local_admin_token(server)
-    return BearerToken(admin) if admin else None
+    if admin is not None:
+        return BearerToken(admin.value), admin.why
+    return None, "no credential (primage login, --token or PRIMAGE_TOKEN)"
 
 
-def local_admin_token(server: str) -> str | None:
+def local_admin_token(server: str, here: Local | None = None) -> Choice | None:
+    """The admin token a server on this machine wrote into its data dir (``here``: the local
+    platform's, by default)."""
     if urlsplit(server).hostname not in LOOPBACK:
         return None
+    path = (here or local()).admin_credentials_file
     try:
-        data = json.loads(_local_settings().admin_credentials_file.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     token = data.get("token")
-    return token if isinstance(token, str) else None
+    return Choice(token, f"the local admin's token in {path}") if isinstance(token, str) else None

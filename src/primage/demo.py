@@ -44,7 +44,7 @@ def run_job(sdk: Client, job_file: Path) -> bool:
     data = read_file(job_file)
     data.setdefault("inputs", {})["space"] = SPACE
     job = sdk.submit_job(spec_from(data, str(job_file)))
-    console.print(f"\nsubmitted job {job.id} '{job.name}': {job.task_count} tasks, one per image")
+    console().print(f"\nsubmitted job {job.id} '{job.name}': {job.task_count} tasks, one per image")
     finished = follow(sdk, job.id)
     rows = []
     for info in sorted(sdk.listdir(SPACE, finished.output_path or ""), key=lambda i: i.path):
@@ -62,21 +62,21 @@ def run_job(sdk: Client, job_file: Path) -> bool:
             )
     table(["image", "lesion (mL)", "voxels", "size", "time (s)"], rows)
     for task in sdk.tasks(job.id, state=["failed"]).tasks:
-        console.print(
+        console().print(
             f"[red]task {task.index} failed[/red] ({', '.join(task.inputs)}): {task.message}"
         )
-    console.print(
+    console().print(
         f"masks, overlays and reports: {SPACE}:{finished.output_path}/   "
         f"(primage job output {job.id} -o . fetches them)"
     )
     return finished.state == JobState.SUCCEEDED
 
 
-def run(ctx: typer.Context, job_file: Path | None = None) -> None:
-    settings = Settings()
-    console.rule("primage quick start")
+def run(ctx: typer.Context, job_file: Path | None = None, *, port: int | None = None) -> None:
+    settings = Settings() if port is None else Settings(port=port)
+    console().rule("primage quick start")
     url = start_background(settings)
-    console.print(f"platform running at [bold]{url}[/bold] (data in {settings.data_dir})")
+    console().print(f"platform running at [bold]{url}[/bold] (data in {settings.data_dir})")
     images = sample_images()
     with Client(url) as sdk:
         ensure_space(sdk)
@@ -92,12 +92,12 @@ def run(ctx: typer.Context, job_file: Path | None = None) -> None:
             same = {p.name: sha256_of(p) for p in fetched} == {p.name: sha256_of(p) for p in images}
         detail = sdk.space(SPACE)
         verdict = "[green]identical[/green]" if same else "[red]DIFFERENT[/red]"
-        console.print(
+        console().print(
             f"fetched {len(fetched)} files back: {verdict} to the originals (sha256). Space "
             f"'{SPACE}' holds {detail.file_count} files, {human(detail.size_bytes)}."
         )
         succeeded = run_job(sdk, job_file) if job_file is not None else True
-    console.print(
+    console().print(
         f"\nServer: {url}   API docs: {url}/docs   metrics: {url}/metrics\n"
         f"Try:  primage ls {SPACE}:images   primage get {SPACE}:images/CT_small.dcm .\n"
         "Stop it with: primage server stop"

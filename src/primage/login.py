@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import platformdirs
 
 from primage.errors import BadRequest, PrimageError, ProviderUnavailable, Unauthenticated
@@ -159,6 +158,8 @@ def discover(issuer: str) -> dict[str, Any]:
 def _expiry(access_token: str, expires_in: object) -> float:
     if isinstance(expires_in, int | float):
         return time.time() + float(expires_in)
+    import jwt  # only for providers that do not say expires_in; costs 30 ms at CLI start
+
     with contextlib.suppress(jwt.PyJWTError):
         exp = jwt.decode(access_token, options={"verify_signature": False}).get("exp")
         if isinstance(exp, int | float):

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from primage.cli.common import JsonOption, client, print_json, table
+from primage.cli.common import JsonOption, client, group, print_json, table
 
-app = typer.Typer(
-    help="Manage users and groups; read the audit log (admins).", no_args_is_help=True
-)
-users = typer.Typer(help="Local users.", no_args_is_help=True)
-groups = typer.Typer(
-    help="Groups, for sharing spaces with many people at once.", no_args_is_help=True
-)
+app = group("Manage users and groups; read the audit log (admins).")
+users = group("Local users.")
+groups = group("Groups, for sharing spaces with many people at once.")
 app.add_typer(users, name="user")
 app.add_typer(groups, name="group")
 

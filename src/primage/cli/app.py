@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from primage.cli.common import JsonOption, client, console, print_json, table
+from primage.cli.common import JsonOption, client, console, group, print_json, table
 from primage.cli.job import key_values
 from primage.errors import BadRequest, PrimageError
-from primage.models.apps import AppDetail, AppSpec
 
-app = typer.Typer(
-    help="Deploy applications (own YAML or TOSCA templates) and open them through the platform.",
-    no_args_is_help=True,
-)
+if TYPE_CHECKING:
+    from primage.models.apps import AppDetail
+
+app = group("Deploy applications (own YAML or TOSCA templates) and open them through the platform.")
 
 EXAMPLE = """\
 Examples:
 
+\b
   primage app deploy examples/notebook/template.yaml --space scans
   primage app deploy webapp.tosca.yaml --input image=alice/viewer:2 --wait
   primage app update notebook --replicas 2
@@ -29,19 +30,21 @@ Examples:
 
 def _summary(found: AppDetail) -> None:
     colour = {"running": "green", "failed": "red"}.get(found.state, "yellow")
-    console.print(
+    console().print(
         f"app {found.name} [{colour}]{found.state}[/{colour}]: {found.ready}/{found.replicas} "
         f"ready  {found.url}"
     )
     if found.message:
-        console.print(found.message)
+        console().print(found.message)
 
 
 @app.command(epilog=EXAMPLE)
 def deploy(
     ctx: typer.Context,
     template: Path = typer.Argument(..., help="Template file: own YAML or TOSCA."),
-    inputs: list[str] = typer.Option([], "--input", "-i", help="Template input NAME=VALUE."),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", metavar="NAME=VALUE", help="A template input (repeatable)."
+    ),
     space: str | None = typer.Option(None, help="Shorthand for --input space=NAME."),
     name: str | None = typer.Option(None, help="Deploy under this name instead."),
     wait: bool = typer.Option(True, help="Wait until it answers (or fails)."),
@@ -100,8 +103,8 @@ def show(ctx: typer.Context, name: str, as_json: bool = JsonOption) -> None:
     except PrimageError:
         output = []
     if output:
-        console.print("[bold]recent output[/bold] (primage app logs for all):")
-        console.print("\n".join(output[-10:]), markup=False, highlight=False)
+        console().print("[bold]recent output[/bold] (primage app logs for all):")
+        console().print("\n".join(output[-10:]), markup=False, highlight=False)
 
 
 @app.command()
@@ -124,7 +127,9 @@ def update(
     replicas: int | None = typer.Option(None, help="Instances behind the proxy."),
     image: str | None = typer.Option(None, help="Another image."),
     command: str | None = typer.Option(None, help="Another command line."),
-    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE (replaces the env)."),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", metavar="KEY=VALUE", help="Environment (replaces it; repeatable)."
+    ),
     cpus: int | None = typer.Option(None, help="Cores per instance."),
     memory: str | None = typer.Option(None, help="Memory per instance, e.g. 4GiB."),
     wait: bool = typer.Option(True, help="Wait until the new version serves (or fails)."),
@@ -173,4 +178,6 @@ def rm(ctx: typer.Context, name: str) -> None:
 @app.command()
 def spec() -> None:
     """The app specification as JSON Schema (every field, its meaning and default)."""
+    from primage.models.apps import AppSpec
+
     typer.echo(json.dumps(AppSpec.model_json_schema(), indent=2))

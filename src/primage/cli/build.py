@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from primage.cli.common import JsonOption, client, print_json, table
+from primage.cli.common import JsonOption, client, group, print_json, table
 from primage.errors import BadRequest, PrimageError
 
-app = typer.Typer(help="Build images from git repositories.", no_args_is_help=True)
+app = group("Build images from git repositories.")
 
 
 def _source(value: str, context: str) -> tuple[str, str]:
@@ -96,7 +96,7 @@ def logs(
         sys.stdout.flush()
 
 
-hooks = typer.Typer(help="Repositories whose pushes start builds (GitHub, GitLab).")
+hooks = group("Repositories whose pushes start builds (GitHub, GitLab).")
 app.add_typer(hooks, name="hook")
 
 

@@ -1,36 +1,56 @@
-"""What every command shares: the client, output as tables or JSON, SPACE:PATH and sizes."""
+"""What every command shares: the client, output as tables or JSON, SPACE:PATH and sizes.
+
+Commands import what they use inside their bodies, and this module only Typer: ``primage
+--help`` must not pay for the SDK, pydantic models, Rich tables or the server
+(``benchmarks/cli_start.py`` measures it; ``tests/test_cli_imports.py`` holds it).
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from primage.client import Client
 from primage.errors import BadRequest
 
-console = Console()
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Console
+
+    from primage.client import Client
+
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+# Plain help (Click's layout): it fits any terminal, reads the same when piped, keeps
+# "[default: …]" as written, and needs no Rich at start.
+GROUP_SETTINGS: dict[str, Any] = {
+    "no_args_is_help": True,
+    "rich_markup_mode": None,
+    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 100},
+}
+
+
+def group(help: str, **overrides: Any) -> typer.Typer:
+    """A command group with the house settings."""
+    return typer.Typer(help=help, **(GROUP_SETTINGS | overrides))
+
+
+@cache
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
 
 
 def client(ctx: typer.Context) -> Client:
     """The SDK client for this invocation, made once from --server/--token."""
+    from primage.client import Client
+
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "client" not in obj:
         obj["client"] = Client(obj.get("server"), obj.get("token"))
@@ -57,25 +77,36 @@ def parse_size(text: str) -> int:
 
 
 def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
-    if isinstance(data, BaseModel):
-        payload: Any = data.model_dump(mode="json")
-    elif isinstance(data, dict):
-        payload = data
-    else:
+    if isinstance(data, dict):
+        payload: Any = data
+    elif isinstance(data, Sequence):
         payload = [item.model_dump(mode="json") for item in data]
+    else:
+        payload = data.model_dump(mode="json")
     typer.echo(json.dumps(payload, indent=2))
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    from rich.table import Table
+
     out = Table(*columns, box=None, header_style="bold")
     for row in rows:
         out.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(out)
+    console().print(out)
 
 
 @contextmanager
-def transfer_progress(description: str, total: int | None) -> Iterator[Any]:
+def transfer_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A rich progress bar for bytes moved; yields the callback to feed it."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -83,6 +114,6 @@ def transfer_progress(description: str, total: int | None) -> Iterator[Any]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)

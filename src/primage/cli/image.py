@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from primage import images
-from primage.cli.common import JsonOption, client, print_json, table
-from primage.config import Settings
+from primage.cli.common import JsonOption, client, group, print_json, table
 from primage.errors import BadRequest
-from primage.executors.local.containers import Runtime
 
-app = typer.Typer(help="Images in the platform registry.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from primage.executors.local.containers import Runtime
+
+app = group("Images in the platform registry.")
 
 
 @app.command("ls")
@@ -47,6 +48,9 @@ def rm(ctx: typer.Context, image: str = typer.Argument(..., help="REPOSITORY:TAG
 
 
 def _runtime() -> Runtime:
+    from primage.config import Settings
+    from primage.executors.local.containers import Runtime
+
     runtime = Runtime.from_settings(Settings())
     if runtime is None:
         raise BadRequest("no container runtime here: apt-get install podman (setting containers)")
@@ -54,6 +58,8 @@ def _runtime() -> Runtime:
 
 
 def _push(ctx: typer.Context, runtime: Runtime, source: str, target: str, insecure: bool) -> None:
+    from primage import images
+
     sdk = client(ctx)
     user = sdk.whoami().name
     images.push(runtime, source, target, user=user, token=sdk.current_token(), tls=not insecure)
@@ -89,6 +95,8 @@ def bootstrap(
     ),
 ) -> None:
     """Build a Debian-based base image from Debian's packages (no public registry needed)."""
+    from primage import images
+
     runtime = _runtime()
     packages = [p.strip() for p in include.split(",") if p.strip()]
     typer.echo(f"building {name} from Debian {suite} with {', '.join(packages)}…", err=True)

@@ -5,27 +5,24 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from primage.cli.common import JsonOption, client, console, print_json, split_target, table
-from primage.client import Client
+from primage.cli.common import JsonOption, client, console, group, print_json, split_target, table
 from primage.errors import BadRequest
 from primage.jobs.states import JobState
-from primage.models.jobs import JobDetail, JobSpec, spec_from
 
-app = typer.Typer(
-    help="Run batch and high-throughput (one task per file) jobs next to the data.",
-    no_args_is_help=True,
-)
+if TYPE_CHECKING:
+    from primage.client import Client
+    from primage.models.jobs import JobDetail
+
+app = group("Run batch and high-throughput (one task per file) jobs next to the data.")
 
 EXAMPLE = """\
 Examples:
 
+\b
   primage job submit examples/segmentation/job.yaml
   primage job submit examples/segmentation/job.yaml --image localhost:5001/alice/seg:1
   primage job submit --input ct:'scans/*.dcm' -c 'sha256sum {input}' --wait
@@ -34,6 +31,8 @@ Examples:
 
 
 def read_file(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -67,11 +66,18 @@ def submit(
     command: str | None = typer.Option(None, "--command", "-c", help="Each task's command."),
     name: str | None = typer.Option(None, help="A label for listings."),
     inputs: str | None = typer.Option(
-        None, "--input", "-i", help="HTC inputs as SPACE:GLOB, e.g. ct:'scans/**/*.dcm'."
+        None,
+        "--input",
+        "-i",
+        metavar="SPACE:GLOB",
+        help="HTC inputs as SPACE:GLOB, e.g. ct:'scans/**/*.dcm'.",
     ),
     array: int | None = typer.Option(None, help="HTC: run N tasks, {task_index} 0..N-1."),
     spaces: list[str] = typer.Option(
-        [], "--space", help="Mount a space: NAME, NAME:ro, NAME:rw, or one folder: NAME/FOLDER:ro."
+        [],
+        "--space",
+        metavar="NAME[:ro]",
+        help="Mount a space: NAME, NAME:ro, NAME:rw, or one folder: NAME/FOLDER:ro.",
     ),
     files_per_task: int | None = typer.Option(None, help="Input files given to each task."),
     image: str | None = typer.Option(
@@ -79,7 +85,9 @@ def submit(
     ),
     cpus: int | None = typer.Option(None, help="Cores per task."),
     memory: str | None = typer.Option(None, help="Memory limit per task, e.g. 2GiB."),
-    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the tasks."),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", metavar="KEY=VALUE", help="Environment of the tasks (repeatable)."
+    ),
     timeout: str | None = typer.Option(None, help="Wall-time limit per task, e.g. 30m."),
     retries: int | None = typer.Option(None, help="Re-run a failed task this many times."),
     output: str | None = typer.Option(
@@ -123,7 +131,9 @@ def submit(
         data["overwrite"] = True
     if "command" not in data:
         raise BadRequest("no command: give one with -c/--command or in a job file")
-    spec: JobSpec = spec_from(data, source)
+    from primage.models.jobs import spec_from
+
+    spec = spec_from(data, source)
     api = client(ctx)
     job = api.submit_job(spec)
     if as_json and not wait_:
@@ -147,7 +157,15 @@ def submit(
 def follow(api: Client, job_id: int, *, quiet_stdout: bool = False) -> JobDetail:
     """A progress bar until the job ends; then its summary line (on stderr with
     ``quiet_stdout``, when stdout is for JSON)."""
-    out = Console(stderr=True) if quiet_stdout else console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    out = console(stderr=quiet_stdout)
     columns = (
         TextColumn("job {task.fields[job]}"),
         BarColumn(),
@@ -184,7 +202,9 @@ def wait(ctx: typer.Context, job_id: int, as_json: bool = JsonOption) -> None:
 @app.command("ls")
 def list_(
     ctx: typer.Context,
-    state: list[str] = typer.Option([], help="Only jobs in this state (repeatable)."),
+    state: list[str] = typer.Option(
+        [], metavar="STATE", help="Only jobs in this state (repeatable)."
+    ),
     owner: str | None = typer.Option(None, help="Only this user's jobs."),
     space: str | None = typer.Option(None, help="Only jobs using this space."),
     limit: int = typer.Option(50, help="How many, newest first."),
@@ -225,7 +245,9 @@ def duration(start: Any, end: Any) -> str:
 def show(
     ctx: typer.Context,
     job_id: int,
-    state: list[str] = typer.Option([], help="Only tasks in this state, e.g. --state failed."),
+    state: list[str] = typer.Option(
+        [], metavar="STATE", help="Only tasks in this state, e.g. --state failed."
+    ),
     limit: int = typer.Option(20, help="How many tasks to list."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -330,4 +352,6 @@ def output(
 @app.command()
 def spec() -> None:
     """The fields of a job file, with their meaning (JSON Schema)."""
+    from primage.models.jobs import JobSpec
+
     typer.echo(json.dumps(JobSpec.model_json_schema(), indent=2))

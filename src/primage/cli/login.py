@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import httpx
 import typer
 
-from primage import credentials, login
 from primage.cli.common import client, print_json
 from primage.errors import BadRequest, ServerUnavailable
 
 
 def _providers(server: str) -> list[dict[str, Any]]:
+    import httpx
+
     try:
         response = httpx.get(f"{server}/auth/providers", timeout=30)
         response.raise_for_status()
@@ -57,11 +57,13 @@ def login_command(
         "(e.g. 'oidc-token egi' for oidc-agent).",
     ),
 ) -> None:
-    """Log in through the server's identity provider (e.g. EGI Check-in).
+    """Log in through the server's identity provider, such as EGI Check-in.
 
     Prints a URL and a code to enter in any browser (device flow), then keeps a refresh token in
     the credentials file (mode 0600) so later commands need no token.
     """
+    from primage import credentials, login
+
     server = credentials.server_url(ctx.obj.get("server"))
     chosen = _choose(server, provider)
     if token_command:
@@ -89,6 +91,8 @@ def _uses_login(ctx: typer.Context) -> bool:
 
 def logout_command(ctx: typer.Context) -> None:
     """Forget the login kept for this server and revoke its refresh token at the provider."""
+    from primage import credentials, login
+
     server = credentials.server_url(ctx.obj.get("server"))
     kept = login.forget(server)
     if kept is None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from primage import mount as mounting
 from primage.cli.common import client, split_target, table
 
 
@@ -21,6 +20,8 @@ def mount_command(
     ),
 ) -> None:
     """Mount a space (with rclone over WebDAV) so any program can read and write its files."""
+    from primage import mount as mounting
+
     space, path = split_target(target)
     sdk = client(ctx)
     sdk.stat(space, path)  # refused here, before mounting, if you cannot read it
@@ -39,12 +40,16 @@ def mount_command(
 
 def umount_command(folder: Path = typer.Argument(..., help="Where the space is mounted.")) -> None:
     """Unmount a space mounted with primage mount."""
+    from primage import mount as mounting
+
     mounting.unmount(folder)
     typer.echo(f"unmounted {folder}")
 
 
 def mounts_command() -> None:
     """The spaces mounted on this computer with primage mount."""
+    from primage import mount as mounting
+
     found = mounting.active()
     if not found:
         typer.echo("no spaces mounted")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from primage.cli.common import JsonOption, client, parse_size, print_json, table
+from primage.cli.common import JsonOption, client, group, parse_size, print_json, table
 from primage.errors import BadRequest
 from primage.storage.transfer import human
 
-app = typer.Typer(help="Create, inspect, share and delete data spaces.", no_args_is_help=True)
+app = group("Create, inspect, share and delete data spaces.")
 
 
 @app.command()

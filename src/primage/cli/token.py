@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from primage.cli.common import JsonOption, client, print_json, table
+from primage.cli.common import JsonOption, client, group, print_json, table
 
-app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app = group("Create, list and revoke API tokens.")
 
 
 @app.command()
@@ -37,7 +37,7 @@ def create(
 @app.command()
 def current(ctx: typer.Context) -> None:
     """Print the token this CLI sends now (a login is refreshed first): for tools such as rclone
-    (``bearer_token_command``) or curl. Treat the output as a password."""
+    (bearer_token_command) or curl. Treat the output as a password."""
     typer.echo(client(ctx).current_token())
 
 

@@ -14,11 +14,18 @@ M = TypeVar("M", bound=BaseModel)
 BIGINT_MAX = 2**63 - 1
 
 
-class Strict(BaseModel):
+class Model(BaseModel):
+    """Every schema's base: validators are built on first use, not at import (the CLI's
+    start-up imports the SDK's schemas and uses one or two)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(Model):
     """A request body (or part of one): a field the API does not know is an error, never
     silently dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def validated(model: type[M], data: Any, source: str, fields: str) -> M:

@@ -12,7 +12,6 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     Field,
     field_validator,
@@ -20,7 +19,7 @@ from pydantic import (
 )
 
 from primage.jobs.template import PATTERN
-from primage.models import Strict, validated
+from primage.models import Model, Strict, validated
 from primage.models.jobs import (
     Mount,
     Resources,
@@ -146,7 +145,7 @@ def app_from(data: Any, source: str = "app") -> AppSpec:
     return validated(AppSpec, data, source, "name, command")
 
 
-class Instance(BaseModel):
+class Instance(Model):
     """One running copy of an app."""
 
     index: int
@@ -159,7 +158,7 @@ class Instance(BaseModel):
     message: str
 
 
-class App(BaseModel):
+class App(Model):
     name: str
     owner: str
     state: str = Field(description="deploying, running, updating, failed, stopped")
@@ -173,7 +172,7 @@ class App(BaseModel):
     last_activity_at: dt.datetime | None
 
 
-class AppEvent(BaseModel):
+class AppEvent(Model):
     at: dt.datetime
     message: str
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
+from primage.models import Model
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(Model):
     id: int
     at: dt.datetime
     actor: str
@@ -18,7 +18,7 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any]
 
 
-class AuditPage(BaseModel):
+class AuditPage(Model):
     entries: list[AuditEntry]
     total: int
     offset: int

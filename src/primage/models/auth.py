@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from primage.models import Model
 
 
-class ProviderInfo(BaseModel):
+class ProviderInfo(Model):
     name: str
     issuer: str
     client_id: str = Field(description="The public client 'primage login' uses (device flow).")

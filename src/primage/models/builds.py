@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from primage.models import Strict
+from primage.models import Model, Strict
 
 
 class BuildRequest(Strict):
@@ -22,7 +22,7 @@ class BuildRequest(Strict):
     )
 
 
-class Build(BaseModel):
+class Build(Model):
     id: int
     owner: str
     source: str
@@ -47,7 +47,7 @@ class HookRequest(Strict):
     test_command: str | None = None
 
 
-class Hook(BaseModel):
+class Hook(Model):
     id: int
     owner: str
     source: str

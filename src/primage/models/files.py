@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from primage.models import Strict
+from primage.models import Model, Strict
 
 
-class FileInfo(BaseModel):
+class FileInfo(Model):
     path: str = Field(description="Path relative to the space's root; '' is the root.")
     name: str
     type: Literal["file", "directory", "symlink", "other"]
@@ -19,7 +19,7 @@ class FileInfo(BaseModel):
     sha256: str | None = Field(None, description="Checksum recorded at upload, when still valid.")
 
 
-class Listing(BaseModel):
+class Listing(Model):
     space: str
     folder: FileInfo = Field(description="The folder listed.")
     entries: list[FileInfo]

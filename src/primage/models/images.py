@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from primage.models import Model
 
 
-class Image(BaseModel):
+class Image(Model):
     repository: str
     tags: list[str]

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     Field,
     field_validator,
@@ -21,7 +20,7 @@ from pydantic import (
 
 from primage.errors import UnsafePath
 from primage.jobs.template import check_template
-from primage.models import Strict, validated
+from primage.models import Model, Strict, validated
 from primage.storage.paths import normalise_relpath
 
 UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -265,7 +264,7 @@ def spec_from(data: Any, source: str = "job") -> JobSpec:
     return validated(JobSpec, data, source, "name, kind, command")
 
 
-class JobCounts(BaseModel):
+class JobCounts(Model):
     pending: int = 0
     queued: int = 0
     running: int = 0
@@ -274,7 +273,7 @@ class JobCounts(BaseModel):
     cancelled: int = 0
 
 
-class Job(BaseModel):
+class Job(Model):
     id: int
     name: str
     kind: str
@@ -299,7 +298,7 @@ class JobDetail(Job):
     )
 
 
-class Task(BaseModel):
+class Task(Model):
     index: int
     state: str
     inputs: list[str]
@@ -312,13 +311,13 @@ class Task(BaseModel):
     message: str
 
 
-class TaskPage(BaseModel):
+class TaskPage(Model):
     tasks: list[Task]
     total: int
     offset: int
 
 
-class JobPage(BaseModel):
+class JobPage(Model):
     jobs: list[Job]
     total: int
     offset: int

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from primage.models import BIGINT_MAX, Strict
+from primage.models import BIGINT_MAX, Model, Strict
 
 
 class SpaceCreate(Strict):
@@ -25,13 +25,13 @@ class SpaceUpdate(Strict):
     )
 
 
-class Member(BaseModel):
+class Member(Model):
     kind: Literal["user", "group"]
     name: str
     role: Literal["viewer", "editor", "manager"]
 
 
-class Space(BaseModel):
+class Space(Model):
     name: str
     owner: str
     description: str

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from primage.models import Strict
+from primage.models import Model, Strict
 
 MIN_TOKEN_DAYS = 1 / 86400  # a second: a token already expired when it is made is a mistake
 MAX_TOKEN_DAYS = 36_500  # a hundred years; past this, expiry dates overflow
@@ -25,7 +25,7 @@ class TokenCreate(Strict):
     read_only: bool = Field(False, description="Allow reading only.")
 
 
-class Token(BaseModel):
+class Token(Model):
     id: str
     name: str
     user: str

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from primage.models import Strict
+from primage.models import Model, Strict
 from primage.models.tokens import MAX_TOKEN_DAYS, MIN_TOKEN_DAYS
 
 
@@ -18,7 +18,7 @@ class UserCreate(Strict):
     )
 
 
-class User(BaseModel):
+class User(Model):
     name: str
     is_admin: bool
     groups: list[str]
@@ -29,7 +29,7 @@ class UserWithToken(User):
     token: str = Field(description="The user's first API token, shown this once.")
 
 
-class Me(BaseModel):
+class Me(Model):
     name: str
     is_admin: bool
     groups: list[str]
@@ -48,6 +48,6 @@ class GroupCreate(Strict):
     name: str
 
 
-class Group(BaseModel):
+class Group(Model):
     name: str
     members: list[str]

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
-from primage.config import Settings, config_file
+from primage.config import Settings
+from primage.local import config_file
 
 Network = Literal["none", "outbound"]
 
