@@ -19,6 +19,7 @@ import httpx
 
 from primage.client import Client
 from primage.errors import PrimageError
+from primage.executors.local.containers import CGROUP_V1_CONF
 
 
 def require(reason: str | None) -> None:
@@ -254,10 +255,7 @@ def podman_store(work: Path) -> dict[str, str]:
     """A container store of its own under ``work``, configured as a cgroup v1 host needs
     (runc, cgroupfs, no default ulimits): the environment podman (and the platform's
     ``container_env``) should run with."""
-    (work / "containers.conf").write_text(
-        '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
-        'runtime = "runc"\nevents_logger = "file"\n'
-    )
+    (work / "containers.conf").write_text(CGROUP_V1_CONF)
     (work / "storage.conf").write_text(
         f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/storage"\nrunroot = "{work}/run"\n'
     )

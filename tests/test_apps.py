@@ -219,6 +219,30 @@ def test_app_is_adopted_after_a_server_kill_and_stopped_when_idle(
         server.stop()  # removes its apps first (harness)
 
 
+def test_server_stop_says_what_keeps_running_and_stop_all_stops_it(
+    app_server: RunningServer,
+) -> None:
+    api = app_server.client()
+    _web_app(api)
+    job = api.submit_job({"spaces": ["site"], "command": "sleep 300"})
+    instance = api.app("web").instances[0].external_id
+    assert instance is not None
+    stopped = app_server.cli("server", "stop")
+    assert stopped.code == 0, stopped.err
+    assert f"still running: app web; job {job.id}." in stopped.err
+    assert "'primage server stop --all' stops them as well" in stopped.err
+    assert procs.alive(instance), "apps outlive the server by design"
+    server = app_server.restart()
+    try:
+        everything = server.cli("server", "stop", "--all")
+        assert everything.code == 0, everything.err
+        assert f"stopped app web\ncancelled job {job.id}\n" in everything.err
+        assert "still running" not in everything.err
+        assert not procs.alive(instance)
+    finally:
+        server.stop()
+
+
 def test_bad_templates_and_apps_that_cannot_start_say_why(app_server: RunningServer) -> None:
     api = app_server.client()
     with pytest.raises(BadRequest, match=r"web.yaml: line 3, column 15: mapping values are not"):

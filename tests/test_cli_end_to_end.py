@@ -30,7 +30,9 @@ def test_space_lifecycle_through_the_cli(server: RunningServer, tmp_path: Path) 
     assert put.code == 0, put.err
 
     tree = json.loads(server.cli("ls", "scans:incoming", "-R", "--json").out)
-    assert sorted(e["path"] for e in tree) == sorted(f"incoming/upload/{p.name}" for p in images)
+    files = {e["path"]: e["sha256"] for e in tree if e["type"] == "file"}
+    assert files == {f"incoming/upload/{p.name}": sha(p) for p in images}, "checksums listed"
+    assert [e["path"] for e in tree if e["type"] == "directory"] == ["incoming/upload"]
 
     stat = json.loads(server.cli("stat", "scans:incoming/upload/CT_small.dcm", "--json").out)
     assert stat["sha256"] == sha(folder / "CT_small.dcm")

@@ -388,3 +388,32 @@ def test_webhooks_start_builds_only_when_signed(
     )
     assert by_gitlab.status_code == 202
     assert alice.wait_build(by_gitlab.json()["build"], timeout=300).tag == "alice/app:dev"
+
+
+def test_on_a_cgroup_v1_host_the_platform_configures_its_own_podman(
+    container_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Without a containers.conf of the operator's, podman's defaults fail on cgroup v1 ("error
+    setting rlimit type 7"): the platform writes one into its data dir and runs podman with it."""
+    from primage.config import Settings
+    from primage.executors.local.containers import Runtime, cgroup_v1
+
+    store_only = {k: v for k, v in container_env.items() if k != "CONTAINERS_CONF"}
+    settings = Settings(data_dir=tmp_path / "data", containers=True, container_env=store_only)
+    runtime = Runtime.from_settings(settings)
+    assert runtime is not None
+    if not cgroup_v1():
+        assert "CONTAINERS_CONF" not in runtime.env  # podman's defaults work on cgroup v2
+        return
+    assert runtime.env["CONTAINERS_CONF"] == str(tmp_path / "data" / "containers.conf")
+    done = subprocess.run(
+        [*runtime.command, "run", "--rm", "--network", "none", IMAGE, "echo", "ran"],
+        env={**os.environ, **runtime.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr
+    explicit = Settings(data_dir=tmp_path / "other", containers=True, container_env=container_env)
+    mine = Runtime.from_settings(explicit)
+    assert mine is not None and mine.env["CONTAINERS_CONF"] == container_env["CONTAINERS_CONF"]

@@ -140,6 +140,7 @@ def test_cancel_stops_running_tasks_and_never_starts_the_rest(jobs_server: Runni
 
     assert cancelled.code == 0
     assert done.state == "cancelled" and done.counts.cancelled == 10
+    assert {t.exit_code for t in api.tasks(job.id).tasks} == {None}, "no -15: it was us"
     for task in running:
         assert task.external_id is not None
         assert not alive(task.external_id)

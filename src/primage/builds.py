@@ -140,12 +140,22 @@ class Builder:
             printed = procs.tail(Path(out.name), limit=min(2048, out.tell() - begin), lines=1)
             raise StepFailed(f"{what} failed (exit {done.returncode}): {printed[-300:]}")
 
-    def _steps(self, row: tables.Build, work: Path, out: BinaryIO) -> str:
+    @property
+    def problem(self) -> str | None:
+        """Why builds cannot run here, or None: refused at once, not after queueing."""
         if self.runtime is None:
-            raise StepFailed("this server has no container runtime (setting containers)")
-        registry = self.settings.registry_url
-        if not registry:
-            raise StepFailed("this platform has no registry to push to (setting registry_url)")
+            return "this server has no container runtime (setting containers; podman)"
+        if not self.settings.registry_url:
+            return (
+                "this platform has no registry to push to (setting registry_url; see "
+                "docs/run-the-platform.md#private-registry)"
+            )
+        return None
+
+    def _steps(self, row: tables.Build, work: Path, out: BinaryIO) -> str:
+        if self.problem is not None:
+            raise StepFailed(self.problem)
+        registry = str(self.settings.registry_url)
         source = work / "source"
         self._run(out, "clone", ["git", "clone", "--quiet", row.source, str(source)])
         if row.ref:

@@ -167,7 +167,8 @@ class Client:
         return found.folder if isinstance(found, Listing) else found
 
     def listdir(self, space: str, path: str = "", *, recursive: bool = False) -> list[FileInfo]:
-        """A folder's entries; with ``recursive`` every file below it. A file lists itself."""
+        """A folder's entries; with ``recursive`` every folder and file below it. A file lists
+        itself."""
         found = self._files(space, path, recursive)
         return found.entries if isinstance(found, Listing) else [found]
 
@@ -308,16 +309,22 @@ class Client:
         workers: int = 8,
         progress: Progress | None = None,
     ) -> list[Path]:
-        """Download every file below ``space:remote`` into a local folder."""
+        """Download what ``space:remote`` holds into the folder ``local`` (made if missing):
+        ``remote/a/b.dcm`` becomes ``local/a/b.dcm``; empty folders come too. Returns the files."""
         base = remote.strip("/")
-        files = self.listdir(space, base, recursive=True)
         root = Path(local)
-
-        def fetch(info: FileInfo) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        files = []
+        for info in self.listdir(space, base, recursive=True):
             relative = info.path[len(base) :].lstrip("/") if base else info.path
-            target = root / (relative or info.name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            return self.download(space, info.path, target, progress=progress)
+            if info.type == "directory":
+                (root / relative).mkdir(parents=True, exist_ok=True)
+            else:
+                files.append((info, root / (relative or info.name)))
+
+        def fetch(pair: tuple[FileInfo, Path]) -> Path:
+            pair[1].parent.mkdir(parents=True, exist_ok=True)
+            return self.download(space, pair[0].path, pair[1], progress=progress)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(fetch, files))

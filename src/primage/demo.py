@@ -54,13 +54,20 @@ def run_job(sdk: Client, job_file: Path) -> bool:
             rows.append(
                 (
                     Path(report["input"]).name,
-                    f"{report['volume_ml']:.2f}" if found else "none",
+                    report.get("modality", ""),
+                    f"{report['volume_ml']:.2f}" if found else "no lesion",
                     report.get("voxel_count", 0),
                     "x".join(map(str, report.get("size", []))),
                     f"{report['seconds']:.2f}",
                 )
             )
-    table(["image", "lesion (mL)", "voxels", "size", "time (s)"], rows)
+    table(["image", "modality", "lesion (mL)", "voxels", "size", "time (s)"], rows)
+    console().print(
+        "lesion (mL): volume of the largest region in the lesion's intensity window (CT: 70-300 "
+        "HU, away from bone and the image border) above 20 mm³. 'no lesion' is a valid result: "
+        "most samples are small test images of healthy anatomy or phantoms, not tumour scans.",
+        highlight=False,
+    )
     for task in sdk.tasks(job.id, state=["failed"]).tasks:
         console().print(
             f"[red]task {task.index} failed[/red] ({', '.join(task.inputs)}): {task.message}"

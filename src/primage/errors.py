@@ -7,7 +7,8 @@ prints ``detail`` as one line and exits non-zero.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -95,6 +96,14 @@ class SandboxUnavailable(PrimageError):
     status = 503
 
 
+class NotConfigured(PrimageError):
+    """What was asked needs a part of the platform its operator has not set up (the message
+    names the setting)."""
+
+    code = "not_configured"
+    status = 503
+
+
 class ProviderUnavailable(PrimageError):
     """A trusted identity provider could not be reached to check a token."""
 
@@ -123,11 +132,25 @@ def from_response(status: int, code: str | None, detail: str) -> PrimageError:
     return error
 
 
-def describe_invalid(errors: Iterable[Mapping[str, Any]], skip: tuple[str, ...] = ()) -> str:
-    """pydantic's validation errors as one line: ``field.path: what is wrong; …``."""
+def describe_invalid(
+    errors: Iterable[Mapping[str, Any]],
+    skip: tuple[str, ...] = (),
+    known: Callable[[tuple[Any, ...]], Sequence[str]] | None = None,
+) -> str:
+    """pydantic's validation errors as one line: ``field.path: what is wrong; …``. ``known``
+    gives the field names at a location, for "did you mean" on an unknown field."""
     problems = []
     for error in errors:
         where = ".".join(str(p) for p in error["loc"] if p not in skip) or "value"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden" and known is not None:
+            message = "unknown field" + _did_you_mean(str(error["loc"][-1]), known(error["loc"]))
         problems.append(message if where == "value" else f"{where}: {message}")
     return "; ".join(problems)
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (known: {', '.join(choices)})" if choices else ""

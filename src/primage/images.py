@@ -15,6 +15,7 @@ it, so that builds over this base (``pip install`` in a Dockerfile) reach the pa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +36,39 @@ def image_changes(packages: Sequence[str], ca_bundle: Path | None) -> list[str]:
     if ca_bundle is not None:
         changes += [f"ENV {variable}={CA_FILE}" for variable in CA_VARIABLES]
     return changes
+
+
+APT_SOURCES = Path("/etc/apt")
+
+
+def apt_mirror(suite: str, apt: Path = APT_SOURCES) -> str | None:
+    """The Debian archive this machine installs ``suite`` from: the first enabled ``deb`` source
+    naming it (``sources.list.d/*.sources``, deb822, then the one-line ``sources.list`` and
+    ``*.list``), so that a site with its own mirror (or a snapshot) bootstraps from it."""
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for paragraph in path.read_text(errors="replace").split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in paragraph.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith(("#", " ", "\t")):
+                    fields[key.strip().lower()] = value.strip()
+            if (
+                "deb" in fields.get("types", "").split()
+                and suite in fields.get("suites", "").split()
+                and fields.get("enabled", "yes").lower() != "no"
+                and fields.get("uris")
+            ):
+                return fields["uris"].split()[0]
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()  # [options]
+            if len(words) > 2 and words[0] == "deb" and words[2] == suite:
+                return words[1]
+    return None
 
 
 def bootstrap(

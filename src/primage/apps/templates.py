@@ -20,21 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
+from primage.documents import parse_yaml
 from primage.errors import BadRequest
 from primage.models.apps import AppSpec, app_from
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise BadRequest(f"{source}: {where}{exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise BadRequest(f"{source}: not YAML: {exc}") from None
 
 
 def declared_inputs(declared: Any, given: Mapping[str, str], source: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import jwt
 from primage.auth import entitlements
 from primage.auth.entitlements import Entitlement
 from primage.config import ProviderSettings
-from primage.errors import NotFound, ProviderUnavailable, Unauthenticated
+from primage.errors import BadRequest, NotFound, ProviderUnavailable, Unauthenticated
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
 MAX_TOKEN = 16384
@@ -335,9 +335,15 @@ class Providers:
     def get(self, name: str | None) -> Provider:
         if name is None and len(self.by_name) == 1:
             return next(iter(self.by_name.values()))
+        if not self.by_name:
+            raise NotFound(
+                "this platform trusts no identity provider (setting oidc_providers): log in with "
+                "a platform token instead"
+            )
+        if name is None:
+            raise BadRequest(f"choose an identity provider: provider={' or '.join(self.by_name)}")
         if name not in self.by_name:
-            known = ", ".join(self.by_name) or "none configured"
-            raise NotFound(f"no identity provider '{name}'; known: {known}")
+            raise NotFound(f"no identity provider '{name}'; known: {', '.join(self.by_name)}")
         return self.by_name[name]
 
     def authenticate(self, raw: str) -> Identity:

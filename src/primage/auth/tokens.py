@@ -98,7 +98,10 @@ def caveats_of(row: Token) -> Caveats:
 def narrow(parent: Caveats, *, space: str | None, path: str | None, read_only: bool) -> Caveats:
     """Caveats for a child token: what was asked, refused if it exceeds the parent's."""
     if path is not None and space is None and parent.space is None:
-        raise BadRequest("a path restriction needs a space: pass space=NAME with path=PREFIX")
+        raise BadRequest(
+            "a path restriction needs a space: space=NAME with path=PREFIX "
+            "(primage token create --space NAME --path PREFIX)"
+        )
     if parent.space is not None and space not in (None, parent.space):
         raise Forbidden(f"this token is restricted to space '{parent.space}'")
     prefix = (normalise_relpath(path) or None) if path is not None else None

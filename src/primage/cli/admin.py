@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from primage.cli.common import JsonOption, client, group, print_json, table
@@ -26,7 +28,8 @@ def user_create(
         print_json(made)
         return
     typer.echo(made.token)
-    typer.echo(f"created user '{made.name}'; the line above is their token", err=True)
+    where = "the line above" if sys.stdout.isatty() else "printed on standard output"
+    typer.echo(f"created user '{made.name}'; their token is {where}: send it securely", err=True)
 
 
 @users.command("ls")

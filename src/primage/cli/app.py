@@ -176,8 +176,13 @@ def rm(ctx: typer.Context, name: str) -> None:
 
 
 @app.command()
-def spec() -> None:
-    """The app specification as JSON Schema (every field, its meaning and default)."""
+def spec(as_json: bool = typer.Option(False, "--json", help="Print the JSON Schema.")) -> None:
+    """The fields of an app specification: name, type, default and meaning."""
+    from primage.cli.fields import print_fields
     from primage.models.apps import AppSpec
 
-    typer.echo(json.dumps(AppSpec.model_json_schema(), indent=2))
+    schema = AppSpec.model_json_schema()
+    if as_json:
+        typer.echo(json.dumps(schema, indent=2))
+        return
+    print_fields(schema)

@@ -79,9 +79,31 @@ def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 
 @app.command()
-def show(ctx: typer.Context, build_id: int) -> None:
+def show(ctx: typer.Context, build_id: int, as_json: bool = JsonOption) -> None:
     """One build: state, commit, digest, duration, and why it failed."""
-    print_json(client(ctx).build(build_id))
+    found = client(ctx).build(build_id)
+    if as_json:
+        print_json(found)
+        return
+    took = f"{found.duration_s:.0f} s" if found.duration_s is not None else ""
+    table(
+        ["", ""],
+        [
+            ("build", found.id),
+            ("state", found.state),
+            ("tag", found.tag),
+            ("source", found.source + (f" ({found.ref})" if found.ref else "")),
+            ("context", found.context),
+            ("commit", found.commit or ""),
+            ("digest", found.digest or ""),
+            ("by", found.owner),
+            ("queued", f"{found.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+            ("took", took),
+            ("message", found.message),
+        ],
+    )
+    if found.state == "failed":
+        typer.echo(f"the whole log: primage build logs {found.id}")
 
 
 @app.command()

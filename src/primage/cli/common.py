@@ -67,13 +67,19 @@ def split_target(value: str) -> tuple[str, str]:
     return space, path
 
 
-def parse_size(text: str) -> int:
-    """'500M', '10GiB', '1.5g', '4096' → bytes (binary units: 1K = 1024)."""
+def parse_size(text: str, what: str = "size") -> int:
+    """'500M', '10GiB', '1.5g', '4096B' → bytes (binary units: 1K = 1024). A unit is required,
+    so that 50 is never silently 50 bytes; the size must be above zero."""
     match = SIZE_RE.match(text)
     if not match:
-        raise BadRequest(f"cannot read size '{text}': write e.g. 500M, 10G or 1T")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * 1024 ** "bkmgtp".index(unit or "b"))
+        raise BadRequest(f"cannot read {what} '{text}': write e.g. 500M, 10G or 1T")
+    number, unit, suffix = float(match.group(1)), match.group(2).lower(), match.group(3)
+    if not unit and not suffix:
+        raise BadRequest(f"{what} '{text}' has no unit: write e.g. {text}G (or {text}B for bytes)")
+    size = int(number * 1024 ** "bkmgtp".index(unit or "b"))
+    if size <= 0:
+        raise BadRequest(f"a {what} of {text} leaves no room: give e.g. 50G")
+    return size
 
 
 def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
@@ -87,9 +93,10 @@ def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    from rich.table import Table
+    """Rows under a header, fitted to the terminal: a long cell wraps (paths fold), never cut."""
+    from rich.table import Column, Table
 
-    out = Table(*columns, box=None, header_style="bold")
+    out = Table(*(Column(c, overflow="fold") for c in columns), box=None, header_style="bold")
     for row in rows:
         out.add_row(*("" if cell is None else str(cell) for cell in row))
     console().print(out)
@@ -114,6 +121,7 @@ def transfer_progress(description: str, total: int | None) -> Iterator[Callable[
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
+    out = console(stderr=True)
+    with Progress(*columns, console=out, transient=True, disable=not out.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)

@@ -63,16 +63,21 @@ def _size(path: Path) -> int:
 def get(
     ctx: typer.Context,
     source: str = typer.Argument(..., metavar=TARGET, help="File or folder to fetch."),
-    dest: Path = typer.Argument(Path("."), help="Local file or folder."),
+    dest: Path = typer.Argument(Path("."), help="Local folder (or file name, for a file)."),
     workers: int = typer.Option(8, help="Files fetched at once for folders."),
 ) -> None:
-    """Download a file, or a folder recursively, from a space."""
+    """Download a file, or a folder recursively, from a space.
+
+    As rsync does: a folder lands inside DEST (study:raw/p01 ./back makes ./back/p01, every
+    time), and with a trailing slash its content does (study:raw/p01/ ./back fills ./back).
+    A file goes into DEST when DEST is a folder, else it is saved as DEST.
+    """
     space, path = split_target(source)
     sdk = client(ctx)
     info = sdk.stat(space, path)
     if info.type == "directory":
         files = sdk.listdir(space, path, recursive=True)
-        target = dest / (info.name or space) if dest.is_dir() else dest
+        target = dest if path.endswith("/") else dest / (info.name or space)
         with transfer_progress(f"get {source}", sum(f.size for f in files)) as advance:
             got = sdk.download_dir(space, path, target, workers=workers, progress=advance)
         typer.echo(f"downloaded {len(got)} files to {target}")

@@ -83,7 +83,9 @@ def bootstrap(
     name: str = typer.Option("localhost/python:3.11", help="Local name of the image."),
     include: str = typer.Option("python3,python3-venv", help="Debian packages, comma-separated."),
     suite: str = typer.Option("bookworm", help="Debian release."),
-    mirror: str = typer.Option("http://deb.debian.org/debian", help="Debian mirror."),
+    mirror: str | None = typer.Option(
+        None, help="Debian archive URL [default: the one this machine's apt uses for SUITE]."
+    ),
     push: str | None = typer.Option(
         None, help="Also push it here, e.g. registry.example.org/library/python:3.11."
     ),
@@ -98,6 +100,12 @@ def bootstrap(
     from primage import images
 
     runtime = _runtime()
+    mirror = mirror or images.apt_mirror(suite)
+    if mirror is None:
+        raise BadRequest(
+            f"this machine's apt has no source for Debian {suite}: give --mirror URL (your "
+            "site's Debian mirror)"
+        )
     packages = [p.strip() for p in include.split(",") if p.strip()]
     typer.echo(f"building {name} from Debian {suite} with {', '.join(packages)}…", err=True)
     images.bootstrap(

@@ -31,19 +31,13 @@ Examples:
 
 
 def read_file(path: Path) -> dict[str, Any]:
-    import yaml
+    from primage.documents import parse
 
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise BadRequest(f"no job file '{path}'") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise BadRequest(
-            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+    data = parse(text, str(path))
     if not isinstance(data, dict):
         raise BadRequest(f"{path}: a job file is a mapping of fields (name, kind, command, …)")
     return data
@@ -129,10 +123,10 @@ def submit(
         data["output"] = {"space": space, **({"path": folder} if folder else {})}
     if overwrite:
         data["overwrite"] = True
-    if "command" not in data:
-        raise BadRequest("no command: give one with -c/--command or in a job file")
-    from primage.models.jobs import spec_from
+    from primage.models.jobs import JobSpec, spec_from
 
+    if "command" not in data and set(data) <= set(JobSpec.model_fields):
+        raise BadRequest("no command: give one with -c/--command or in a job file")
     spec = spec_from(data, source)
     api = client(ctx)
     job = api.submit_job(spec)
@@ -173,7 +167,7 @@ def follow(api: Client, job_id: int, *, quiet_stdout: bool = False) -> JobDetail
         TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=out, transient=True) as progress:
+    with Progress(*columns, console=out, transient=True, disable=not out.is_terminal) as progress:
         bar = progress.add_task("", total=None, job=job_id, detail="")
 
         def update(job: JobDetail) -> None:
@@ -282,11 +276,13 @@ def show(
             t.attempt,
             "" if t.exit_code is None else t.exit_code,
             duration(t.started_at, t.finished_at),
-            t.message.replace("\n", " | ")[:120],
         )
         for t in page.tasks
     ]
-    table(["task", "state", "input", "attempt", "exit", "time", "message"], rows)
+    table(["task", "state", "input", "attempt", "exit", "time"], rows)
+    for t in page.tasks:  # below the table, whole: a message is often a path or a traceback
+        if t.message and t.state != "succeeded":
+            typer.echo(f"task {t.index}: " + "\n    ".join(t.message.splitlines()[-6:]))
     if page.total > len(page.tasks):
         typer.echo(f"{len(page.tasks)} of {page.total} tasks shown; more with --limit")
 
@@ -350,8 +346,13 @@ def output(
 
 
 @app.command()
-def spec() -> None:
-    """The fields of a job file, with their meaning (JSON Schema)."""
+def spec(as_json: bool = typer.Option(False, "--json", help="Print the JSON Schema.")) -> None:
+    """The fields of a job file: name, type, default and meaning."""
+    from primage.cli.fields import print_fields
     from primage.models.jobs import JobSpec
 
-    typer.echo(json.dumps(JobSpec.model_json_schema(), indent=2))
+    schema = JobSpec.model_json_schema()
+    if as_json:
+        typer.echo(json.dumps(schema, indent=2))
+        return
+    print_fields(schema)

@@ -144,10 +144,10 @@ def stop(
             left = [f"unknown (the server did not say: {exc.detail})"]
     pid = int(str(running["pid"]))
     os.kill(pid, signal.SIGTERM)
+    from primage.executors.local.procs import start_time
+
     for _ in range(150):
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if start_time(pid) is None:  # gone (or exited, not yet reaped by whoever started it)
             typer.echo(f"stopped the server at {running['url']}")
             if left:
                 typer.echo(
@@ -197,8 +197,11 @@ def stop_everything(sdk: Client) -> list[str]:
         if found.state not in ("stopped", "failed"):
             sdk.stop_app(found.name)
             typer.echo(f"stopped app {found.name}", err=True)
-    for job in sdk.list_jobs(state=["pending", "running"], limit=1000).jobs:
+    jobs = sdk.list_jobs(state=["pending", "running"], limit=1000).jobs
+    for job in jobs:
         sdk.cancel_job(job.id)
+    for job in jobs:  # their tasks are stopped before the server is
+        sdk.wait_job(job.id, poll=0.2, timeout=60)
         typer.echo(f"cancelled job {job.id}", err=True)
     return what_runs(sdk)
 

@@ -15,13 +15,15 @@ app = group("Create, inspect, share and delete data spaces.")
 def create(
     ctx: typer.Context,
     name: str,
-    quota: str | None = typer.Option(None, help="Largest total size, e.g. 50G."),
+    quota: str | None = typer.Option(
+        None, help="Largest total size, with a unit: 50G, 500M, 2T (binary: 1G = 1024M)."
+    ),
     description: str = typer.Option("", help="What the space holds."),
     as_json: bool = JsonOption,
 ) -> None:
     """Create a space you own."""
     made = client(ctx).create_space(
-        name, description=description, quota_bytes=parse_size(quota) if quota else None
+        name, description=description, quota_bytes=parse_size(quota, "quota") if quota else None
     )
     if as_json:
         print_json(made)
@@ -76,7 +78,7 @@ def update(
     description: str | None = typer.Option(None, help="New description."),
 ) -> None:
     """Change a space's quota or description (managers)."""
-    quota_bytes = None if quota is None else 0 if quota == "none" else parse_size(quota)
+    quota_bytes = None if quota is None else 0 if quota == "none" else parse_size(quota, "quota")
     client(ctx).update_space(name, description=description, quota_bytes=quota_bytes)
     typer.echo(f"updated space '{name}'")
 

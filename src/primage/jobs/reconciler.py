@@ -279,6 +279,7 @@ class Reconciler:
         if event.outcome is Outcome.CANCELLED:
             move(row, TaskState.CANCELLED)
             row.message = "cancelled"
+            row.exit_code = None  # stopped by the platform, not the program's own exit
         elif event.outcome is Outcome.NOT_STARTED:
             move(row, TaskState.PENDING)
             row.attempt -= 1  # it never ran: its number (and folder) are free for the next one

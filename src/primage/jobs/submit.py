@@ -45,6 +45,12 @@ def submit(
             "without an image, which the platform's sandbox confines to it"
         )
     check_spaces(session, caller, spec)
+    if spec.resources.cpus > executor.capacity:
+        raise BadRequest(
+            f"each task asks for {spec.resources.cpus} cores (resources.cpus, --cpus) but the "
+            f"'{executor.name}' executor runs {executor.capacity} cores' worth of tasks at once: "
+            f"ask for at most {executor.capacity}"
+        )
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")
     image = executor.pin_image(spec.image, pull) if spec.image is not None else None

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from primage import __version__
 from primage.apps.proxy import Proxy
@@ -108,7 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         platform.providers.close()
         platform.db.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc served from the package: they work offline
+        static_url="/docs/assets",
         title="primage",
         version=__version__,
         summary="A research cloud for medical imaging: spaces, jobs and applications.",

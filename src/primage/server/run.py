@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from errno import EADDRINUSE
+from types import FrameType
 
 import uvicorn
 
@@ -45,7 +47,17 @@ def serve(settings: Settings) -> None:
     )
     print(f"primage serving on {url} (data in {settings.data_dir})", flush=True)
     print(f"sandbox: {app.state.platform.sandbox.line}", flush=True)
+    podman = app.state.platform.builder.runtime
+    print(f"containers: {podman.line if podman else 'off (setting containers)'}", flush=True)
+    # After its graceful shutdown uvicorn restores the SIGTERM handler it found and raises the
+    # signal again: this one ends the process through the `finally` below (exit 0), not by the
+    # signal's default action, which would leave the runtime file behind.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         runtime.unlink(missing_ok=True)
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)

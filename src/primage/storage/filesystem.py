@@ -76,7 +76,8 @@ class SpaceFiles:
         _, fd = reach.open_file(self.space, self.root, path, self.folder)
         return file_info(normalise_relpath(path), os.fstat(fd)), fd
 
-    def listdir(self, path: str) -> list[FileInfo]:
+    def listdir(self, path: str) -> list[tuple[os.stat_result, FileInfo]]:
+        """A folder's entries, folders first, each with its stat (for recorded checksums)."""
         rel = normalise_relpath(path)
         _, fd = reach.open_folder(self.space, self.root, path, self.folder)
         entries = []
@@ -85,16 +86,18 @@ class SpaceFiles:
                 for entry in it:
                     child = f"{rel}/{entry.name}" if rel else entry.name
                     with contextlib.suppress(FileNotFoundError):  # gone while listed
-                        entries.append(file_info(child, entry.stat(follow_symlinks=False)))
+                        st = entry.stat(follow_symlinks=False)
+                        entries.append((st, file_info(child, st)))
         finally:
             os.close(fd)
-        return sorted(entries, key=lambda e: (e.type != "directory", e.name))
+        return sorted(entries, key=lambda e: (e[1].type != "directory", e[1].name))
 
-    def walk(self, path: str) -> Iterator[FileInfo]:
-        """Every file below ``path``, depth first, without following symlinks."""
+    def walk(self, path: str) -> Iterator[tuple[os.stat_result, FileInfo]]:
+        """Every folder and file below ``path`` (a folder before what it holds, empty ones too),
+        depth first, without following symlinks; a file walks itself."""
         st, info = self.find(path)
         if not stat_mod.S_ISDIR(st.st_mode):
-            yield info
+            yield st, info
             return
         rel = normalise_relpath(path)
         _, fd = reach.open_folder(self.space, self.root, path, self.folder)
@@ -103,13 +106,13 @@ class SpaceFiles:
                 dirnames.sort()
                 below = current.removeprefix(".").strip("/")
                 base = "/".join(p for p in (rel, below) if p)
-                for name in sorted(filenames):
+                for name in (*dirnames, *sorted(filenames)):
                     try:
                         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                     except FileNotFoundError:  # gone while listed
                         continue
-                    if stat_mod.S_ISREG(st.st_mode):
-                        yield file_info(f"{base}/{name}" if base else name, st)
+                    if stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode):
+                        yield st, file_info(f"{base}/{name}" if base else name, st)
         finally:
             os.close(fd)
 
@@ -169,7 +172,10 @@ class SpaceFiles:
             dst_dir, dst_name = to.target(dst_rel)
             with _closing(dst_dir):
                 if not overwrite and _exists(dst_name, dst_dir):
-                    raise Conflict(f"'{dst_rel}' already exists; pass overwrite=true to replace it")
+                    raise Conflict(
+                        f"'{dst_rel}' already exists; replace it with overwrite=true "
+                        "(primage mv --overwrite)"
+                    )
                 try:
                     os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
                 except OSError as exc:
@@ -217,7 +223,10 @@ class SpaceFiles:
             folder = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
             with _closing(folder):
                 if not recursive and os.listdir(folder):
-                    raise Conflict(f"folder '{rel}' is not empty; pass recursive=true to delete it")
+                    raise Conflict(
+                        f"folder '{rel}' is not empty; delete it with its content: recursive=true "
+                        "(primage rm -r)"
+                    )
                 freed = regular_bytes(folder)
             shutil.rmtree(name, dir_fd=parent)
             return freed

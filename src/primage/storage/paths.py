@@ -64,3 +64,12 @@ def resolve(root: Path, path: str) -> tuple[str, Path]:
         if not _inside(real_root, leaf):
             raise UnsafePath(f"path {path!r} is a symbolic link pointing outside the space")
     return rel, Path(parent) / target.name if rel else real_root
+
+
+def as_space_paths(text: str, storage_root: Path, work_root: Path) -> str:
+    """A task's message as its user reads it: paths of the server's disk written the way users
+    name files (``<root>/scans/ct/1.dcm`` → ``scans:ct/1.dcm``; a task's working folder →
+    ``<task folder>``), so that no listing shows where the server keeps things."""
+    spaces = re.escape(str(storage_root).rstrip("/")) + r"/([a-z0-9][a-z0-9._-]{0,62})(?:/|\b)"
+    work = re.escape(str(work_root).rstrip("/")) + r"/\d+/\d+\.\d+/work\b"
+    return re.sub(spaces, r"\1:", re.sub(work, "<task folder>", text))

@@ -13,7 +13,10 @@ A task that names an image runs as ``<container_command> run --rm`` with:
   a job all run the same image, whatever happens to its tag meanwhile), never pulled implicitly.
 
 The runtime and its options are configuration (``container_command``, ``container_env``,
-``container_run_options``), not code: sites differ (cgroup v1 hosts need runc and cgroupfs).
+``container_run_options``), not code: sites differ. On a cgroup v1 host rootful podman needs runc,
+the cgroupfs manager and no default ulimits; unless ``container_env`` names a ``CONTAINERS_CONF``
+of the operator's, the platform writes that configuration into its data dir and uses it for its
+own podman calls (the host's podman is left as it is).
 """
 
 from __future__ import annotations
@@ -23,14 +26,38 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from primage.config import Settings
 from primage.errors import BadRequest
 from primage.executors.base import Pull
 
 SPACES = "/spaces"
+#: What rootful podman needs on a cgroup v1 host (else: "error setting rlimit type 7").
+CGROUP_V1_CONF = """\
+[containers]
+default_ulimits = []
+[engine]
+cgroup_manager = "cgroupfs"
+runtime = "runc"
+events_logger = "file"
+"""
 CATATONIT = "/usr/libexec/podman/catatonit"
 WORKDIR = "/work"
+
+
+def cgroup_v1() -> bool:
+    """A host without the unified hierarchy (cgroup v2 has cgroup.controllers at its root)."""
+    return not os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def cgroup_v1_conf(data_dir: Path) -> Path:
+    """The platform's own containers.conf for a cgroup v1 host, written once."""
+    path = data_dir / "containers.conf"
+    if not path.exists():
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text(CGROUP_V1_CONF)
+    return path
 
 
 class Runtime:
@@ -44,6 +71,12 @@ class Runtime:
         # task stops at once rather than after the kill grace period.
         self.init = bool(shutil.which("catatonit")) or os.path.exists(CATATONIT)
 
+    @property
+    def line(self) -> str:
+        """What the server says of it at start."""
+        conf = self.env.get("CONTAINERS_CONF")
+        return f"{' '.join(self.command)}" + (f" with {conf}" if conf else "")
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime | None:
         """The runtime, or None when containers are off (or, unset, not installed)."""
@@ -52,7 +85,10 @@ class Runtime:
             return None
         if settings.containers is None and shutil.which(command[0]) is None:
             return None
-        return cls(command, settings.container_env, settings.container_run_options)
+        env = dict(settings.container_env)
+        if "CONTAINERS_CONF" not in env and cgroup_v1():
+            env["CONTAINERS_CONF"] = str(cgroup_v1_conf(settings.data_dir))
+        return cls(command, env, settings.container_run_options)
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -1,7 +1,7 @@
 """Applications: deploy from a template, list, inspect, follow logs, update, stop, start, remove.
 
-The apps themselves are reached at ``/apps/<name>/`` (``routers/proxy.py``); this is their
-management API, under ``/applications`` so that no app path can shadow it.
+The apps themselves are reached at `/apps/<name>/` (`routers/proxy.py`); this is their
+management API, under `/applications` so that no app path can shadow it.
 """
 
 from __future__ import annotations

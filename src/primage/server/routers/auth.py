@@ -1,8 +1,8 @@
 """Login: the identity providers the platform trusts, and the browser's login and logout.
 
-The CLI logs in at the provider itself (device flow, see ``primage login``) and only reads
-``GET /auth/providers`` here; browsers go through ``/auth/login`` → provider → ``/auth/callback``,
-which sets the session cookie, and leave with ``POST /auth/logout``.
+The CLI logs in at the provider itself (device flow, see `primage login`) and only reads
+`GET /auth/providers` here; browsers go through `/auth/login` → provider → `/auth/callback`,
+which sets the session cookie, and leave with `POST /auth/logout`.
 """
 
 from __future__ import annotations

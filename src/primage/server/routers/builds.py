@@ -14,7 +14,7 @@ from primage import builds as building
 from primage.auth import audit, policy
 from primage.auth.principal import Principal
 from primage.db import tables
-from primage.errors import BadRequest, Forbidden, NotFound, UnsafePath
+from primage.errors import BadRequest, Forbidden, NotConfigured, NotFound, UnsafePath
 from primage.models import builds as m
 from primage.server.deps import Caller, State
 from primage.server.params import Id
@@ -74,7 +74,7 @@ def check_tag(caller: Principal, tag: str) -> None:
 
 def in_repository(path: str, what: str) -> str:
     """A path inside the repository, canonical ('.' for its root); 400 for one that leaves
-    it. The rules are those of a path in a space (``storage.paths``)."""
+    it. The rules are those of a path in a space (`storage.paths`)."""
     try:
         return normalise_relpath(path) or "."
     except UnsafePath:
@@ -84,6 +84,8 @@ def in_repository(path: str, what: str) -> str:
 
 
 def queue_build(state: State, actor: Principal, owner_id: int, body: m.BuildRequest) -> m.Build:
+    if state.builder.problem is not None:
+        raise NotConfigured(f"cannot build: {state.builder.problem}")
     if body.source.startswith("-") or not body.source.strip():
         raise BadRequest("source must be a git URL, e.g. https://host/group/project.git")
     context = in_repository(body.context, "context")
@@ -109,7 +111,7 @@ def queue_build(state: State, actor: Principal, owner_id: int, body: m.BuildRequ
 
 @router.post("", status_code=201, response_model=m.Build)
 def start(body: m.BuildRequest, caller: Caller, state: State) -> m.Build:
-    """Queue a build; it pushes to ``tag`` only if the build and its tests succeed."""
+    """Queue a build; it pushes to `tag` only if the build and its tests succeed."""
     check_tag(caller, body.tag)
     return queue_build(state, caller, caller.user_id, body)
 
@@ -134,7 +136,7 @@ def show(build_id: Id, caller: Caller, state: State) -> m.Build:
 async def logs(
     build_id: Id, caller: Caller, state: State, follow: bool = False
 ) -> StreamingResponse:
-    """The build's log; with ``follow`` it streams until the build ends."""
+    """The build's log; with `follow` it streams until the build ends."""
     _find(state, caller, build_id)
     path = state.builder.log_path(build_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 class OpenFileResponse(FileResponse):
-    """A file already opened (``storage.reach``), served through ``/proc/self/fd``: the same
+    """A file already opened (`storage.reach`), served through `/proc/self/fd`: the same
     file, whatever happens to its path meanwhile; the descriptor is closed once it is sent."""
 
     chunk_size = 1024 * 1024  # fewer, larger reads than Starlette's 64 KiB default
@@ -61,9 +62,37 @@ def open_space(
 
 def recorded_sha256(session: Session, space_id: int, rel: str, st: os.stat_result) -> str | None:
     row = session.get(tables.FileChecksum, (space_id, rel))
-    if row is None or row.size != st.st_size or row.mtime_ns != st.st_mtime_ns:
-        return None
-    return row.sha256
+    return row.sha256 if row is not None and unchanged(row, st) else None
+
+
+def unchanged(row: tables.FileChecksum, st: os.stat_result) -> bool:
+    """A recorded checksum still holds while the file keeps its size and mtime."""
+    return row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
+
+
+def with_checksums(
+    session: Session,
+    space_id: int,
+    folder: str,
+    entries: Sequence[tuple[os.stat_result, FileInfo]],
+    *,
+    recursive: bool,
+) -> list[FileInfo]:
+    """Listed entries, each file with its recorded SHA-256: the folder's checksums are read in
+    one query (the subtree's when `recursive`, else those of the names listed)."""
+    table = tables.FileChecksum
+    files = [info.path for _, info in entries if info.type == "file"]
+    query = select(table).where(table.space_id == space_id)
+    if recursive and folder:
+        query = query.where(table.path.startswith(folder + "/", autoescape=True))
+    elif not recursive:
+        query = query.where(table.path.in_(files))
+    recorded = {row.path: row for row in session.scalars(query)} if files else {}
+    for st, info in entries:
+        row = recorded.get(info.path)
+        if row is not None and unchanged(row, st):
+            info.sha256 = row.sha256
+    return [info for _, info in entries]
 
 
 def forget_checksums(session: Session, space_id: int, rel: str) -> None:
@@ -80,20 +109,22 @@ def forget_checksums(session: Session, space_id: int, rel: str) -> None:
 def stat_or_list(
     space: str, path: str, caller: Caller, state: State, recursive: bool = False
 ) -> FileInfo | Listing:
-    """A file's metadata, or a folder's entries (every file below it with ``recursive``)."""
+    """A file's metadata (with the SHA-256 recorded at upload, while the file is unchanged), or
+    a folder's entries: with `recursive`, every folder and file below it."""
     with state.db.session() as session:
         row, files = open_space(session, state, caller, space, Right.READ, path)
         st, info = files.find(path)
         if info.type != "directory":
             info.sha256 = recorded_sha256(session, row.id, info.path, st)
             return info
-    entries = list(files.walk(path)) if recursive else files.listdir(path)
+        listed = list(files.walk(path)) if recursive else files.listdir(path)
+        entries = with_checksums(session, row.id, info.path, listed, recursive=recursive)
     return Listing(space=space, folder=info, entries=entries)
 
 
 @router.get("/content/{path:path}")
 def download(space: str, path: str, caller: Caller, state: State, request: Request) -> FileResponse:
-    """The file's bytes, streamed; ``Range: bytes=a-b`` gives part of it (206)."""
+    """The file's bytes, streamed; `Range: bytes=a-b` gives part of it (206)."""
     with state.db.session() as session:
         _, files = open_space(session, state, caller, space, Right.READ, path)
     info, fd = files.open(path)  # what is served is what was opened: no second look by name

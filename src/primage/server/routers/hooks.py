@@ -1,8 +1,8 @@
 """Webhooks: a push to a registered repository (GitHub or GitLab) starts a build.
 
-A hook is registered by its owner (``POST /builds/hooks``), who gets a secret once; the platform
-keeps it sealed. GitHub signs each delivery (``X-Hub-Signature-256``, HMAC-SHA256 of the body);
-GitLab sends the secret itself (``X-Gitlab-Token``). Both are compared in constant time; a
+A hook is registered by its owner (`POST /builds/hooks`), who gets a secret once; the platform
+keeps it sealed. GitHub signs each delivery (`X-Hub-Signature-256`, HMAC-SHA256 of the body);
+GitLab sends the secret itself (`X-Gitlab-Token`). Both are compared in constant time; a
 delivery that fails the check gets 401 and starts nothing. The build runs as the hook's owner,
 with the rights they have at that moment.
 """
@@ -31,7 +31,7 @@ router = APIRouter(tags=["builds"])
 
 
 def fill(template: str, branch: str, commit: str) -> str:
-    """The tag for one push: ``{branch}`` and ``{commit}`` (12 hex digits) filled in."""
+    """The tag for one push: `{branch}` and `{commit}` (12 hex digits) filled in."""
     try:
         return template.format(branch=branch, commit=commit[:12])
     except (KeyError, IndexError, ValueError):
@@ -54,7 +54,7 @@ def to_hook(state: State, row: tables.BuildHook) -> m.Hook:
 
 @router.post("/builds/hooks", status_code=201, response_model=m.HookWithSecret)
 def register(body: m.HookRequest, caller: Caller, state: State) -> m.HookWithSecret:
-    """Register a repository; its pushes will build ``tag`` (``{branch}``, ``{commit}`` filled)."""
+    """Register a repository; its pushes will build `tag` (`{branch}`, `{commit}` filled)."""
     check_tag(caller, fill(body.tag, "main", "0" * 12))
     secret = secrets.token_urlsafe(32)
     with state.db.session() as session:

@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from primage.auth import audit, policy
 from primage.auth.policy import RANK, Role
 from primage.auth.principal import Principal
+from primage.config import Settings
 from primage.db import lookup, tables
 from primage.db.paging import page
 from primage.errors import NotFound
@@ -30,6 +31,7 @@ from primage.server.deps import Caller, State
 from primage.server.params import Id, Offset
 from primage.server.pulls import registry_pull
 from primage.storage.archive import tar_stream
+from primage.storage.paths import as_space_paths
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -65,7 +67,7 @@ def detail(session: Session, job: tables.Job, base_url: str) -> m.JobDetail:
 
 
 def find(session: Session, caller: Principal, job_id: int, what: str) -> tables.Job:
-    """The job, if the caller may ``what`` it; 404 for a job that does not exist."""
+    """The job, if the caller may `what` it; 404 for a job that does not exist."""
     job = session.get(tables.Job, job_id)
     if job is None:
         raise NotFound(f"no job {job_id} (primage job ls lists yours)")
@@ -184,10 +186,12 @@ def tasks(
         if task_state:
             query = query.where(T.state.in_([TaskState(s) for s in task_state]))
         rows, total = page(session, query, T.index, limit, offset)
-        return m.TaskPage(tasks=[task_model(t) for t in rows], total=total, offset=offset)
+        return m.TaskPage(
+            tasks=[task_model(t, state.settings) for t in rows], total=total, offset=offset
+        )
 
 
-def task_model(t: tables.Task) -> m.Task:
+def task_model(t: tables.Task, settings: Settings) -> m.Task:
     return m.Task(
         index=t.index,
         state=t.state,
@@ -198,7 +202,7 @@ def task_model(t: tables.Task) -> m.Task:
         external_id=t.external_id,
         started_at=t.started_at,
         finished_at=t.finished_at,
-        message=t.message,
+        message=as_space_paths(t.message, settings.storage_path, settings.jobs_path),
     )
 
 
@@ -214,7 +218,7 @@ async def logs(
         None, ge=1, le=BIGINT_MAX, description="Default: the latest attempt."
     ),
 ) -> StreamingResponse:
-    """A task's output; with ``follow`` it streams until the task ends (like ``tail -f``)."""
+    """A task's output; with `follow` it streams until the task ends (like `tail -f`)."""
 
     def current() -> tables.Task:
         with state.db.session() as session:
@@ -282,7 +286,7 @@ async def remove(job_id: Id, caller: Caller, state: State) -> None:
 
 @router.get("/{job_id}/output", response_class=StreamingResponse)
 def output(job_id: Id, caller: Caller, state: State) -> StreamingResponse:
-    """The job's output folder as a tar stream, named after the job (``job-<id>/...``)."""
+    """The job's output folder as a tar stream, named after the job (`job-<id>/...`)."""
     with state.db.session() as session:
         job = find(session, caller, job_id, "see")
         if job.output_space is None or job.output_path is None:

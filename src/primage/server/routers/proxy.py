@@ -1,5 +1,5 @@
-"""``/apps/<name>/…``: every app, HTTP and WebSocket, behind the platform's authentication
-(``apps/proxy.py`` decides and rewrites; this module moves the bytes). HTTP is served by
+"""`/apps/<name>/…`: every app, HTTP and WebSocket, behind the platform's authentication
+(`apps/proxy.py` decides and rewrites; this module moves the bytes). HTTP is served by
 :class:`ProxyMiddleware`, ahead of the router; WebSockets by the route below."""
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ PROXIED = SimpleNamespace(path="/apps/{name}/{path}")
 
 
 class ProxyMiddleware:
-    """HTTP to ``/apps/<name>/…`` served before the router: a proxied request needs none of
+    """HTTP to `/apps/<name>/…` served before the router: a proxied request needs none of
     FastAPI's routing, dependencies or response classes, which cost more than the hop itself
-    (``benchmarks/app_start.py``). Everything else goes on to the app."""
+    (`benchmarks/app_start.py`). Everything else goes on to the app."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

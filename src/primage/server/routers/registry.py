@@ -1,7 +1,7 @@
 """The registry's token server, and the images a user may see in it.
 
-``GET /registry/token`` is the Docker Registry v2 token endpoint the registry sends clients to
-(see :mod:`primage.auth.registry`). ``GET /images`` and ``DELETE /images/{repository}`` list and
+`GET /registry/token` is the Docker Registry v2 token endpoint the registry sends clients to
+(see :mod:`primage.auth.registry`). `GET /images` and `DELETE /images/{repository}` list and
 remove images through the registry's API, showing only what the caller may pull.
 """
 

@@ -116,7 +116,7 @@ def update(name: str, body: m.SpaceUpdate, caller: Caller, state: State) -> m.Sp
 
 @router.delete("/{name}", status_code=204)
 async def delete(name: str, caller: Caller, state: State, force: bool = False) -> None:
-    """Delete a space and its files. A space that still holds files needs ``force=true``."""
+    """Delete a space and its files. A space that still holds files needs `force=true`."""
 
     def remove() -> None:
         with state.db.session() as session:
@@ -137,7 +137,8 @@ async def delete(name: str, caller: Caller, state: State, force: bool = False) -
             _, count = usage(state.store.folder(name))
             if count and not force:
                 raise Conflict(
-                    f"space '{name}' still holds {count} files; pass force=true to delete them too"
+                    f"space '{name}' still holds {count} files; delete them too with force=true "
+                    "(primage space rm --force)"
                 )
             session.delete(row)
             audit.record(session, caller, "space.delete", f"space:{name}", files=count)
@@ -152,7 +153,18 @@ def subject_id(session: Session, kind: str, name: str, *, sharing: bool = False)
     logged in yet (its members join it at their login)."""
     if sharing and kind == "group" and entitlements.is_provider_group(name):
         return provisioning.provider_group(session, name).id
-    return (lookup.user if kind == "user" else lookup.group)(session, name).id
+    if kind == "group":
+        return lookup.group(session, name).id
+    try:
+        return lookup.user(session, name).id
+    except NotFound:
+        if session.scalar(select(tables.Group.id).where(tables.Group.name == name)) is not None:
+            raise NotFound(f"no user named '{name}'; '{name}' is a group: add --group "
+                           "(kind=group)") from None  # fmt: skip
+        raise NotFound(
+            f"no user named '{name}': a user exists once they have logged in, or once an admin "
+            f"created them (primage admin user create {name})"
+        ) from None
 
 
 @router.put("/{name}/members", response_model=m.SpaceDetail)
