@@ -28,6 +28,7 @@ from primage.jobs.states import JOB_DONE, JobState
 from primage.models.apps import App, AppDetail, AppSpec, AppUpdate
 from primage.models.audit import AuditPage
 from primage.models.builds import Build, Hook, HookWithSecret
+from primage.models.executors import ExecutorInfo
 from primage.models.files import FileInfo, Listing
 from primage.models.images import Image
 from primage.models.jobs import JobDetail, JobPage, JobSpec, TaskPage
@@ -393,6 +394,15 @@ class Client:
         return AuditPage.model_validate(self._request("GET", "/admin/audit", params=params).json())
 
     # -- jobs -------------------------------------------------------------------------------
+
+    def list_executors(self) -> list[ExecutorInfo]:
+        """Where jobs can run: each executor's kind, capabilities, capacity and health."""
+        found = self._request("GET", "/executors").json()
+        return [ExecutorInfo.model_validate(e) for e in found]
+
+    def executor(self, name: str) -> ExecutorInfo:
+        found = self._request("GET", f"/executors/{_q(name)}").json()
+        return ExecutorInfo.model_validate(found)
 
     def list_images(self) -> list[Image]:
         """The repositories in the platform registry you may pull, with their tags."""

@@ -167,6 +167,14 @@ class Settings(BaseSettings):
         description="Their gid; spaces' folders belong to this group and are group-writable "
         "(setgid), so that tasks write where their job may and the server reads what they left.",
     )
+    executors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Where jobs run: name → {kind = 'local' or another installed kind, and that "
+        "kind's options} (GET /executors documents them). Unset: one executor, 'local'.",
+    )
+    default_executor: str | None = Field(
+        None, description="Where a job that names no executor runs; default 'local', or the first."
+    )
     executor_groups: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Who may run jobs on each executor: executor name → groups (local or a "

@@ -22,7 +22,9 @@ TARGET = "SPACE:PATH"
 
 def put(
     ctx: typer.Context,
-    sources: list[Path] = typer.Argument(..., help="Local files or folders.", exists=True),
+    sources: list[Path] = typer.Argument(
+        ..., metavar="LOCAL", help="Local files or folders.", exists=True
+    ),
     target: str = typer.Argument(..., metavar=TARGET, help="Where to put them."),
     workers: int = typer.Option(8, help="Files sent at once for folders."),
     no_overwrite: bool = typer.Option(

@@ -14,7 +14,20 @@ import typer
 from typer._click.exceptions import ClickException, UsageError  # Typer ≥ 0.26 vendors Click
 
 from primage import __version__
-from primage.cli import admin, build, config, files, image, job, login, mount, server, space, token
+from primage.cli import (
+    admin,
+    build,
+    config,
+    executor,
+    files,
+    image,
+    job,
+    login,
+    mount,
+    server,
+    space,
+    token,
+)
 from primage.cli import app as apps
 from primage.cli.common import GROUP_SETTINGS, console
 from primage.errors import PrimageError
@@ -29,6 +42,7 @@ app.add_typer(server.app, name="server")
 app.add_typer(config.app, name="config")
 app.add_typer(space.app, name="space")
 app.add_typer(job.app, name="job")
+app.add_typer(executor.app, name="executor")
 app.add_typer(token.app, name="token")
 app.add_typer(admin.app, name="admin")
 app.add_typer(image.app, name="image")

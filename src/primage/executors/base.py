@@ -16,9 +16,17 @@ import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from primage.errors import BadRequest
+from pydantic import BaseModel, Field, ValidationError
+
+from primage.errors import BadRequest, describe_invalid
+from primage.models import Strict
+
+if TYPE_CHECKING:
+    from primage.config import Settings
+    from primage.executors.local.containers import Runtime
+    from primage.executors.local.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class TaskRun:
     timeout_s: float | None = None
     image: str | None = None  # pinned: repository@sha256:…
     network: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)  # the job's executor_options
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,26 @@ def gone(ref: ExternalRef) -> TaskEvent:
     )
 
 
+@dataclass(frozen=True)
+class Host:
+    """What every executor kind is built with: the platform's settings, and this machine's
+    container runtime and sandbox (None where there is none)."""
+
+    settings: Settings
+    runtime: Runtime | None
+    sandbox: Sandbox | None
+
+
+class ExecutorOptions(Strict):
+    """Options every executor kind takes (a kind's own model adds to these)."""
+
+    description: str = Field("", description="What it is, for 'primage executor ls'.")
+
+
+class NoJobOptions(Strict):
+    """An executor whose jobs take no executor_options."""
+
+
 class Executor(abc.ABC):
     """Runs task attempts and reports what happened to them.
 
@@ -117,12 +146,40 @@ class Executor(abc.ABC):
     - ``close()``: stop accepting work; running attempts may keep running, to be adopted later.
     """
 
-    name: ClassVar[str]
+    kind: ClassVar[str]
     supports: frozenset[str]  # capabilities; an instance may add some its configuration allows
+    #: The operator's options of this kind (``executors.NAME`` in the settings).
+    Options: ClassVar[type[ExecutorOptions]] = ExecutorOptions
+    #: What a job may give as ``executor_options`` here.
+    JobOptions: ClassVar[type[BaseModel]] = NoJobOptions
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, description: str = "") -> None:
+        self.name = name
+        self.description = description
         #: Called (from any thread) when events are waiting; the reconciler sets it.
         self.wake: Callable[[], None] = lambda: None
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, name: str, options: Any, host: Host) -> Executor:
+        """The executor ``name`` as configured (``options``: a validated ``cls.Options``)."""
+
+    def job_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A job's ``executor_options`` checked against this kind's schema, or a 400."""
+        if given and not self.JobOptions.model_fields:
+            raise BadRequest(
+                f"the '{self.name}' executor ({self.kind}) takes no executor_options: remove "
+                f"{', '.join(sorted(given))}"
+            )
+        try:
+            return self.JobOptions.model_validate(dict(given)).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            found = describe_invalid(exc.errors())
+            raise BadRequest(f"executor_options for '{self.name}' ({self.kind}): {found}") from None
+
+    def health(self) -> str | None:
+        """Why it cannot run tasks now, or None when it can."""
+        return None
 
     def require(self, capability: str, why: str) -> None:
         if capability not in self.supports:

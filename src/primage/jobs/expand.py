@@ -172,4 +172,5 @@ class TaskFactory:
             timeout_s=spec.timeout,
             image=self.image,
             network=spec.network,
+            options=spec.executor_options,
         )

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -47,9 +47,6 @@ BATCH_PAUSE_S = 0.1  # after a wake-up, let more events arrive so that they shar
 LOST_LIMIT = 3  # times a task may vanish with its process (not its fault) before it fails
 
 T = tables.Task
-# Tasks of the jobs this loop runs: an interactive job's one task is its app's, which the app
-# supervisor starts, watches and ends (apps/supervisor.py); it is never handed out nor adopted.
-OURS = tables.Job.kind != states.INTERACTIVE
 
 
 @dataclass
@@ -79,6 +76,12 @@ class Reconciler:
     ) -> None:
         self.db = db
         self.executor = executor
+        # The jobs this loop runs: those routed to its executor. An interactive job's one task
+        # is its app's, which the app supervisor starts, watches and ends (apps/supervisor.py);
+        # it is never handed out nor adopted here.
+        self._ours = and_(
+            tables.Job.executor == executor.name, tables.Job.kind != states.INTERACTIVE
+        )
         self.observe = observe  # told of every event once it is recorded (metrics)
         self.written = written  # told, in a thread, of spaces that ended jobs wrote (quotas)
         self.prefetch = prefetch or max(8 * executor.capacity, 256)
@@ -154,7 +157,7 @@ class Reconciler:
             rows = session.execute(
                 select(T.job_id, T.index, T.attempt, T.external_id)
                 .join(tables.Job, tables.Job.id == T.job_id)
-                .where(T.state.in_(states.TASK_ACTIVE), OURS)
+                .where(T.state.in_(states.TASK_ACTIVE), self._ours)
             ).all()
             return [
                 ExternalRef(
@@ -303,7 +306,7 @@ class Reconciler:
             select(T.job_id, T.index, T.attempt)
             .join(tables.Job, tables.Job.id == T.job_id)
             .where(tables.Job.cancel_requested, T.state.in_(states.TASK_ACTIVE))
-            .where(OURS)
+            .where(self._ours)
         ).all()
         keys = [TaskKey(job, index, attempt) for job, index, attempt in rows]
         fresh = [k for k in keys if k not in self._cancel_sent]
@@ -311,25 +314,42 @@ class Reconciler:
         return fresh
 
     def _hand_out(self, session: Session) -> list[TaskRun]:
-        active = session.scalar(
-            select(func.count())
-            .select_from(T)
-            .join(tables.Job, tables.Job.id == T.job_id)
-            .where(T.state.in_(states.TASK_ACTIVE), OURS)
-        )
-        room = self.prefetch - (active or 0)
+        """Pending tasks for the executor, oldest job first, so that it never runs dry: up to
+        ``prefetch`` queued or running in all, and no more of a job than its ``max_parallel``."""
+        room = self.prefetch - self._active(session)
         if room <= 0:
             return []
         now = utc()
-        rows = session.execute(
-            select(T.job_id, T.index, T.attempt, T.inputs)
+        ready = (
+            T.state == TaskState.PENDING,
+            ~tables.Job.cancel_requested,
+            self._ours,
+            (T.not_before.is_(None)) | (T.not_before <= now),
+        )
+        jobs = session.scalars(
+            select(T.job_id)
             .join(tables.Job, tables.Job.id == T.job_id)
-            .where(T.state == TaskState.PENDING, ~tables.Job.cancel_requested)
-            .where(OURS)
-            .where((T.not_before.is_(None)) | (T.not_before <= now))
-            .order_by(T.job_id, T.index)
-            .limit(room)
+            .where(*ready)
+            .group_by(T.job_id)
+            .order_by(T.job_id)
         ).all()
+        rows: list[Row[int, int, int, str]] = []
+        for job_id in jobs:
+            take = room - len(rows)
+            limit = self._job(session, job_id).spec.max_parallel
+            if limit is not None:
+                take = min(take, limit - self._active(session, job_id))
+            if take <= 0:
+                continue
+            rows += session.execute(
+                select(T.job_id, T.index, T.attempt, T.inputs)
+                .join(tables.Job, tables.Job.id == T.job_id)
+                .where(T.job_id == job_id, *ready)
+                .order_by(T.index)
+                .limit(take)
+            ).all()
+            if len(rows) >= room:
+                break
         if not rows:
             return []
         session.connection().execute(
@@ -346,6 +366,18 @@ class Reconciler:
             files = inputs.split("\n") if inputs else []
             runs.append(info.tasks.run(key, files))
         return runs
+
+    def _active(self, session: Session, job_id: int | None = None) -> int:
+        """Tasks queued in or running on the executor: all of this loop's, or one job's."""
+        query = (
+            select(func.count())
+            .select_from(T)
+            .join(tables.Job, tables.Job.id == T.job_id)
+            .where(T.state.in_(states.TASK_ACTIVE), self._ours)
+        )
+        if job_id is not None:
+            query = query.where(T.job_id == job_id)
+        return session.scalar(query) or 0
 
     def _close_jobs(self, session: Session, jobs: Iterable[int]) -> set[str]:
         """Close the jobs that are done; the spaces they could write."""

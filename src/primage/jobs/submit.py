@@ -37,6 +37,9 @@ def submit(
 ) -> tables.Job:
     policy.check_submit(caller)
     spec = policy.confine(caller, spec)
+    # The spec as stored says where it went, with its options as that executor read them.
+    options = executor.job_options(spec.executor_options)
+    spec = spec.model_copy(update={"executor": executor.name, "executor_options": options})
     if (spec.image is not None or spec.kind == INTERACTIVE) and spec.folders():
         what = "an interactive job" if spec.kind == INTERACTIVE else "a job in a container"
         raise BadRequest(

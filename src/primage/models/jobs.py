@@ -163,6 +163,19 @@ class JobSpec(Strict):
         ),
     )
     image: str | None = Field(None, description="Container image (executors with containers).")
+    executor: str | None = Field(
+        None,
+        max_length=63,
+        description="Where the tasks run (primage executor ls); default: the platform's default.",
+    )
+    executor_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of that executor, checked against its schema (GET /executors), "
+        "e.g. a Slurm partition.",
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, le=1_000_000, description="At most this many of the job's tasks at once."
+    )
     network: bool = Field(
         False,
         description="Give tasks outbound network access (off by default); never to the "

@@ -21,9 +21,10 @@ from primage.builds import Builder
 from primage.config import Settings
 from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
-from primage.executors.local import LocalExecutor
+from primage.executors.base import Host
 from primage.executors.local.containers import Runtime
 from primage.executors.local.sandbox import Sandbox
+from primage.executors.registry import Executors, build_executors
 from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
@@ -33,6 +34,7 @@ from primage.server.routers import (
     audit,
     auth,
     builds,
+    executors,
     files,
     health,
     hooks,
@@ -67,8 +69,9 @@ def build_platform(settings: Settings) -> Platform:
     store = SpaceStore(settings.storage_path, group=owner[1] if owner else None)
     counters = Usage(db, store)
     counters.start()  # nothing is in flight yet: usage counted anew, crashed uploads cleared
-    executor = LocalExecutor(
-        settings.jobs_path, settings.storage_path, settings.concurrency, runtime, usable
+    available = Executors.of(
+        build_executors(settings.executors, Host(settings, runtime, usable)),
+        settings.default_executor,
     )
     metrics = Metrics()
     box = SecretBox(settings)
@@ -80,10 +83,11 @@ def build_platform(settings: Settings) -> Platform:
         usage=counters,
         sandbox=Confinement.of(sandbox),
         metrics=metrics,
-        executor=executor,
-        reconciler=Reconciler(
-            db, executor, observe=metrics.task_events, written=counters.reconcile
-        ),
+        executors=available,
+        reconcilers={
+            e.name: Reconciler(db, e, observe=metrics.task_events, written=counters.reconcile)
+            for e in available
+        },
         providers=Providers(settings.oidc_providers),
         box=box,
         registry=RegistryKey(settings.data_dir / "registry"),
@@ -98,14 +102,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await platform.reconciler.start()
+        for loop in platform.reconcilers.values():
+            await loop.start()
         platform.builder.start()
         await platform.supervisor.start()
         yield
         await platform.supervisor.stop()
         await platform.proxy.close()
         platform.builder.stop()
-        await platform.reconciler.stop()
+        for loop in platform.reconcilers.values():
+            await loop.stop()
         platform.providers.close()
         platform.db.dispose()
 
@@ -119,8 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.platform = platform
     errors.install(app)
     routers = (
-        health, auth, users, tokens, spaces, files, jobs, apps, proxy, audit, registry, hooks,
-        builds,
+        health, auth, users, tokens, spaces, files, jobs, executors, apps, proxy, audit,
+        registry, hooks, builds,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

@@ -1,4 +1,4 @@
-"""What every request handler shares: settings, database, storage, executor, identity providers."""
+"""What every request handler shares: settings, database, storage, executors, identity providers."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from primage.auth.registry import RegistryKey
 from primage.builds import Builder
 from primage.config import Settings
 from primage.db import Database
+from primage.errors import BadRequest, NotFound
 from primage.executors.base import Executor
 from primage.executors.local.sandbox import Sandbox
+from primage.executors.registry import Executors
 from primage.jobs.reconciler import Reconciler
 from primage.server.metrics import Metrics
 from primage.storage.quota import Usage
@@ -49,8 +51,8 @@ class Platform:
     usage: Usage
     sandbox: Confinement
     metrics: Metrics
-    executor: Executor
-    reconciler: Reconciler
+    executors: Executors
+    reconcilers: dict[str, Reconciler]  # one loop per executor
     providers: Providers
     box: SecretBox
     registry: RegistryKey
@@ -58,6 +60,28 @@ class Platform:
     supervisor: Supervisor
     proxy: Proxy
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+
+    def executor_of(self, name: str) -> Executor:
+        """The executor a stored job ran on (it may have left the configuration since)."""
+        found = self.executors.by_name.get(name)
+        if found is None:
+            raise NotFound(f"executor '{name}' is no longer configured on this platform")
+        return found
+
+    @property
+    def apps_host(self) -> Executor:
+        """The executor apps and interactive jobs run on (this machine's)."""
+        host = self.executors.host
+        if host is None:
+            names = ", ".join(self.executors.by_name)
+            raise BadRequest(f"none of this platform's executors ({names}) runs apps")
+        return host
+
+    def poke(self, executor: str | None = None) -> None:
+        """Ask the reconciler of one executor (or every one) for a turn soon."""
+        for name, loop in self.reconcilers.items():
+            if executor is None or name == executor:
+                loop.poke()
 
 
 async def platform(request: Request) -> Platform:

@@ -29,10 +29,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from primage.errors import PrimageError
 from primage.executors.base import (
     Executor,
+    ExecutorOptions,
     ExternalRef,
+    Host,
     Outcome,
     Pull,
     TaskEvent,
@@ -62,9 +66,16 @@ def base_env() -> dict[str, str]:
     return env
 
 
+class LocalOptions(ExecutorOptions):
+    concurrency: int | None = Field(
+        None, ge=1, description="Cores' worth of tasks at once; default: the concurrency setting."
+    )
+
+
 class LocalExecutor(Executor):
-    name = "local"
+    kind = "local"
     supports = frozenset({"arrays", "apps"})  # apps: services as processes (apps/supervisor)
+    Options = LocalOptions
 
     def __init__(
         self,
@@ -73,8 +84,11 @@ class LocalExecutor(Executor):
         slots: int,
         runtime: Runtime | None = None,
         sandbox: Sandbox | None = None,
+        *,
+        name: str = "local",
+        description: str = "",
     ) -> None:
-        super().__init__()
+        super().__init__(name, description or "this machine")
         self.runtime = runtime
         #: Confines process tasks; None when off, or when it cannot be made (``sandbox.problem``).
         self.sandbox = sandbox if sandbox is not None and sandbox.problem is None else None
@@ -90,6 +104,19 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._closing = False
         self._env = base_env()
+
+    @classmethod
+    def from_config(cls, name: str, options: Any, host: Host) -> LocalExecutor:
+        settings = host.settings
+        return cls(
+            settings.jobs_path,
+            settings.storage_path,
+            options.concurrency or settings.concurrency,
+            host.runtime,
+            host.sandbox,
+            name=name,
+            description=options.description,
+        )
 
     @property
     def capacity(self) -> int:

@@ -99,9 +99,10 @@ def spec_of(body: m.AppDeploy) -> m.AppSpec:
 def pinned(state: State, caller: Principal, spec: m.AppSpec) -> m.AppSpec:
     """The spec with its image pinned by digest (pulled as the caller from the platform
     registry if need be): every instance, and every restart, runs the same image."""
-    state.executor.require("app-containers", f"app '{spec.name}' names image '{spec.image}'")
+    host = state.apps_host
+    host.require("app-containers", f"app '{spec.name}' names image '{spec.image}'")
     with registry_pull(state, caller, spec.image) as pull:
-        image = state.executor.pin_image(spec.image or "", pull)
+        image = host.pin_image(spec.image or "", pull)
     return spec.model_copy(update={"image": image})
 
 
@@ -115,7 +116,7 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
             f"app names '{INTERACTIVE_PREFIX}<id>' are the platform's, for interactive jobs; "
             "deploy it under another name (--name)"
         )
-    state.executor.require("apps", f"app '{spec.name}' is a long-running service")
+    state.apps_host.require("apps", f"app '{spec.name}' is a long-running service")
     if spec.image is None:
         policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
     if spec.image is not None:

@@ -85,7 +85,8 @@ def output_space(session: Session, job: tables.Job) -> tables.Space | None:
 @router.post("", status_code=201, response_model=m.JobDetail)
 def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
     """Submit a job; it is checked, expanded into tasks and stored before this returns."""
-    name = state.executor.name
+    executor = state.executors.get(spec.executor)
+    name = executor.name
     policy.check_executor(caller, name, state.settings.executor_groups.get(name))
     if spec.image is None:
         policy.check_unconfined(caller, state.sandbox.problem, "jobs without an image")
@@ -93,7 +94,7 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
         job = submit(
             session,
             state.store,
-            state.executor,
+            executor,
             caller,
             spec,
             state.settings.max_tasks_per_job,
@@ -103,7 +104,7 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
         session.flush()
         audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)
         result = detail(session, job, state.settings.base_url)
-    state.reconciler.poke()
+    state.poke(name)
     state.supervisor.wake()
     return result
 
@@ -220,15 +221,18 @@ async def logs(
 ) -> StreamingResponse:
     """A task's output; with `follow` it streams until the task ends (like `tail -f`)."""
 
+    ran_on: list[str] = []
+
     def current() -> tables.Task:
         with state.db.session() as session:
-            find(session, caller, job_id, "see")
+            ran_on[:] = [find(session, caller, job_id, "see").executor]
             task = session.get(T, (job_id, index))
             if task is None:
                 raise NotFound(f"job {job_id} has no task {index}")
             return task
 
     task = await run_in_threadpool(current)
+    executor = state.executor_of(ran_on[0])
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal task
@@ -239,7 +243,7 @@ async def logs(
         if task.attempt == 0:
             return
         key = TaskKey(job_id, index, attempt or task.attempt)
-        async for chunk in state.executor.logs(key, stream, follow=follow):
+        async for chunk in executor.logs(key, stream, follow=follow):
             yield chunk
 
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
@@ -264,7 +268,7 @@ def cancel(job_id: Id, caller: Caller, state: State) -> m.JobDetail:
             session.flush()
             close_if_done(session, job_id)
         result = detail(session, job, state.settings.base_url)
-    state.reconciler.poke()
+    state.poke(job.executor)
     state.supervisor.wake()
     return result
 
@@ -273,15 +277,17 @@ def cancel(job_id: Id, caller: Caller, state: State) -> m.JobDetail:
 async def remove(job_id: Id, caller: Caller, state: State) -> None:
     """Forget a finished job: its record and logs. Its outputs stay in the space."""
 
-    def delete() -> None:
+    def delete() -> str:
         with state.db.session() as session:
             job = find(session, caller, job_id, "remove")
             states.check_removable(JobState(job.state))
             session.delete(job)
             audit.record(session, caller, "job.remove", f"job:{job_id}", name=job.name)
+            return job.executor
 
-    await run_in_threadpool(delete)
-    await state.executor.forget(job_id)
+    ran_on = await run_in_threadpool(delete)
+    if ran_on in state.executors.by_name:
+        await state.executor_of(ran_on).forget(job_id)
 
 
 @router.get("/{job_id}/output", response_class=StreamingResponse)
