@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3, davfs2,
 # podman with runc and catatonit, busybox-static (a tiny image's contents), docker-registry,
-# mmdebstrap (base images from Debian's packages), bubblewrap and slirp4netns (the sandbox of local
+# mmdebstrap (base images from Debian's packages), Slurm and munge (a cluster on loopback for the
+# Slurm executor), bubblewrap and slirp4netns (the sandbox of local
 # tasks and apps) (Debian packages), Node.js and the test identity provider (npm oidc-provider,
 # pinned by tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
@@ -31,6 +32,10 @@ command -v runc >/dev/null || missing+=(runc)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+[ -x /usr/sbin/slurmctld ] || missing+=(slurmctld)
+[ -x /usr/sbin/slurmd ] || missing+=(slurmd)
+command -v sbatch >/dev/null || missing+=(slurm-client)
+[ -x /usr/sbin/munged ] || missing+=(munge)
 command -v git >/dev/null || missing+=(git)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)

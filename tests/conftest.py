@@ -9,6 +9,8 @@
 - ``sqlite_server``: the same, on SQLite only (for tests where the backend does not matter).
 - ``sandboxed_server``: a server on SQLite whose jobs run as sandboxed processes, two at a time
   (bubblewrap and slirp4netns required: it skips without them, fails under ``CI=true``).
+- ``slurm_cluster`` (session): munged, slurmctld and slurmd of Debian's slurm-wlm on loopback,
+  under a temp dir (``SLURM_CONF`` in its ``env``); stopped at the end.
 - ``idp`` (session): a real OpenID Provider (npm oidc-provider) configured like EGI Check-in.
 - ``oidc_server``: a server on SQLite trusting ``idp``, listening where the provider's web client
   may redirect to.
@@ -39,6 +41,7 @@ from tests.harness import (
     PYTHON_BASE,
     PostgresCluster,
     RunningServer,
+    SlurmCluster,
     import_busybox,
     platform_with_registry,
     podman_store,
@@ -185,3 +188,14 @@ def sandboxed_server(tmp_path: Path) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A real Slurm cluster on loopback (Debian's slurm-wlm and munge), for the whole session."""
+    for tool in ("slurmctld", "slurmd", "sbatch", "munged"):
+        present = shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()
+        require(None if present else f"{tool} is missing: apt-get install slurm-wlm munge")
+    require(None if os.geteuid() == 0 else "the test cluster's daemons run as root")
+    with SlurmCluster.running(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -350,3 +351,118 @@ def platform_with_registry(
         process.terminate()
         process.wait(10)
         server.stop()
+
+
+SLURM_CONF = """\
+ClusterName=primage-test
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+AuthType=auth/munge
+AuthInfo=socket={work}/run/munge.socket
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={work}/state
+SlurmdSpoolDir={work}/spool
+SlurmctldPidFile={work}/run/slurmctld.pid
+SlurmdPidFile={work}/run/slurmd.pid
+SlurmctldLogFile={work}/log/slurmctld.log
+SlurmdLogFile={work}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,default_queue_depth=1000
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+MaxArraySize=1001
+MaxJobCount=100000
+MinJobAge=600
+KillWait=2
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=32000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=other Nodes=localhost MaxTime=INFINITE State=UP
+"""
+
+
+@dataclass
+class SlurmCluster:
+    """munged, slurmctld and slurmd of Debian's slurm-wlm, on loopback, under ``work``."""
+
+    work: Path
+    env: dict[str, str]  # SLURM_CONF: what sbatch, squeue and scancel need to find it
+
+    @classmethod
+    @contextmanager
+    def running(cls, work: Path, cpus: int = 4) -> Iterator[SlurmCluster]:
+        for folder in ("run", "state", "spool", "log"):
+            (work / folder).mkdir(parents=True, exist_ok=True)
+        key = work / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        ctld_port, d_port = _loopback_ports(2)
+        conf = work / "slurm.conf"
+        conf.write_text(SLURM_CONF.format(work=work, ctld_port=ctld_port, d_port=d_port, cpus=cpus))
+        env = {**os.environ, "SLURM_CONF": str(conf)}
+        subprocess.run(
+            ["/usr/sbin/munged", f"--key-file={key}", f"--socket={work}/run/munge.socket",
+             f"--pid-file={work}/run/munged.pid", f"--log-file={work}/log/munged.log",
+             f"--seed-file={work}/run/munged.seed", "--force"],
+            check=True, env=env,
+        )  # fmt: skip
+        try:
+            subprocess.run(["/usr/sbin/slurmctld", "-f", str(conf), "-i"], check=True, env=env)
+            subprocess.run(["/usr/sbin/slurmd", "-f", str(conf), "-N", "localhost"], check=True,
+                           env=env)  # fmt: skip
+
+            def idle() -> bool:
+                done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True,
+                                      text=True, env=env)  # fmt: skip
+                return done.stdout.split()[:1] == ["idle"]
+
+            eventually(idle, 60, "the Slurm node idle")
+            yield cls(work, {"SLURM_CONF": str(conf)})
+        finally:
+            for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+                _stop_pid(work / "run" / pid_file)
+
+
+def _loopback_ports(count: int) -> list[int]:
+    """Ports for daemons that take theirs from a configuration file (Slurm cannot be told to
+    bind port 0): held together while chosen, so that they differ."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _stop_pid(pid_file: Path) -> None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    with contextlib.suppress(AssertionError):
+        eventually(gone, 15, f"{pid_file.name} stopped", pause=0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -174,7 +174,8 @@ class Executor(abc.ABC):
         try:
             return self.JobOptions.model_validate(dict(given)).model_dump(exclude_unset=True)
         except ValidationError as exc:
-            found = describe_invalid(exc.errors())
+            fields = list(self.JobOptions.model_fields)
+            found = describe_invalid(exc.errors(), known=lambda _loc: fields)
             raise BadRequest(f"executor_options for '{self.name}' ({self.kind}): {found}") from None
 
     def health(self) -> str | None:
@@ -193,6 +194,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def capacity(self) -> int:
         """Cores' worth of tasks that run at once."""
+
+    @property
+    def prefetch(self) -> int:
+        """Tasks to keep handed to it beyond those running: a queue of its own to start from."""
+        return max(8 * self.capacity, 256)
 
     @abc.abstractmethod
     def space_path(self, space: str, *, container: bool = False) -> str:

@@ -84,7 +84,7 @@ class Reconciler:
         )
         self.observe = observe  # told of every event once it is recorded (metrics)
         self.written = written  # told, in a thread, of spaces that ended jobs wrote (quotas)
-        self.prefetch = prefetch or max(8 * executor.capacity, 256)
+        self.prefetch = prefetch or executor.prefetch
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: dict[int, JobInfo] = {}

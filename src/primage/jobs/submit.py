@@ -54,6 +54,8 @@ def submit(
             f"'{executor.name}' executor runs {executor.capacity} cores' worth of tasks at once: "
             f"ask for at most {executor.capacity}"
         )
+    if spec.network:
+        executor.require("network", "the job asks for network access")
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")
     image = executor.pin_image(spec.image, pull) if spec.image is not None else None

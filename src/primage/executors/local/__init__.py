@@ -56,6 +56,22 @@ CELL_AGENT = str(Path(__file__).with_name("cell.py"))  # runs inside a job's san
 PASS_THROUGH = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 
 
+def space_binds(run: TaskRun, storage_root: Path) -> tuple[list[Bind], list[tuple[str, int, int]]]:
+    """What a task sees of its spaces: each whole, or the one folder it names, at the same path
+    as on the host; and for each folder, (that path, device, inode) to check once mounted."""
+    binds, check = [], []
+    for name, read_only in sorted(run.mounts.items()):
+        path = str(storage_root / name)
+        folder = run.folders.get(name)
+        if folder is None:  # the space's own folder: no task can move it
+            binds.append(Bind(path, read_only))
+            continue
+        source, (device, inode) = reach.identity(name, storage_root / name, folder)
+        binds.append(Bind(f"{path}/{folder}", read_only, source))
+        check.append((f"{path}/{folder}", device, inode))
+    return binds, check
+
+
 def base_env() -> dict[str, str]:
     """What tasks inherit from the server: locale and home, and a PATH that starts with the
     server's Python environment so tools installed beside the platform are found. Never the
@@ -74,7 +90,8 @@ class LocalOptions(ExecutorOptions):
 
 class LocalExecutor(Executor):
     kind = "local"
-    supports = frozenset({"arrays", "apps"})  # apps: services as processes (apps/supervisor)
+    # apps: services as processes (apps/supervisor); network: outbound only, through slirp4netns
+    supports = frozenset({"arrays", "apps", "network"})
     Options = LocalOptions
 
     def __init__(
@@ -265,19 +282,7 @@ class LocalExecutor(Executor):
         return {"key": str(run.key.job_id), "argv": argv, "log": log, "check": check}
 
     def _binds(self, run: TaskRun) -> tuple[list[Bind], list[tuple[str, int, int]]]:
-        """What a task sees of its spaces: each whole, or the one folder it names, at the same
-        path as on the host; and for each folder, (that path, device, inode) to check."""
-        binds, check = [], []
-        for name, read_only in sorted(run.mounts.items()):
-            path = self.space_path(name)
-            folder = run.folders.get(name)
-            if folder is None:  # the space's own folder: no task can move it
-                binds.append(Bind(path, read_only))
-                continue
-            source, (device, inode) = reach.identity(name, self.storage_root / name, folder)
-            binds.append(Bind(f"{path}/{folder}", read_only, source))
-            check.append((f"{path}/{folder}", device, inode))
-        return binds, check
+        return space_binds(run, self.storage_root)
 
     def _process_env(self, run: TaskRun) -> dict[str, str]:
         """A process task's environment; for a container, podman's, which carries the task's

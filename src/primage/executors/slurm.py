@@ -1,0 +1,463 @@
+"""The Slurm executor: a job's tasks as Slurm job arrays, driven as a login node drives them.
+
+The server talks to the cluster with the commands of a login node (``sbatch``, ``squeue --json``,
+``scancel``; ADR 0008 says why not slurmrestd), so a site needs nothing but a submit host:
+
+- ``submit`` writes, for each task attempt, a script in its folder under ``work_dir`` (on the
+  cluster's shared filesystem), then one ``sbatch --array`` per job and chunk of at most
+  ``max_array_size`` tasks: the array index is the task index, and the array's script runs the
+  index's attempt. Resources become ``--cpus-per-task``, ``--mem`` and ``--time``; the job's
+  ``executor_options`` and the operator's options ``--partition``, ``--account``, ``--qos``,
+  ``--gres`` and ``--constraint``. The Slurm id of each element (``<array job>_<index>``) is
+  written beside the attempt at once, so a restarted server finds elements still pending.
+- A task runs in its attempt's ``work/`` folder, in the platform's sandbox when the server has one
+  (the same bubblewrap confinement as on the local executor: only its spaces, read-only where
+  asked, no network), with the task's variables; its stdout and stderr go to ``stdout.log`` and
+  ``stderr.log`` there (``primage job logs`` reads them, live with ``--follow``), and its exit code
+  to ``exit``.
+- ``events`` polls ``squeue --json --states=all`` for the platform's arrays every
+  ``poll_seconds``: an element seen running is ``started`` (external id ``<array job>_<index>``),
+  one that ended is ``finished`` with the code its ``exit`` file holds; ``TIMEOUT`` is a time-out,
+  ``CANCELLED`` a cancellation, a node failure or an element gone with no exit code is *lost*
+  (run again, not counted as a failure).
+- ``adopt`` after a restart takes every element back by its id; ``cancel`` is ``scancel``.
+
+The storage root must be the same path on the server and on the compute nodes (a shared
+filesystem): tasks see their spaces where the local executor shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from primage.errors import PrimageError
+from primage.executors.base import (
+    Executor,
+    ExecutorOptions,
+    ExternalRef,
+    Host,
+    Outcome,
+    TaskEvent,
+    TaskKey,
+    TaskRun,
+    utc,
+)
+from primage.executors.local import base_env, follow_file, procs, space_binds
+from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
+from primage.models import Strict
+
+log = logging.getLogger("primage.executors.slurm")
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"  # a partition, account, QOS, GRES or feature
+ENDED = {
+    "COMPLETED": Outcome.EXITED,
+    "FAILED": Outcome.EXITED,
+    "OUT_OF_MEMORY": Outcome.EXITED,
+    "TIMEOUT": Outcome.TIMED_OUT,
+    "DEADLINE": Outcome.TIMED_OUT,
+    "CANCELLED": Outcome.CANCELLED,
+    "NODE_FAIL": Outcome.LOST,
+    "BOOT_FAIL": Outcome.LOST,
+    "PREEMPTED": Outcome.LOST,
+}
+RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED"}
+
+
+class SlurmOptions(ExecutorOptions):
+    """What an operator configures for a Slurm cluster (``executors.NAME`` with kind slurm)."""
+
+    work_dir: Path | None = Field(
+        None,
+        description="Scripts and logs of the tasks, on the cluster's shared filesystem; "
+        "default <jobs_dir>/slurm-<name>.",
+    )
+    slurm_conf: Path | None = Field(
+        None, description="SLURM_CONF for sbatch, squeue and scancel; default: theirs."
+    )
+    capacity: int = Field(
+        64, ge=1, description="Cores' worth of the platform's tasks the cluster runs at once."
+    )
+    partition: str | None = Field(None, pattern=NAME, description="Default partition.")
+    account: str | None = Field(None, pattern=NAME, description="Default account.")
+    qos: str | None = Field(None, pattern=NAME, description="Default QOS.")
+    directives: list[str] = Field(
+        default_factory=list,
+        description="More sbatch options for every array, e.g. ['--exclusive'] (operators only).",
+    )
+    max_array_size: int = Field(
+        1000, ge=1, le=4_000_000, description="Tasks per sbatch call: the cluster's MaxArraySize."
+    )
+    poll_seconds: float = Field(2.0, gt=0, description="How often squeue is asked.")
+    prefetch: int = Field(
+        10_000, ge=1, description="Tasks handed to Slurm ahead of those running (its queue)."
+    )
+
+
+class SlurmJobOptions(Strict):
+    """What a job file may ask of Slurm (``executor_options``)."""
+
+    partition: str | None = Field(None, pattern=NAME, description="Partition to run in.")
+    account: str | None = Field(None, pattern=NAME, description="Account to charge.")
+    qos: str | None = Field(None, pattern=NAME, description="Quality of service.")
+    gres: str | None = Field(None, pattern=NAME, description="Generic resources, e.g. gpu:1.")
+    constraint: str | None = Field(None, pattern=NAME, description="Node features required.")
+
+
+@dataclass
+class Element:
+    """One task attempt handed to Slurm."""
+
+    key: TaskKey
+    folder: Path
+    slurm_id: str | None = None  # <array job>_<index>, once sbatch answered
+    started: bool = False
+    cancelled: bool = False
+    timeout_s: float | None = None
+
+
+class SlurmExecutor(Executor):
+    kind = "slurm"
+    supports = frozenset({"arrays"})
+    Options = SlurmOptions
+    JobOptions = SlurmJobOptions
+
+    def __init__(
+        self, name: str, options: SlurmOptions, storage_root: Path, work_dir: Path,
+        sandbox: Sandbox | None,
+    ) -> None:  # fmt: skip
+        super().__init__(name, options.description or "a Slurm cluster")
+        self.options = options
+        self.storage_root = storage_root
+        self.work_dir = work_dir
+        self.sandbox = sandbox
+        self._env = {**os.environ}
+        if options.slurm_conf is not None:
+            self._env["SLURM_CONF"] = str(options.slurm_conf)
+        self._elements: dict[TaskKey, Element] = {}
+        self._by_slurm: dict[str, TaskKey] = {}
+        self._events: list[TaskEvent] = []
+        self._lock = threading.Lock()
+        self._polled = 0.0
+        self._task_env = base_env()
+
+    @classmethod
+    def from_config(cls, name: str, options: Any, host: Host) -> SlurmExecutor:
+        settings = host.settings
+        work = options.work_dir or settings.jobs_path / f"slurm-{name}"
+        return cls(name, options, settings.storage_path, work, host.sandbox)
+
+    @property
+    def capacity(self) -> int:
+        return self.options.capacity
+
+    @property
+    def prefetch(self) -> int:
+        return self.options.prefetch
+
+    def space_path(self, space: str, *, container: bool = False) -> str:
+        return str(self.storage_root / space)
+
+    def health(self) -> str | None:
+        missing = [c for c in ("sbatch", "squeue", "scancel") if shutil.which(c) is None]
+        if missing:
+            return f"{', '.join(missing)} not found on the server (apt-get install slurm-client)"
+        done = self._slurm(["squeue", "--noheader", "--jobs=0"], check=False)
+        if done.returncode != 0 and "Invalid job id" not in done.stderr:
+            return f"squeue failed: {(done.stderr.strip().splitlines() or ['no message'])[-1]}"
+        return None
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _slurm(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(argv, env=self._env, capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise PrimageError(f"{argv[0]} failed on executor '{self.name}': {why}")
+        return done
+
+    def folder(self, key: TaskKey) -> Path:
+        return self.work_dir / str(key.job_id) / f"{key.index}.{key.attempt}"
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def submit(self, runs: Sequence[TaskRun]) -> None:
+        by_job: dict[int, list[TaskRun]] = {}
+        for run in runs:
+            by_job.setdefault(run.key.job_id, []).append(run)
+        for job_runs in by_job.values():
+            size = self.options.max_array_size
+            for start in range(0, len(job_runs), size):
+                await asyncio.to_thread(self._submit_array, job_runs[start : start + size])
+
+    def _submit_array(self, runs: Sequence[TaskRun]) -> None:
+        first = runs[0]
+        job_dir = self.work_dir / str(first.key.job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        cases = []
+        for run in runs:
+            folder = self.folder(run.key)
+            (folder / "work").mkdir(parents=True, exist_ok=True)
+            owner = self.sandbox.owner if self.sandbox is not None else None
+            if owner is not None:
+                os.chown(folder / "work", *owner)
+            script = folder / "task.sh"
+            script.write_text(self._task_script(run, folder))
+            script.chmod(0o700)
+            cases.append(f"  {run.key.index}) exec /bin/sh {shlex.quote(str(script))} ;;")
+            with self._lock:
+                self._elements[run.key] = Element(run.key, folder, timeout_s=run.timeout_s)
+        batch = job_dir / f"array-{first.key.index}.{first.key.attempt}.sh"
+        batch.write_text(
+            "#!/bin/sh\n"
+            'case "$SLURM_ARRAY_TASK_ID" in\n' + "\n".join(cases) + "\n"
+            '  *) echo "primage: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 125 ;;\n'
+            "esac\n"
+        )
+        argv = ["sbatch", "--parsable", *self._directives(first, [r.key.index for r in runs])]
+        try:
+            done = self._slurm([*argv, str(batch)])
+        except PrimageError as exc:
+            self._not_started(runs, exc.detail)
+            return
+        array_id = done.stdout.strip().split(";")[0]
+        with self._lock:
+            for run in runs:
+                element = self._elements[run.key]
+                element.slurm_id = f"{array_id}_{run.key.index}"
+                self._by_slurm[element.slurm_id] = run.key
+                (element.folder / "slurm").write_text(element.slurm_id)
+        self.wake()
+
+    def _not_started(self, runs: Sequence[TaskRun], why: str) -> None:
+        """sbatch refused the array: its attempts end as failures that say why."""
+        with self._lock:
+            for run in runs:
+                self._elements.pop(run.key, None)
+                self._events.append(
+                    TaskEvent(run.key, "started", utc(), external_id="sbatch")
+                )  # the attempt counts: a refusal of the cluster is the job's to fix
+                self._events.append(
+                    TaskEvent(run.key, "finished", utc(), outcome=Outcome.EXITED, exit_code=125,
+                              message=why)
+                )  # fmt: skip
+        self.wake()
+
+    def _directives(self, run: TaskRun, indexes: Iterable[int]) -> list[str]:
+        """The sbatch options of one array: what the job asks, then the operator's defaults."""
+        job_dir = self.work_dir / str(run.key.job_id)
+        args = [
+            f"--array={ranges(indexes)}",
+            f"--job-name=primage-{run.key.job_id}",
+            f"--output={job_dir}/slurm-%A_%a.out",
+            f"--chdir={job_dir}",
+            f"--cpus-per-task={run.cpus}",
+            "--kill-on-invalid-dep=yes",
+        ]
+        if run.memory_bytes:
+            args.append(f"--mem={max(1, -(-run.memory_bytes // (1024 * 1024)))}M")
+        if run.timeout_s:
+            args.append(f"--time={max(1, -(-int(run.timeout_s) // 60))}")
+        for option in ("partition", "account", "qos", "gres", "constraint"):
+            value = run.options.get(option) or getattr(self.options, option, None)
+            if value:
+                args.append(f"--{option}={value}")
+        return [*args, *self.options.directives]
+
+    def _task_script(self, run: TaskRun, folder: Path) -> str:
+        """The script that runs one attempt on a compute node: confined as on this machine,
+        its output in its folder, its exit code recorded where the server reads it."""
+        work = str(folder / "work")
+        argv = procs.argv_for(run.command)
+        if self.sandbox is not None:
+            binds, _ = space_binds(run, self.storage_root)
+            argv = self.sandbox.wrap(
+                argv, binds=[*binds, Bind(work, False)], workdir=work, network="none"
+            )
+            env = sandboxed(self._task_env) | dict(run.env)
+        else:
+            protected = sorted(self.space_path(n) for n, ro in run.mounts.items() if ro)
+            argv = procs.read_only(protected, argv)
+            env = self._task_env | dict(run.env)
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+        q = shlex.quote
+        return (
+            "#!/bin/sh\n"
+            f"cd {q(work)} || exit 125\n"
+            f"{exports}"
+            f"{' '.join(q(a) for a in argv)} > {q(str(folder / 'stdout.log'))} "
+            f"2> {q(str(folder / 'stderr.log'))} < /dev/null\n"
+            "code=$?\n"
+            f'echo "$code" > {q(str(folder / "exit.tmp"))} && '
+            f"mv {q(str(folder / 'exit.tmp'))} {q(str(folder / 'exit'))}\n"
+            'exit "$code"\n'
+        )
+
+    async def events(self) -> list[TaskEvent]:
+        if time.monotonic() - self._polled >= self.options.poll_seconds:
+            self._polled = time.monotonic()
+            try:
+                await asyncio.to_thread(self._poll)
+            except (PrimageError, subprocess.TimeoutExpired, ValueError) as exc:
+                log.warning("executor %s: cannot read the queue: %s", self.name, exc)
+        with self._lock:
+            found, self._events = self._events, []
+        return found
+
+    def _poll(self) -> None:
+        with self._lock:
+            arrays = sorted({e.slurm_id.split("_")[0] for e in self._elements.values()
+                             if e.slurm_id})  # fmt: skip
+        if not arrays:
+            return
+        done = self._slurm(["squeue", "--json", "--states=all", f"--jobs={','.join(arrays)}"],
+                           check=False)  # fmt: skip
+        if done.returncode != 0 and "Invalid job id" not in done.stderr:
+            raise PrimageError(done.stderr.strip() or "squeue failed")
+        records = json.loads(done.stdout)["jobs"] if done.returncode == 0 else []
+        states: dict[str, str] = {}
+        pending: set[str] = set()
+        for record in records:
+            array = str(record.get("array_job_id") or record["job_id"])
+            task = record.get("array_task_id")
+            if task is None:  # elements not started yet, listed as one record: 0-99%4
+                pending |= {f"{array}_{i}" for i in parse_ranges(record.get("array_task_string"))}
+            else:
+                states[f"{array}_{task}"] = str(record["job_state"])
+        now = utc()
+        with self._lock:
+            for key, element in list(self._elements.items()):
+                if element.slurm_id is None or element.slurm_id in pending:
+                    continue
+                state = states.get(element.slurm_id)
+                if state in RUNNING and not element.started:
+                    element.started = True
+                    self._events.append(
+                        TaskEvent(key, "started", now, external_id=element.slurm_id)
+                    )
+                elif state in ENDED or state is None:
+                    self._finish(element, state, now)
+
+    def _finish(self, element: Element, state: str | None, now: Any) -> None:
+        """An element that ended (``state``), or that the queue no longer knows (None)."""
+        key = element.key
+        if not element.started:
+            self._events.append(TaskEvent(key, "started", now, external_id=element.slurm_id))
+        code = read_exit(element.folder)
+        outcome = ENDED.get(state or "", Outcome.EXITED)
+        if element.cancelled or state == "CANCELLED":
+            outcome = Outcome.CANCELLED
+        elif outcome is Outcome.EXITED and code is None:
+            outcome = Outcome.LOST  # gone without the exit code its script writes
+        message = ""
+        if outcome is Outcome.TIMED_OUT:
+            message = f"timed out after {element.timeout_s or 0:g} s (Slurm --time)"
+        elif outcome is Outcome.LOST:
+            message = (
+                f"Slurm element {element.slurm_id} ended ({state or 'gone'}) without an exit code"
+            )
+        elif code:
+            message = f"exit code {code}\n{procs.tail(element.folder / 'stderr.log')}".strip()
+        self._events.append(TaskEvent(key, "finished", now, outcome=outcome, exit_code=code,
+                                      message=message))  # fmt: skip
+        self._elements.pop(key, None)
+        if element.slurm_id:
+            self._by_slurm.pop(element.slurm_id, None)
+
+    async def cancel(self, keys: Sequence[TaskKey]) -> None:
+        ids = []
+        with self._lock:
+            for key in keys:
+                element = self._elements.get(key)
+                if element is not None:
+                    element.cancelled = True
+                    if element.slurm_id:
+                        ids.append(element.slurm_id)
+        if ids:
+            await asyncio.to_thread(self._slurm, ["scancel", *ids], check=False)
+        self._polled = 0.0  # read the queue at the next turn
+        self.wake()
+
+    async def adopt(self, refs: Sequence[ExternalRef]) -> list[ExternalRef]:
+        orphans = []
+        with self._lock:
+            for ref in refs:
+                folder = self.folder(ref.key)
+                slurm_id = ref.value or read_text(folder / "slurm")
+                if slurm_id is None:  # sbatch never answered for it: it was not submitted
+                    orphans.append(ref)
+                    continue
+                element = Element(ref.key, folder, slurm_id, started=ref.value is not None,
+                                  timeout_s=ref.timeout_s)  # fmt: skip
+                self._elements[ref.key] = element
+                self._by_slurm[slurm_id] = ref.key
+        self._polled = 0.0
+        return orphans
+
+    def logs(
+        self, key: TaskKey, stream: Literal["stdout", "stderr"], *, follow: bool
+    ) -> AsyncIterator[bytes]:
+        async def running() -> bool:
+            return key in self._elements
+
+        return follow_file(self.folder(key) / f"{stream}.log", follow, running)
+
+    async def forget(self, job_id: int) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.work_dir / str(job_id), True)
+
+    async def close(self) -> None:
+        """Nothing to stop: the cluster keeps running the arrays; the next server adopts them."""
+
+
+def ranges(indexes: Iterable[int]) -> str:
+    """0,1,2,5,7,8 → '0-2,5,7-8' (sbatch --array's syntax)."""
+    parts: list[str] = []
+    ordered = sorted(set(indexes))
+    start = prev = ordered[0]
+    for i in [*ordered[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def parse_ranges(text: object) -> list[int]:
+    """'0-3,7%2' → [0, 1, 2, 3, 7] (squeue's array_task_string; the throttle dropped)."""
+    if not isinstance(text, str) or not text:
+        return []
+    found: list[int] = []
+    for part in text.split("%")[0].split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part.strip())
+        if match:
+            first, last, step = match.group(1), match.group(2), match.group(3)
+            found += range(int(first), int(last or first) + 1, int(step or 1))
+    return found
+
+
+def read_exit(folder: Path) -> int | None:
+    text = read_text(folder / "exit")
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,202 @@
+"""The Slurm executor against a real slurmctld and slurmd on loopback: job arrays, logs,
+cancellation, adoption after a server kill, options, and the sandbox inside the batch script."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from primage.client import Client
+from primage.errors import BadRequest
+from tests.harness import RunningServer, SlurmCluster, eventually, require_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def hpc(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[RunningServer]:
+    require_tool("bwrap", "bubblewrap")
+    executors = {
+        "local": {"kind": "local"},
+        "hpc": {
+            "kind": "slurm",
+            "slurm_conf": slurm_cluster.env["SLURM_CONF"],
+            "capacity": 4,
+            "poll_seconds": 0.3,
+            "description": "the test cluster",
+        },
+    }
+    env = {
+        "PRIMAGE_EXECUTORS": json.dumps(executors),
+        "PRIMAGE_CONCURRENCY": "2",
+        "PRIMAGE_CONTAINERS": "false",
+    }
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def queue(cluster: SlurmCluster) -> list[dict[str, object]]:
+    done = subprocess.run(
+        ["squeue", "--json", "--states=all"], capture_output=True, text=True, check=True,
+        env={**os.environ, **cluster.env},
+    )  # fmt: skip
+    jobs: list[dict[str, object]] = json.loads(done.stdout)["jobs"]
+    return jobs
+
+
+def scans(api: Client, count: int) -> None:
+    api.create_space("ct")
+    for i in range(count):
+        api.upload("ct", f"in/scan{i}.txt", f"image {i}\n".encode())
+
+
+def test_an_htc_job_is_one_slurm_array_with_the_same_results_as_local(
+    hpc: RunningServer, slurm_cluster: SlurmCluster
+) -> None:
+    api = hpc.client()
+    scans(api, 6)
+    job = {
+        "kind": "htc",
+        "inputs": {"space": "ct", "glob": "in/*.txt"},
+        "command": "sha256sum {input} | cut -c1-64 > {output_dir}/{input_stem}.sha256; "
+        "echo done {task_index}",
+    }
+    on_slurm = api.submit_job(
+        {**job, "executor": "hpc", "executor_options": {"partition": "other"}}
+    )
+    on_local = api.submit_job(job)
+    for each in (on_slurm, on_local):
+        assert api.wait_job(each.id, poll=0.3, timeout=120).state == "succeeded"
+    results = [
+        sorted((e.name, api.read_bytes("ct", e.path)) for e in api.listdir("ct", f"outputs/{j.id}"))
+        for j in (on_slurm, on_local)
+    ]
+    assert results[0] == results[1] and len(results[0]) == 6
+    tasks = api.tasks(on_slurm.id).tasks
+    arrays = {t.external_id.split("_")[0] for t in tasks if t.external_id}
+    assert len(arrays) == 1, "one sbatch for the whole job"
+    assert sorted(int(t.external_id.split("_")[1]) for t in tasks if t.external_id) == list(
+        range(6)
+    )
+    ours = [j for j in queue(slurm_cluster) if str(j["array_job_id"]) in arrays]
+    assert {j["partition"] for j in ours} == {"other"}, "executor_options reach sbatch"
+    assert b"".join(api.logs(on_slurm.id, 3)) == b"done 3\n"
+    shown = hpc.cli("executor", "ls", "--json")
+    assert [(e["name"], e["kind"], e["healthy"]) for e in json.loads(shown.out)] == [
+        ("local", "local", True), ("hpc", "slurm", True)
+    ]  # fmt: skip
+
+
+def test_the_segmentation_job_gives_the_same_lesions_on_slurm(hpc: RunningServer) -> None:
+    from primage.samples import sample_images
+
+    api = hpc.client()
+    api.create_space("samples")
+    for image in sample_images():
+        api.upload("samples", f"images/{image.name}", image)
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "examples" / "segmentation" / "job.yaml").read_text())
+    spec["inputs"]["space"] = "samples"
+    reports = []
+    for executor in ("hpc", "local"):
+        job = api.submit_job({**spec, "executor": executor})
+        assert api.wait_job(job.id, poll=0.5, timeout=300).state == "succeeded"
+        found = {}
+        for entry in api.listdir("samples", f"outputs/{job.id}"):
+            if entry.name.endswith(".json"):
+                report = json.loads(api.read_bytes("samples", entry.path))
+                found[entry.name] = (report["lesion_found"], report["volume_ml"])
+        reports.append(found)
+    assert reports[0] == reports[1] and len(reports[0]) == len(sample_images())
+
+
+def test_cancel_a_running_array_and_refuse_what_slurm_lacks(
+    hpc: RunningServer, slurm_cluster: SlurmCluster
+) -> None:
+    api = hpc.client()
+    api.create_space("work")
+    job = api.submit_job(
+        {"kind": "htc", "array": 4, "spaces": ["work"], "executor": "hpc", "command": "sleep 300"}
+    )
+    eventually(lambda: api.job(job.id).counts.running == 4, 60, "4 elements running")
+    api.cancel_job(job.id)
+    done = api.wait_job(job.id, poll=0.3, timeout=60)
+    assert done.state == "cancelled" and done.counts.cancelled == 4
+    array = api.tasks(job.id).tasks[0].external_id.split("_")[0]
+    states = {j["job_state"] for j in queue(slurm_cluster) if str(j["array_job_id"]) == array}
+    assert states == {"CANCELLED"}
+
+    base = {"spaces": ["work"], "command": "true", "executor": "hpc"}
+    for extra, refusal in (
+        ({"image": "localhost/x:1"}, "the 'hpc' executor has no containers support"),
+        ({"network": True}, "the 'hpc' executor has no network support"),
+        ({"executor_options": {"partition": "a b"}}, "executor_options for 'hpc' (slurm)"),
+        ({"executor_options": {"nodes": 2}}, "nodes: unknown field"),
+    ):
+        with pytest.raises(BadRequest, match=re.escape(refusal)):
+            api.submit_job({**base, **extra})
+
+
+def test_a_server_kill_mid_array_runs_no_task_twice(hpc: RunningServer) -> None:
+    api = hpc.client()
+    api.create_space("work")
+    job = api.submit_job(
+        {"kind": "htc", "array": 8, "spaces": ["work"], "executor": "hpc",
+         "command": "echo ran >> {spaces.work}/{task_index}.txt; sleep 2"}
+    )  # fmt: skip
+    eventually(lambda: api.job(job.id).counts.running >= 1, 60, "elements running")
+    hpc.kill()
+    server = hpc.restart()
+    try:
+        api = server.client()
+        assert api.wait_job(job.id, poll=0.3, timeout=120).state == "succeeded"
+        assert {t.attempt for t in api.tasks(job.id).tasks} == {1}
+        for i in range(8):
+            assert api.read_bytes("work", f"{i}.txt") == b"ran\n", f"task {i} ran once"
+    finally:
+        server.stop()
+
+
+def test_a_slurm_task_sees_only_its_own_spaces(hpc: RunningServer) -> None:
+    admin = hpc.client()
+    bob = Client(hpc.url, admin.create_user("bob").token)
+    bob.create_space("bobs")
+    bob.upload("bobs", "secret.txt", b"bob's\n")
+    alice = Client(hpc.url, admin.create_user("alice").token)
+    alice.create_space("alices")
+    secret = hpc.data_dir / "spaces" / "bobs" / "secret.txt"
+    job = alice.submit_job(
+        {"spaces": ["alices"], "executor": "hpc",
+         "command": f"cat {secret} > {{spaces.alices}}/stolen; id -u; ls {hpc.data_dir}"}
+    )  # fmt: skip
+    alice.wait_job(job.id, poll=0.3, timeout=120)
+    stderr = b"".join(alice.logs(job.id, 0, stream="stderr")).decode()
+    assert "No such file" in stderr
+    uid, *listed = b"".join(alice.logs(job.id, 0)).decode().split()
+    assert uid == "64000", "as the sandbox's user, not root"
+    assert listed == ["jobs", "spaces"], "of the data dir, only the ways to its space and work"
+    assert alice.read_bytes("alices", "stolen") == b""
+
+
+def test_a_task_past_its_time_limit_is_timed_out_by_slurm(hpc: RunningServer) -> None:
+    """Slurm's --time has minutes for its unit and slurmctld checks it every 30 s: this test
+    takes one to two minutes."""
+    api = hpc.client()
+    api.create_space("work")
+    job = api.submit_job(
+        {"spaces": ["work"], "executor": "hpc", "timeout": "1m", "command": "sleep 600"}
+    )
+    done = api.wait_job(job.id, poll=1, timeout=240)
+    task = api.tasks(job.id).tasks[0]
+    assert done.state == "failed" and task.state == "failed"
+    assert task.message.startswith("timed out after 60 s (Slurm --time)")
