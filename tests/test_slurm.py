@@ -200,3 +200,30 @@ def test_a_task_past_its_time_limit_is_timed_out_by_slurm(hpc: RunningServer) ->
     task = api.tasks(job.id).tasks[0]
     assert done.state == "failed" and task.state == "failed"
     assert task.message.startswith("timed out after 60 s (Slurm --time)")
+
+
+def test_a_job_wider_than_max_array_size_is_cut_into_arrays(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """The test cluster's MaxArraySize is 1001: index values above 1000 are refused by sbatch."""
+    executors = {"hpc": {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"],
+                         "capacity": 4, "poll_seconds": 0.3, "max_array_size": 1000}}  # fmt: skip
+    env = {"PRIMAGE_EXECUTORS": json.dumps(executors), "PRIMAGE_CONTAINERS": "false"}
+    server = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        api = server.client()
+        api.create_space("work")
+        job = api.submit_job(
+            {"kind": "htc", "array": 2500, "spaces": ["work"], "command": "sleep 300"}
+        )
+
+        def held() -> set[str]:
+            return {str(j["array_job_id"]) for j in queue(slurm_cluster)
+                    if str(j["name"]) == f"primage-{job.id}"}  # fmt: skip
+
+        eventually(lambda: len(held()) == 3, 60, "three arrays in Slurm")
+        assert api.job(job.id).counts.failed == 0
+        api.cancel_job(job.id)
+        assert api.wait_job(job.id, poll=0.5, timeout=120).counts.cancelled == 2500
+    finally:
+        server.stop()

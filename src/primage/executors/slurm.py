@@ -5,11 +5,12 @@ The server talks to the cluster with the commands of a login node (``sbatch``, `
 
 - ``submit`` writes, for each task attempt, a script in its folder under ``work_dir`` (on the
   cluster's shared filesystem), then one ``sbatch --array`` per job and chunk of at most
-  ``max_array_size`` tasks: the array index is the task index, and the array's script runs the
-  index's attempt. Resources become ``--cpus-per-task``, ``--mem`` and ``--time``; the job's
-  ``executor_options`` and the operator's options ``--partition``, ``--account``, ``--qos``,
-  ``--gres`` and ``--constraint``. The Slurm id of each element (``<array job>_<index>``) is
-  written beside the attempt at once, so a restarted server finds elements still pending.
+  ``max_array_size`` indexes (Slurm's ``MaxArraySize`` bounds index values): the array index is
+  the task index less the chunk's first, and the array's script runs that index's attempt.
+  Resources become ``--cpus-per-task``, ``--mem`` and ``--time``; the job's ``executor_options``
+  and the operator's options ``--partition``, ``--account``, ``--qos``, ``--gres`` and
+  ``--constraint``. The Slurm id of each element (``<array job>_<index>``) is written beside the
+  attempt at once, so a restarted server finds elements still pending.
 - A task runs in its attempt's ``work/`` folder, in the platform's sandbox when the server has one
   (the same bubblewrap confinement as on the local executor: only its spaces, read-only where
   asked, no network), with the task's variables; its stdout and stderr go to ``stdout.log`` and
@@ -38,7 +39,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -100,7 +101,7 @@ class SlurmOptions(ExecutorOptions):
         description="More sbatch options for every array, e.g. ['--exclusive'] (operators only).",
     )
     max_array_size: int = Field(
-        1000, ge=1, le=4_000_000, description="Tasks per sbatch call: the cluster's MaxArraySize."
+        1000, ge=1, le=4_000_000, description="The cluster's MaxArraySize: indexes per sbatch."
     )
     poll_seconds: float = Field(2.0, gt=0, description="How often squeue is asked.")
     prefetch: int = Field(
@@ -200,12 +201,14 @@ class SlurmExecutor(Executor):
         for run in runs:
             by_job.setdefault(run.key.job_id, []).append(run)
         for job_runs in by_job.values():
-            size = self.options.max_array_size
-            for start in range(0, len(job_runs), size):
-                await asyncio.to_thread(self._submit_array, job_runs[start : start + size])
+            for chunk in chunks(job_runs, self.options.max_array_size):
+                await asyncio.to_thread(self._submit_array, chunk)
 
     def _submit_array(self, runs: Sequence[TaskRun]) -> None:
+        """One sbatch for tasks whose indexes span less than MaxArraySize: the array index is
+        the task index less the first one's (Slurm bounds index values, not their count)."""
         first = runs[0]
+        base = first.key.index
         job_dir = self.work_dir / str(first.key.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         cases = []
@@ -218,7 +221,7 @@ class SlurmExecutor(Executor):
             script = folder / "task.sh"
             script.write_text(self._task_script(run, folder))
             script.chmod(0o700)
-            cases.append(f"  {run.key.index}) exec /bin/sh {shlex.quote(str(script))} ;;")
+            cases.append(f"  {run.key.index - base}) exec /bin/sh {shlex.quote(str(script))} ;;")
             with self._lock:
                 self._elements[run.key] = Element(run.key, folder, timeout_s=run.timeout_s)
         batch = job_dir / f"array-{first.key.index}.{first.key.attempt}.sh"
@@ -228,7 +231,8 @@ class SlurmExecutor(Executor):
             '  *) echo "primage: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 125 ;;\n'
             "esac\n"
         )
-        argv = ["sbatch", "--parsable", *self._directives(first, [r.key.index for r in runs])]
+        indexes = [r.key.index - base for r in runs]
+        argv = ["sbatch", "--parsable", *self._directives(first, indexes)]
         try:
             done = self._slurm([*argv, str(batch)])
         except PrimageError as exc:
@@ -238,7 +242,7 @@ class SlurmExecutor(Executor):
         with self._lock:
             for run in runs:
                 element = self._elements[run.key]
-                element.slurm_id = f"{array_id}_{run.key.index}"
+                element.slurm_id = f"{array_id}_{run.key.index - base}"
                 self._by_slurm[element.slurm_id] = run.key
                 (element.folder / "slurm").write_text(element.slurm_id)
         self.wake()
@@ -421,6 +425,18 @@ class SlurmExecutor(Executor):
 
     async def close(self) -> None:
         """Nothing to stop: the cluster keeps running the arrays; the next server adopts them."""
+
+
+def chunks(runs: Sequence[TaskRun], span: int) -> Iterator[list[TaskRun]]:
+    """Runs in index order, cut where the indexes of one chunk would span ``span`` or more."""
+    chunk: list[TaskRun] = []
+    for run in sorted(runs, key=lambda r: r.key.index):
+        if chunk and run.key.index - chunk[0].key.index >= span:
+            yield chunk
+            chunk = []
+        chunk.append(run)
+    if chunk:
+        yield chunk
 
 
 def ranges(indexes: Iterable[int]) -> str:
