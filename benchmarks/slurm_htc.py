@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness import RunningServer, SlurmCluster
 
+WAITING = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED"}  # not ended yet
+
 
 def squeue(cluster: SlurmCluster) -> list[dict[str, object]]:
     done = subprocess.run(["squeue", "--json"], capture_output=True, text=True, check=True,
@@ -62,7 +64,8 @@ def by_hand(cluster: SlurmCluster, work: Path, tasks: int) -> float:
          str(script)], capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     array = done.stdout.strip().split(";")[0]
-    while any(str(j["array_job_id"]) == array for j in squeue(cluster)):
+    while any(str(j["array_job_id"]) == array and j["job_state"] in WAITING
+              for j in squeue(cluster)):  # fmt: skip
         time.sleep(0.2)
     took = time.perf_counter() - started
     written = len([p for p in out.iterdir() if p.name.isdigit()])
@@ -82,7 +85,7 @@ def submit_big(server: RunningServer, cluster: SlurmCluster, tasks: int) -> tupl
         count, arrays = 0, set()
         for record in squeue(cluster):
             array = str(record["array_job_id"])
-            if array in before:
+            if array in before or record["job_state"] not in WAITING:
                 continue
             arrays.add(array)
             text = str(record.get("array_task_string") or "")

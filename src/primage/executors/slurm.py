@@ -9,13 +9,13 @@ The server talks to the cluster with the commands of a login node (``sbatch``, `
   the task index less the chunk's first, and the array's script runs that index's attempt.
   Resources become ``--cpus-per-task``, ``--mem`` and ``--time``; the job's ``executor_options``
   and the operator's options ``--partition``, ``--account``, ``--qos``, ``--gres`` and
-  ``--constraint``. The Slurm id of each element (``<array job>_<index>``) is written beside the
-  attempt at once, so a restarted server finds elements still pending.
-- A task runs in its attempt's ``work/`` folder, in the platform's sandbox when the server has one
-  (the same bubblewrap confinement as on the local executor: only its spaces, read-only where
-  asked, no network), with the task's variables; its stdout and stderr go to ``stdout.log`` and
-  ``stderr.log`` there (``primage job logs`` reads them, live with ``--follow``), and its exit code
-  to ``exit``.
+  ``--constraint``. The Slurm ids of an array's elements are written beside it at once
+  (``array-<id>.ids``), so a restarted server finds elements still pending.
+- A task runs in its attempt's ``work/`` folder (made by the element when it starts), in the
+  platform's sandbox when the server has one (the same bubblewrap confinement as on the local
+  executor: only its spaces, read-only where asked, no network), with the task's variables; its
+  stdout and stderr go to ``stdout.log`` and ``stderr.log`` there (``primage job logs`` reads
+  them, live with ``--follow``), and its exit code to ``exit``.
 - ``events`` polls ``squeue --json --states=all`` for the platform's arrays every
   ``poll_seconds``: an element seen running is ``started`` (external id ``<array job>_<index>``),
   one that ended is ``finished`` with the code its ``exit`` file holds; ``TIMEOUT`` is a time-out,
@@ -206,28 +206,23 @@ class SlurmExecutor(Executor):
 
     def _submit_array(self, runs: Sequence[TaskRun]) -> None:
         """One sbatch for tasks whose indexes span less than MaxArraySize: the array index is
-        the task index less the first one's (Slurm bounds index values, not their count)."""
+        the task index less the first one's (Slurm bounds index values, not their count). One
+        script holds every task of the array (a branch each), so that a 10,000-task job is ten
+        files and ten sbatch calls, not 10,000 of each."""
         first = runs[0]
         base = first.key.index
         job_dir = self.work_dir / str(first.key.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        cases = []
-        for run in runs:
-            folder = self.folder(run.key)
-            (folder / "work").mkdir(parents=True, exist_ok=True)
-            owner = self.sandbox.owner if self.sandbox is not None else None
-            if owner is not None:
-                os.chown(folder / "work", *owner)
-            script = folder / "task.sh"
-            script.write_text(self._task_script(run, folder))
-            script.chmod(0o700)
-            cases.append(f"  {run.key.index - base}) exec /bin/sh {shlex.quote(str(script))} ;;")
-            with self._lock:
+        branches = []
+        with self._lock:
+            for run in runs:
+                folder = self.folder(run.key)
                 self._elements[run.key] = Element(run.key, folder, timeout_s=run.timeout_s)
+                branches.append(f"  {run.key.index - base})\n{self._task_script(run, folder)};;")
         batch = job_dir / f"array-{first.key.index}.{first.key.attempt}.sh"
         batch.write_text(
             "#!/bin/sh\n"
-            'case "$SLURM_ARRAY_TASK_ID" in\n' + "\n".join(cases) + "\n"
+            'case "$SLURM_ARRAY_TASK_ID" in\n' + "\n".join(branches) + "\n"
             '  *) echo "primage: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 125 ;;\n'
             "esac\n"
         )
@@ -239,12 +234,14 @@ class SlurmExecutor(Executor):
             self._not_started(runs, exc.detail)
             return
         array_id = done.stdout.strip().split(";")[0]
+        lines = []
         with self._lock:
             for run in runs:
                 element = self._elements[run.key]
                 element.slurm_id = f"{array_id}_{run.key.index - base}"
                 self._by_slurm[element.slurm_id] = run.key
-                (element.folder / "slurm").write_text(element.slurm_id)
+                lines.append(f"{run.key.index} {run.key.attempt} {element.slurm_id}\n")
+        (job_dir / f"array-{array_id}.ids").write_text("".join(lines))  # for adopt
         self.wake()
 
     def _not_started(self, runs: Sequence[TaskRun], why: str) -> None:
@@ -283,8 +280,8 @@ class SlurmExecutor(Executor):
         return [*args, *self.options.directives]
 
     def _task_script(self, run: TaskRun, folder: Path) -> str:
-        """The script that runs one attempt on a compute node: confined as on this machine,
-        its output in its folder, its exit code recorded where the server reads it."""
+        """The lines that run one attempt on a compute node: confined as on this machine, its
+        output in its folder, its exit code recorded where the server reads it."""
         work = str(folder / "work")
         argv = procs.argv_for(run.command)
         if self.sandbox is not None:
@@ -297,18 +294,18 @@ class SlurmExecutor(Executor):
             protected = sorted(self.space_path(n) for n, ro in run.mounts.items() if ro)
             argv = procs.read_only(protected, argv)
             env = self._task_env | dict(run.env)
-        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
         q = shlex.quote
+        owner = self.sandbox.owner if self.sandbox is not None else None
+        own = f" && chown {owner[0]}:{owner[1]} {q(work)}" if owner is not None else ""
+        exports = "".join(f"    export {k}={q(v)}\n" for k, v in sorted(env.items()))
+        out, err, code = (q(str(folder / n)) for n in ("stdout.log", "stderr.log", "exit"))
         return (
-            "#!/bin/sh\n"
-            f"cd {q(work)} || exit 125\n"
+            f"    mkdir -p {q(work)}{own} && cd {q(work)} || exit 125\n"
             f"{exports}"
-            f"{' '.join(q(a) for a in argv)} > {q(str(folder / 'stdout.log'))} "
-            f"2> {q(str(folder / 'stderr.log'))} < /dev/null\n"
-            "code=$?\n"
-            f'echo "$code" > {q(str(folder / "exit.tmp"))} && '
-            f"mv {q(str(folder / 'exit.tmp'))} {q(str(folder / 'exit'))}\n"
-            'exit "$code"\n'
+            f"    {' '.join(q(a) for a in argv)} > {out} 2> {err} < /dev/null\n"
+            "    code=$?\n"
+            f'    echo "$code" > {code}.tmp && mv {code}.tmp {code}\n'
+            '    exit "$code"\n'
         )
 
     async def events(self) -> list[TaskEvent]:
@@ -398,10 +395,11 @@ class SlurmExecutor(Executor):
 
     async def adopt(self, refs: Sequence[ExternalRef]) -> list[ExternalRef]:
         orphans = []
+        submitted = await asyncio.to_thread(self._submitted, {r.key.job_id for r in refs})
         with self._lock:
             for ref in refs:
                 folder = self.folder(ref.key)
-                slurm_id = ref.value or read_text(folder / "slurm")
+                slurm_id = ref.value or submitted.get(ref.key)
                 if slurm_id is None:  # sbatch never answered for it: it was not submitted
                     orphans.append(ref)
                     continue
@@ -411,6 +409,16 @@ class SlurmExecutor(Executor):
                 self._by_slurm[slurm_id] = ref.key
         self._polled = 0.0
         return orphans
+
+    def _submitted(self, jobs: Iterable[int]) -> dict[TaskKey, str]:
+        """The Slurm id of every attempt sbatch took, from the ids files written at submit."""
+        found = {}
+        for job_id in jobs:
+            for ids in (self.work_dir / str(job_id)).glob("array-*.ids"):
+                for line in ids.read_text().splitlines():
+                    index, attempt, slurm_id = line.split()
+                    found[TaskKey(job_id, int(index), int(attempt))] = slurm_id
+        return found
 
     def logs(
         self, key: TaskKey, stream: Literal["stdout", "stderr"], *, follow: bool
