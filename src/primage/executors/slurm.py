@@ -150,7 +150,6 @@ class SlurmExecutor(Executor):
         if options.slurm_conf is not None:
             self._env["SLURM_CONF"] = str(options.slurm_conf)
         self._elements: dict[TaskKey, Element] = {}
-        self._by_slurm: dict[str, TaskKey] = {}
         self._events: list[TaskEvent] = []
         self._lock = threading.Lock()
         self._polled = 0.0
@@ -239,7 +238,6 @@ class SlurmExecutor(Executor):
             for run in runs:
                 element = self._elements[run.key]
                 element.slurm_id = f"{array_id}_{run.key.index - base}"
-                self._by_slurm[element.slurm_id] = run.key
                 lines.append(f"{run.key.index} {run.key.attempt} {element.slurm_id}\n")
         (job_dir / f"array-{array_id}.ids").write_text("".join(lines))  # for adopt
         self.wake()
@@ -376,8 +374,6 @@ class SlurmExecutor(Executor):
         self._events.append(TaskEvent(key, "finished", now, outcome=outcome, exit_code=code,
                                       message=message))  # fmt: skip
         self._elements.pop(key, None)
-        if element.slurm_id:
-            self._by_slurm.pop(element.slurm_id, None)
 
     async def cancel(self, keys: Sequence[TaskKey]) -> None:
         ids = []
@@ -406,7 +402,6 @@ class SlurmExecutor(Executor):
                 element = Element(ref.key, folder, slurm_id, started=ref.value is not None,
                                   timeout_s=ref.timeout_s)  # fmt: skip
                 self._elements[ref.key] = element
-                self._by_slurm[slurm_id] = ref.key
         self._polled = 0.0
         return orphans
 
