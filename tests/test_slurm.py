@@ -227,3 +227,31 @@ def test_a_job_wider_than_max_array_size_is_cut_into_arrays(
         assert api.wait_job(job.id, poll=0.5, timeout=120).counts.cancelled == 2500
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("executor", ["local", "hpc"])
+def test_retries_logs_and_forget_behave_the_same_on_both_executors(
+    hpc: RunningServer, executor: str
+) -> None:
+    """The contract, one job on each executor: a failing task is retried then fails with its
+    stderr, a passing one succeeds, every attempt keeps its log, and removing the job forgets
+    its folders."""
+    api = hpc.client()
+    api.create_space("work")
+    job = api.submit_job(
+        {"kind": "htc", "array": 2, "spaces": ["work"], "executor": executor,
+         "retries": {"count": 1, "backoff": "0.1s"},
+         "command": 'echo "attempt of {task_index}"; [ {task_index} = 0 ] || '
+                    '{ echo "no good" >&2; exit 3; }'}
+    )  # fmt: skip
+    done = api.wait_job(job.id, poll=0.3, timeout=120)
+    assert done.state == "partial" and (done.counts.succeeded, done.counts.failed) == (1, 1)
+    failed = api.tasks(job.id, state=["failed"]).tasks[0]
+    assert (failed.index, failed.attempt, failed.exit_code) == (1, 2, 3)
+    assert failed.message == "exit code 3\nno good"
+    for attempt in (1, 2):
+        assert b"".join(api.logs(job.id, 1, attempt=attempt)) == b"attempt of 1\n"
+    folder = hpc.data_dir / "jobs" / ("slurm-hpc" if executor == "hpc" else "") / str(job.id)
+    assert folder.is_dir()
+    api.remove_job(job.id)
+    assert not folder.exists(), "forget removes the job's folders"
