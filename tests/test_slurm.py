@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from primage.client import Client
-from primage.errors import BadRequest
+from primage.errors import BadRequest, Forbidden
 from tests.harness import RunningServer, SlurmCluster, eventually, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,3 +255,32 @@ def test_retries_logs_and_forget_behave_the_same_on_both_executors(
     assert folder.is_dir()
     api.remove_job(job.id)
     assert not folder.exists(), "forget removes the job's folders"
+
+
+def test_a_folder_token_and_a_link_out_reach_nothing_more_on_slurm(hpc: RunningServer) -> None:
+    """A job submitted with a token confined to one folder sees that folder only on Slurm too,
+    a read-only token runs nothing, and a symbolic link in the space to another space leads
+    nowhere inside the sandbox."""
+    admin = hpc.client()
+    bob = Client(hpc.url, admin.create_user("bob").token)
+    bob.create_space("bobs")
+    bob.upload("bobs", "secret.txt", b"bob's\n")
+    alice = Client(hpc.url, admin.create_user("alice").token)
+    alice.create_space("lab")
+    alice.upload("lab", "secret.txt", b"not for the folder token\n")
+    alice.upload("lab", "sub/scan.txt", b"in the folder\n")
+    spaces = hpc.data_dir / "spaces"
+    (spaces / "lab" / "sub" / "bob").symlink_to(spaces / "bobs")
+    folder = Client(hpc.url, alice.create_token("f", space="lab", path="sub").token)
+    lab = spaces / "lab"
+    job = folder.submit_job(
+        {"spaces": ["lab"], "executor": "hpc",
+         "command": f"cat {lab}/sub/scan.txt; cat {lab}/secret.txt; cat {lab}/sub/bob/secret.txt"}
+    )  # fmt: skip
+    folder.wait_job(job.id, poll=0.3, timeout=120)
+    assert b"".join(folder.logs(job.id, 0)) == b"in the folder\n"
+    stderr = b"".join(folder.logs(job.id, 0, stream="stderr")).decode()
+    assert stderr.count("No such file") == 2, stderr
+    reader = Client(hpc.url, alice.create_token("r", read_only=True).token)
+    with pytest.raises(Forbidden):
+        reader.submit_job({"spaces": ["lab"], "executor": "hpc", "command": "true"})

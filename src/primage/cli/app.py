@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,11 +177,7 @@ def rm(ctx: typer.Context, name: str) -> None:
 @app.command()
 def spec(as_json: bool = typer.Option(False, "--json", help="Print the JSON Schema.")) -> None:
     """The fields of an app specification: name, type, default and meaning."""
-    from primage.cli.fields import print_fields
+    from primage.cli.fields import print_schema
     from primage.models.apps import AppSpec
 
-    schema = AppSpec.model_json_schema()
-    if as_json:
-        typer.echo(json.dumps(schema, indent=2))
-        return
-    print_fields(schema)
+    print_schema(AppSpec.model_json_schema(), as_json)

@@ -73,3 +73,11 @@ def print_fields(schema: dict[str, Any]) -> None:
         if description:
             text = " ".join(description.split())
             typer.echo(textwrap.fill(text, width, initial_indent="    ", subsequent_indent="    "))
+
+
+def print_schema(schema: dict[str, Any], as_json: bool) -> None:
+    """A ``spec`` command's output: the field list, or with ``--json`` the JSON Schema."""
+    if as_json:
+        typer.echo(json.dumps(schema, indent=2))
+    else:
+        print_fields(schema)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,11 +347,7 @@ def output(
 @app.command()
 def spec(as_json: bool = typer.Option(False, "--json", help="Print the JSON Schema.")) -> None:
     """The fields of a job file: name, type, default and meaning."""
-    from primage.cli.fields import print_fields
+    from primage.cli.fields import print_schema
     from primage.models.jobs import JobSpec
 
-    schema = JobSpec.model_json_schema()
-    if as_json:
-        typer.echo(json.dumps(schema, indent=2))
-        return
-    print_fields(schema)
+    print_schema(JobSpec.model_json_schema(), as_json)
