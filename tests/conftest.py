@@ -11,6 +11,8 @@
   (bubblewrap and slirp4netns required: it skips without them, fails under ``CI=true``).
 - ``slurm_cluster`` (session): munged, slurmctld and slurmd of Debian's slurm-wlm on loopback,
   under a temp dir (``SLURM_CONF`` in its ``env``); stopped at the end.
+- ``hpc``: a server with two executors, ``local`` (the default) and ``hpc`` (``slurm_cluster``),
+  jobs of both sandboxed.
 - ``idp`` (session): a real OpenID Provider (npm oidc-provider) configured like EGI Check-in.
 - ``oidc_server``: a server on SQLite trusting ``idp``, listening where the provider's web client
   may redirect to.
@@ -199,3 +201,28 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
     require(None if os.geteuid() == 0 else "the test cluster's daemons run as root")
     with SlurmCluster.running(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def hpc(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[RunningServer]:
+    require_tool("bwrap", "bubblewrap")
+    executors = {
+        "local": {"kind": "local"},
+        "hpc": {
+            "kind": "slurm",
+            "slurm_conf": slurm_cluster.env["SLURM_CONF"],
+            "capacity": 4,
+            "poll_seconds": 0.3,
+            "description": "the test cluster",
+        },
+    }
+    env = {
+        "PRIMAGE_EXECUTORS": json.dumps(executors),
+        "PRIMAGE_CONCURRENCY": "2",
+        "PRIMAGE_CONTAINERS": "false",
+    }
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -20,7 +20,7 @@ import httpx
 
 from primage.client import Client
 from primage.errors import PrimageError
-from primage.executors.local.containers import CGROUP_V1_CONF
+from primage.host.containers import CGROUP_V1_CONF
 
 
 def require(reason: str | None) -> None:
@@ -100,6 +100,9 @@ class RunningServer:
         log_path = data_dir.with_name(data_dir.name + ".log")
         full_env = {
             **os.environ,
+            # Every turn a second apart is a sync: drift is sought much more often than in
+            # production (30 s), so that a sync that took a sound task for lost fails tests.
+            "PRIMAGE_SYNC_SECONDS": "1",
             **(env or {}),
             "PRIMAGE_DATABASE_URL": database_url,
             "PRIMAGE_DATA_DIR": str(data_dir),
@@ -432,6 +435,10 @@ class SlurmCluster:
         finally:
             for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
                 _stop_pid(work / "run" / pid_file)
+
+    def scontrol(self, *args: str) -> None:
+        """What a site's administrator does to the cluster (down a partition, hold a job)."""
+        subprocess.run(["scontrol", *args], check=True, env={**os.environ, **self.env})
 
 
 def _loopback_ports(count: int) -> list[int]:

@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from primage.client import Client
 from primage.errors import BadRequest, Conflict, Forbidden
-from primage.executors.local import procs
+from primage.host import procs
 from primage.samples import sample_images
 from tests.harness import RunningServer, free_port, import_busybox, podman, require
 

@@ -396,7 +396,7 @@ def test_on_a_cgroup_v1_host_the_platform_configures_its_own_podman(
     """Without a containers.conf of the operator's, podman's defaults fail on cgroup v1 ("error
     setting rlimit type 7"): the platform writes one into its data dir and runs podman with it."""
     from primage.config import Settings
-    from primage.executors.local.containers import Runtime, cgroup_v1
+    from primage.host.containers import Runtime, cgroup_v1
 
     store_only = {k: v for k, v in container_env.items() if k != "CONTAINERS_CONF"}
     settings = Settings(data_dir=tmp_path / "data", containers=True, container_env=store_only)

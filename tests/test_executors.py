@@ -143,3 +143,16 @@ def test_a_wrong_executors_setting_stops_the_server_at_start_naming_it(
     )  # fmt: skip
     assert done.returncode == 1 and time.monotonic() - started < 60
     assert done.stderr.strip().splitlines()[-1].startswith(expected), done.stderr
+
+
+def test_only_the_registry_knows_the_local_executor() -> None:
+    """Apps, builds, images and the server use the host toolkit, never an executor's insides:
+    executors are found through their entry point, so a site's executor is a peer of ours."""
+    src = Path(__file__).parents[1] / "src" / "primage"
+    local = src / "executors" / "local"
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if local not in path.parents and "primage.executors.local" in path.read_text()
+    ]
+    assert offenders == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from primage.executors.local.procs import argv_for
+from primage.host.procs import argv_for
 from primage.jobs.expand import compile_glob
 from primage.jobs.states import JobState, TaskState, can_move, job_state
 from primage.jobs.template import TaskValues, render, stem

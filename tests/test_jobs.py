@@ -13,7 +13,7 @@ import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Conflict, Forbidden, NotFound
-from primage.executors.local.procs import alive, parse_ref
+from primage.host.procs import alive, parse_ref
 from primage.samples import sample_images
 from tests.harness import RunningServer
 

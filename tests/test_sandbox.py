@@ -22,7 +22,7 @@ from primage.client import Client
 from primage.errors import SandboxUnavailable
 from primage.executors.local import CELL_AGENT
 from primage.executors.local.cells import Cell
-from primage.executors.local.sandbox import Bind, Sandbox
+from primage.host.sandbox import Bind, Sandbox
 from tests.harness import RunningServer, require_tool
 
 PROBE = Path(__file__).with_name("sandbox_probe.py")

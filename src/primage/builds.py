@@ -43,8 +43,8 @@ from primage.auth.principal import Caveats
 from primage.config import Settings
 from primage.db import Database, tables
 from primage.db.tables import utcnow
-from primage.executors.local import procs
-from primage.executors.local.containers import Runtime
+from primage.host import procs
+from primage.host.containers import Runtime
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 STEP_TIMEOUT = 3600

@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     default_executor: str | None = Field(
         None, description="Where a job that names no executor runs; default 'local', or the first."
     )
+    sync_seconds: float = Field(
+        30,
+        gt=0,
+        description="How often the server compares what each executor holds with the database "
+        "and fixes what drifted (a task it lost runs again, one the database forgot is stopped).",
+    )
     executor_groups: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Who may run jobs on each executor: executor name → groups (local or a "

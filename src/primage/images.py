@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from primage.errors import BadRequest, PrimageError
-from primage.executors.local.containers import Runtime
+from primage.host.containers import Runtime
 
 EXCLUDE = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
 CA_FILE = "/etc/ssl/certs/ca-certificates.crt"  # where Debian's OpenSSL looks

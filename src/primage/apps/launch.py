@@ -1,8 +1,8 @@
 """What one instance of an app runs: its command line, environment and folders, rendered from the
-spec. An instance is a process on this machine (``executors/local/services.py``): the app's own
+spec. An instance is a process on this machine (``host/services.py``): the app's own
 command, in the sandbox (its spaces, read-only where asked, and its ``work/`` folder; a network
 namespace of its own, outbound only, that the proxy reaches through a socket the server binds and
-hands in: ``executors/local/relay.py``), or, for an app with an image, the ``podman run``
+hands in: ``host/relay.py``), or, for an app with an image, the ``podman run``
 of its container, which publishes the app's port on loopback and sees its spaces at
 ``/spaces/<name>``."""
 
@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from primage.config import Settings
-from primage.executors.local import base_env as process_base_env
-from primage.executors.local import procs, services
-from primage.executors.local.containers import SPACES, Runtime
-from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
+from primage.host import procs, services
+from primage.host.containers import SPACES, Runtime
+from primage.host.env import base_env as process_base_env
+from primage.host.sandbox import Bind, Sandbox, sandboxed
 from primage.jobs.template import space_variable, substitute
 from primage.models.apps import AppSpec
 

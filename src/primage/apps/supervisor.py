@@ -43,9 +43,9 @@ from primage.auth.crypto import SecretBox
 from primage.config import Settings
 from primage.db import Database, tables
 from primage.db.tables import utcnow
-from primage.executors.local import procs, services
-from primage.executors.local.containers import Runtime
-from primage.executors.local.sandbox import Sandbox
+from primage.host import procs, services
+from primage.host.containers import Runtime
+from primage.host.sandbox import Sandbox
 from primage.jobs.progress import close_if_done
 from primage.jobs.states import TASK_DONE, JobState, TaskState
 from primage.models.apps import AppSpec

@@ -11,7 +11,7 @@ from primage.cli.common import JsonOption, client, group, print_json, table
 from primage.errors import BadRequest
 
 if TYPE_CHECKING:
-    from primage.executors.local.containers import Runtime
+    from primage.host.containers import Runtime
 
 app = group("Images in the platform registry.")
 
@@ -49,7 +49,7 @@ def rm(ctx: typer.Context, image: str = typer.Argument(..., help="REPOSITORY:TAG
 
 def _runtime() -> Runtime:
     from primage.config import Settings
-    from primage.executors.local.containers import Runtime
+    from primage.host.containers import Runtime
 
     runtime = Runtime.from_settings(Settings())
     if runtime is None:

@@ -144,7 +144,7 @@ def stop(
             left = [f"unknown (the server did not say: {exc.detail})"]
     pid = int(str(running["pid"]))
     os.kill(pid, signal.SIGTERM)
-    from primage.executors.local.procs import start_time
+    from primage.host.procs import start_time
 
     for _ in range(150):
         if start_time(pid) is None:  # gone (or exited, not yet reaped by whoever started it)

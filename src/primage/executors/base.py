@@ -25,8 +25,8 @@ from primage.models import Strict
 
 if TYPE_CHECKING:
     from primage.config import Settings
-    from primage.executors.local.containers import Runtime
-    from primage.executors.local.sandbox import Sandbox
+    from primage.host.containers import Runtime
+    from primage.host.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class TaskKey:
     job_id: int
     index: int
     attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.index}.{self.attempt}"  # job/task.attempt, as in folders
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ class Executor(abc.ABC):
     - ``cancel(keys)``: stop these attempts; each reports ``finished`` with ``CANCELLED``.
     - ``adopt(refs)``: re-attach to attempts started before a restart; returns the refs it could
       NOT adopt (never started, or gone), for the reconciler to run again.
+    - ``held()``: the attempts it holds now (queued, running, or ended with the end not yet
+      drained by ``events()``), as its backend sees them; the reconciler's periodic sync
+      compares them with the database (a task it lost, a task the database forgot).
     - ``logs(key, stream, follow)``: the attempt's stdout or stderr, as it grows when following.
     - ``forget(job_id)``: remove what it keeps of a finished job (logs, working folders).
     - ``close()``: stop accepting work; running attempts may keep running, to be adopted later.
@@ -221,6 +227,12 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     async def adopt(self, refs: Sequence[ExternalRef]) -> list[ExternalRef]: ...
+
+    @abc.abstractmethod
+    async def held(self) -> dict[TaskKey, str | None]:
+        """Every attempt submitted or adopted whose end ``events()`` has not returned yet, with
+        its external id (None before it started). It must hold even while attempts end: an
+        attempt missing here and from the next ``events()`` is taken as lost and run again."""
 
     @abc.abstractmethod
     def logs(

@@ -58,8 +58,11 @@ from primage.executors.base import (
     TaskRun,
     utc,
 )
-from primage.executors.local import base_env, follow_file, procs, space_binds
-from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
+from primage.executors.mounts import space_binds, verified
+from primage.host import procs
+from primage.host.env import base_env
+from primage.host.logs import follow_file
+from primage.host.sandbox import Bind, Sandbox, sandboxed
 from primage.models import Strict
 
 log = logging.getLogger("primage.executors.slurm")
@@ -283,9 +286,15 @@ class SlurmExecutor(Executor):
         work = str(folder / "work")
         argv = procs.argv_for(run.command)
         if self.sandbox is not None:
-            binds, _ = space_binds(run, self.storage_root)
+            try:
+                binds, check = space_binds(run, self.storage_root)
+            except PrimageError as exc:  # a folder that vanished, or became a link out
+                binds, check, argv = [], [], procs.failing(exc.detail)
             argv = self.sandbox.wrap(
-                argv, binds=[*binds, Bind(work, False)], workdir=work, network="none"
+                verified(argv, check),
+                binds=[*binds, Bind(work, False)],
+                workdir=work,
+                network="none",
             )
             env = sandboxed(self._task_env) | dict(run.env)
         else:
@@ -374,6 +383,51 @@ class SlurmExecutor(Executor):
         self._events.append(TaskEvent(key, "finished", now, outcome=outcome, exit_code=code,
                                       message=message))  # fmt: skip
         self._elements.pop(key, None)
+
+    async def held(self) -> dict[TaskKey, str | None]:
+        """The arrays of this executor the cluster has queued or running (its ``work_dir``),
+        taken back where this server lost track of them, with those it tracks still; elements
+        no ids file names (work the platform forgot entirely) are cancelled here."""
+        listed = await asyncio.to_thread(self._listed)
+        submitted = await asyncio.to_thread(self._submitted, {job for job, _ in listed.values()})
+        by_id = {slurm_id: key for key, slurm_id in submitted.items()}
+        unknown = []
+        with self._lock:
+            for slurm_id, (_, running) in listed.items():
+                key = by_id.get(slurm_id)
+                if key is None:
+                    unknown.append(slurm_id)
+                elif key not in self._elements:
+                    log.warning("executor %s: took %s (%s) back", self.name, key, slurm_id)
+                    self._elements[key] = Element(key, self.folder(key), slurm_id, running)
+            found: dict[TaskKey, str | None] = {
+                e.key: e.external_id for e in self._events if e.kind == "finished"
+            }
+            found |= {key: e.slurm_id if e.started else None for key, e in self._elements.items()}
+        if unknown:
+            log.warning("executor %s: cancelling %s: no task of the platform", self.name, unknown)
+            await asyncio.to_thread(self._slurm, ["scancel", *unknown], check=False)
+        return found
+
+    def _listed(self) -> dict[str, tuple[int, bool]]:
+        """Slurm id → (job, running) of every element of this executor's arrays still queued
+        or running: the cluster's own view, whatever this server remembers."""
+        done = self._slurm(["squeue", "--json", "--me"])
+        listed: dict[str, tuple[int, bool]] = {}
+        for record in json.loads(done.stdout)["jobs"]:
+            name = str(record.get("name", ""))
+            job = name.removeprefix("primage-")
+            cwd = str(record.get("current_working_directory", "")).rstrip("/")
+            if not job.isdigit() or cwd != str(self.work_dir / job):
+                continue
+            array = str(record.get("array_job_id") or record["job_id"])
+            task = record.get("array_task_id")
+            if task is None:
+                for index in parse_ranges(record.get("array_task_string")):
+                    listed[f"{array}_{index}"] = (int(job), False)
+            else:
+                listed[f"{array}_{task}"] = (int(job), record.get("job_state") in RUNNING)
+        return listed
 
     async def cancel(self, keys: Sequence[TaskKey]) -> None:
         ids = []

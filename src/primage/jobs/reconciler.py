@@ -5,6 +5,11 @@ never runs dry, asks it to stop the tasks of cancelled jobs, and closes finished
 transaction. Turns are triggered by events (a short pause lets them batch) and by a heartbeat. At
 start it first re-attaches to the tasks an earlier server left running (``adopt``).
 
+Every ``sync_s`` seconds a turn is also a sync: it compares what the executor holds (``held``)
+with the tasks the database has queued or running there, and fixes what drifted: a task the
+executor no longer holds is lost (run again, not counted as a failure); an attempt the executor
+runs that the database does not (a replaced attempt, a job it no longer has) is cancelled.
+
 The executor keeps up to ``capacity`` tasks running; the reconciler keeps a few more queued in it
 (``prefetch``) so that a task ending starts the next one without waiting for a database turn.
 """
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -73,6 +79,7 @@ class Reconciler:
         prefetch: int | None = None,
         observe: Callable[[Sequence[TaskEvent]], None] | None = None,
         written: Callable[[set[str]], None] | None = None,
+        sync_s: float | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
@@ -91,6 +98,8 @@ class Reconciler:
         self._cancel_sent: set[TaskKey] = set()
         self._task: asyncio.Task[None] | None = None
         self._carry: list[TaskEvent] = []
+        self.sync_s = sync_s  # how often a turn compares the executor with the database
+        self._next_sync = time.monotonic() + (sync_s or 0)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -120,16 +129,23 @@ class Reconciler:
             except TimeoutError:
                 pass
             self._wakeup.clear()
+            sync = self.sync_s is not None and time.monotonic() >= self._next_sync
             try:
-                await self.turn()
+                await self.turn(sync=sync)
             except Exception:  # one bad turn must not stop the platform's jobs
                 log.exception("reconciler turn failed; retrying at the next one")
 
-    async def turn(self) -> None:
+    async def turn(self, *, sync: bool = False) -> None:
+        """One transaction; with ``sync``, one that also fixes drift (see the module's text)."""
+        held = None
+        if sync:
+            if self.sync_s is not None:
+                self._next_sync = time.monotonic() + self.sync_s
+            held = await self.executor.held()  # before draining: what ends meanwhile is drained
         events = self._carry + await self.executor.events()
         self._carry = []
         try:
-            decided = await asyncio.to_thread(self._transaction, events)
+            decided = await asyncio.to_thread(self._transaction, events, held=held)
         except Exception:
             self._carry = events  # nothing was recorded: try them again at the next turn
             raise
@@ -170,15 +186,59 @@ class Reconciler:
 
     # -- one transaction ------------------------------------------------------------------------
 
-    def _transaction(self, events: Sequence[TaskEvent], *, hand_out: bool = True) -> Turn:
+    def _transaction(
+        self,
+        events: Sequence[TaskEvent],
+        *,
+        hand_out: bool = True,
+        held: dict[TaskKey, str | None] | None = None,
+    ) -> Turn:
         decided = Turn()
         with self.db.session() as session:
             touched = self._record(session, events)
             decided.cancel = self._cancellations(session)
+            if held is not None:
+                ended = {e.key for e in events if e.kind == "finished"}
+                lost, forgotten = self._drift(session, held, ended)
+                touched |= self._record(session, lost)
+                decided.cancel += forgotten
             if hand_out:
                 decided.runs = self._hand_out(session)
             decided.written = self._close_jobs(session, touched)
         return decided
+
+    def _drift(
+        self, session: Session, held: dict[TaskKey, str | None], ended: set[TaskKey]
+    ) -> tuple[list[TaskEvent], list[TaskKey]]:
+        """Tasks queued or running here that the executor does not hold (their end, as lost);
+        attempts it holds that are not the database's current ones (to cancel)."""
+        rows = session.execute(
+            select(T.job_id, T.index, T.attempt, T.external_id)
+            .join(tables.Job, tables.Job.id == T.job_id)
+            .where(T.state.in_(states.TASK_ACTIVE), self._ours)
+        ).all()
+        active = {TaskKey(job, index, attempt): ref for job, index, attempt, ref in rows}
+        now = utc()
+        why = f"the '{self.executor.name}' executor no longer holds it (found by the sync)"
+        lost = [
+            TaskEvent(key, "finished", now, outcome=Outcome.LOST, message=why)
+            if ref is not None
+            else TaskEvent(key, "finished", now, outcome=Outcome.NOT_STARTED)
+            for key, ref in active.items()
+            if key not in held and key not in ended
+        ]
+        forgotten = [key for key in held if key not in active and key not in ended]
+        if lost or forgotten:
+            log.warning(
+                "executor %s drifted from the database: %d task(s) lost (run again): %s; "
+                "%d attempt(s) it runs that the database does not (cancelled): %s",
+                self.executor.name,
+                len(lost),
+                ", ".join(str(e.key) for e in lost[:10]),
+                len(forgotten),
+                ", ".join(map(str, forgotten[:10])),
+            )
+        return lost, forgotten
 
     def _record(self, session: Session, events: Sequence[TaskEvent]) -> set[int]:
         """Apply the executor's events; returns the jobs they touched."""

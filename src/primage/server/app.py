@@ -22,9 +22,9 @@ from primage.config import Settings
 from primage.dav.gateway import MOUNT, Gateway
 from primage.db import Database
 from primage.executors.base import Host
-from primage.executors.local.containers import Runtime
-from primage.executors.local.sandbox import Sandbox
 from primage.executors.registry import Executors, build_executors
+from primage.host.containers import Runtime
+from primage.host.sandbox import Sandbox
 from primage.jobs.reconciler import Reconciler
 from primage.server import errors
 from primage.server.bootstrap import ensure_admin
@@ -85,7 +85,13 @@ def build_platform(settings: Settings) -> Platform:
         metrics=metrics,
         executors=available,
         reconcilers={
-            e.name: Reconciler(db, e, observe=metrics.task_events, written=counters.reconcile)
+            e.name: Reconciler(
+                db,
+                e,
+                observe=metrics.task_events,
+                written=counters.reconcile,
+                sync_s=settings.sync_seconds,
+            )
             for e in available
         },
         providers=Providers(settings.oidc_providers),

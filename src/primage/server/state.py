@@ -17,8 +17,8 @@ from primage.config import Settings
 from primage.db import Database
 from primage.errors import BadRequest, NotFound
 from primage.executors.base import Executor
-from primage.executors.local.sandbox import Sandbox
 from primage.executors.registry import Executors
+from primage.host.sandbox import Sandbox
 from primage.jobs.reconciler import Reconciler
 from primage.server.metrics import Metrics
 from primage.storage.quota import Usage

@@ -19,13 +19,12 @@ import asyncio
 import io
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,41 +44,16 @@ from primage.executors.base import (
     gone,
     utc,
 )
-from primage.executors.local import procs
-from primage.executors.local.containers import SPACES, Runtime
-from primage.executors.local.sandbox import Bind, Sandbox, sandboxed
-from primage.storage import reach
+from primage.executors.mounts import space_binds
+from primage.host import procs
+from primage.host.containers import SPACES, Runtime
+from primage.host.env import base_env
+from primage.host.logs import follow_file
+from primage.host.sandbox import Bind, Sandbox, sandboxed
 
 log = logging.getLogger("primage.executors.local")
 
 CELL_AGENT = str(Path(__file__).with_name("cell.py"))  # runs inside a job's sandbox
-PASS_THROUGH = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
-
-
-def space_binds(run: TaskRun, storage_root: Path) -> tuple[list[Bind], list[tuple[str, int, int]]]:
-    """What a task sees of its spaces: each whole, or the one folder it names, at the same path
-    as on the host; and for each folder, (that path, device, inode) to check once mounted."""
-    binds, check = [], []
-    for name, read_only in sorted(run.mounts.items()):
-        path = str(storage_root / name)
-        folder = run.folders.get(name)
-        if folder is None:  # the space's own folder: no task can move it
-            binds.append(Bind(path, read_only))
-            continue
-        source, (device, inode) = reach.identity(name, storage_root / name, folder)
-        binds.append(Bind(f"{path}/{folder}", read_only, source))
-        check.append((f"{path}/{folder}", device, inode))
-    return binds, check
-
-
-def base_env() -> dict[str, str]:
-    """What tasks inherit from the server: locale and home, and a PATH that starts with the
-    server's Python environment so tools installed beside the platform are found. Never the
-    server's PRIMAGE_* settings (they may hold the database password)."""
-    env = {k: v for k, v in os.environ.items() if k in PASS_THROUGH}
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "/usr/bin:/bin")])
-    return env
 
 
 class LocalOptions(ExecutorOptions):
@@ -118,7 +92,8 @@ class LocalExecutor(Executor):
         self._inflight: dict[TaskKey, str | None] = {}  # attempts the runner has, → external id
         self._timeouts: dict[TaskKey, float | None] = {}
         self._runner: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the runner's stdin
+        self._held_lock = threading.Lock()  # _inflight and _events change together
         self._closing = False
         self._env = base_env()
 
@@ -187,7 +162,8 @@ class LocalExecutor(Executor):
                 chunk += rest
             for line in chunk.splitlines():
                 if line.strip():
-                    self._events.extend(self._event(json.loads(line)))
+                    with self._held_lock:  # an attempt leaves _inflight as its end is queued
+                        self._events.extend(self._event(json.loads(line)))
             self.wake()
         runner.wait()
         if not self._closing:
@@ -198,9 +174,12 @@ class LocalExecutor(Executor):
                 ExternalRef(key, value, self._timeouts.get(key))
                 for key, value in list(self._inflight.items())
             ]
-            events, watches, orphans = self._recover(refs)
-            events += [gone(ref) for ref in orphans]
-            self._events.extend(events)
+            with self._held_lock:
+                for ref in refs:  # those still running are watched again (_recover)
+                    self._inflight.pop(ref.key, None)
+                events, watches, orphans = self._recover(refs)
+                events += [gone(ref) for ref in orphans]
+                self._events.extend(events)
             if watches:
                 self._send(watches)
             self.wake()
@@ -246,7 +225,7 @@ class LocalExecutor(Executor):
                 try:
                     request["cell"] = self._cell(run)
                 except PrimageError as exc:  # a folder that vanished, or became a link out
-                    request["argv"] = failing(exc.detail)
+                    request["argv"] = procs.failing(exc.detail)
             requests.append(request)
         await asyncio.to_thread(self._send, requests)
 
@@ -296,7 +275,7 @@ class LocalExecutor(Executor):
 
     def _container_argv(self, run: TaskRun) -> list[str]:
         if self.runtime is None:  # a job accepted while containers were on, run after a restart
-            return failing("this server runs no containers now (setting containers)")
+            return procs.failing("this server runs no containers now (setting containers)")
         key = run.key
         try:
             mounts = {
@@ -304,7 +283,7 @@ class LocalExecutor(Executor):
                 for b in self._binds(run)[0]
             }
         except PrimageError as exc:
-            return failing(exc.detail)
+            return procs.failing(exc.detail)
         return self.runtime.argv(
             image=run.image or "",
             command=procs.argv_for(run.command),
@@ -323,6 +302,11 @@ class LocalExecutor(Executor):
         while self._events:
             drained.append(self._events.popleft())
         return drained
+
+    async def held(self) -> dict[TaskKey, str | None]:
+        with self._held_lock:
+            ending = {e.key: e.external_id for e in self._events if e.kind == "finished"}
+            return ending | self._inflight
 
     async def cancel(self, keys: Sequence[TaskKey]) -> None:
         requests = [{"op": "cancel", "key": [k.job_id, k.index, k.attempt]} for k in keys]
@@ -410,36 +394,6 @@ class LocalExecutor(Executor):
                 self._runner.stdin.close()
 
 
-def failing(message: str) -> list[str]:
-    """The argv of an attempt that cannot run: it says why on stderr and exits 125."""
-    return ["/bin/sh", "-c", 'echo "primage: $1" >&2; exit 125', "sh", message]
-
-
 def work_folder(attempt_folder: str) -> str:
     """Where a task works and writes: inside its attempt's folder (the runner makes it)."""
     return f"{attempt_folder}/work"
-
-
-async def follow_file(
-    path: Path, follow: bool, running: Callable[[], Awaitable[bool]], pause: float = 0.25
-) -> AsyncIterator[bytes]:
-    """A log file's content; with ``follow``, what it grows by too, while ``running()``."""
-    offset = 0
-    while True:
-        data = await asyncio.to_thread(read_from, path, offset)
-        offset += len(data)
-        if data:
-            yield data
-        elif not follow or not await running():
-            return
-        else:
-            await asyncio.sleep(pause)
-
-
-def read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read(limit)
-    except FileNotFoundError:
-        return b""

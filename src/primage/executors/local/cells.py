@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from primage.executors.local import procs
+from primage.host import procs
 
 READY_S = 60.0  # for a cell to start and show its mounts
 Started = Callable[[int | None], None]  # the host PID (None: it ended before it was seen)

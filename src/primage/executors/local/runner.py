@@ -32,8 +32,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from primage.executors.local import procs
 from primage.executors.local.cells import Cell
+from primage.host import procs
 
 GRACE_S = 3.0  # between SIGTERM and SIGKILL when a task is cancelled or times out
 CELL_IDLE_S = 2.0  # a job's sandbox with no task left is closed after this long

@@ -21,7 +21,7 @@ from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.db.tables import utcnow
 from primage.errors import BadRequest, Conflict, NotFound
-from primage.executors.local import follow_file
+from primage.host.logs import follow_file
 from primage.jobs.submit import INTERACTIVE_PREFIX
 from primage.models import apps as m
 from primage.server.deps import Caller, State

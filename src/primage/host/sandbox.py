@@ -152,7 +152,7 @@ class Sandbox:
             args += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         args += argv
         if network == "outbound":
-            return [sys.executable, "-m", "primage.executors.local.outbound", *args]
+            return [sys.executable, "-m", "primage.host.outbound", *args]
         return args
 
     def describe(self) -> str:

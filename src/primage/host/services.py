@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from primage.executors.local import procs
+from primage.host import procs
 
 STOP_GRACE_S = 5.0
 

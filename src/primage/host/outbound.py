@@ -1,4 +1,4 @@
-"""Outbound network for one sandboxed process: ``python -m primage.executors.local.outbound
+"""Outbound network for one sandboxed process: ``python -m primage.host.outbound
 bwrap ARGS…`` runs bwrap in a network namespace of its own and joins that namespace to the outside
 through slirp4netns (user-mode networking) with the host's loopback cut off, so the process
 reaches other machines but never the services on this one (the server, the registry, apps).

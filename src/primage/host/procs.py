@@ -31,6 +31,11 @@ def argv_for(command: str) -> list[str]:
     return ["/bin/sh", "-c", command]
 
 
+def failing(message: str) -> list[str]:
+    """The argv of an attempt that cannot run: it says why on stderr and exits 125."""
+    return ["/bin/sh", "-c", 'echo "primage: $1" >&2; exit 125', "sh", message]
+
+
 # Mounts the read-only spaces read-only in a mount namespace of the task's own, then runs it.
 # $1 is how many paths follow; the task's argv comes after them. Exit 125: could not protect.
 _READ_ONLY = """n=$1; shift

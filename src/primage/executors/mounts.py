@@ -1,0 +1,47 @@
+"""What a task sees of its spaces, as sandbox binds (the executors that use the sandbox)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from primage.executors.base import TaskRun
+from primage.host.sandbox import Bind
+from primage.storage import reach
+
+
+def space_binds(run: TaskRun, storage_root: Path) -> tuple[list[Bind], list[tuple[str, int, int]]]:
+    """What a task sees of its spaces: each whole, or the one folder it names, at the same path
+    as on the host; and for each folder, (that path, device, inode) to check once mounted."""
+    binds, check = [], []
+    for name, read_only in sorted(run.mounts.items()):
+        path = str(storage_root / name)
+        folder = run.folders.get(name)
+        if folder is None:  # the space's own folder: no task can move it
+            binds.append(Bind(path, read_only))
+            continue
+        source, (device, inode) = reach.identity(name, storage_root / name, folder)
+        binds.append(Bind(f"{path}/{folder}", read_only, source))
+        check.append((f"{path}/{folder}", device, inode))
+    return binds, check
+
+
+# Run inside the sandbox, before the task: each folder mounted must be the one checked at
+# submission (bwrap mounts by path: a link put in its place meanwhile would lead elsewhere).
+# Arguments: PATH DEVICE:INODE pairs, then --, then the task's argv. Exit 125: nothing ran.
+_VERIFY = """while [ "$1" != -- ]; do
+  [ "$(stat -c %d:%i "$1" 2>/dev/null)" = "$2" ] || {
+    echo "primage: folder '$1' changed before the task started (a link put in its place?);" \
+      "nothing ran" >&2; exit 125; }
+  shift 2
+done
+shift; exec "$@"
+"""
+
+
+def verified(argv: list[str], check: list[tuple[str, int, int]]) -> list[str]:
+    """``argv`` run inside the sandbox only once the folders it mounted are those checked
+    (where the sandbox is made later, on another machine, than the check at submission)."""
+    if not check:
+        return argv
+    pairs = [word for path, device, inode in check for word in (path, f"{device}:{inode}")]
+    return ["/bin/sh", "-c", _VERIFY, "sh", *pairs, "--", *argv]
