@@ -29,7 +29,7 @@ from primage.client import Client
 from primage.errors import BadRequest, Conflict, Forbidden
 from primage.host import procs
 from primage.samples import sample_images
-from tests.harness import RunningServer, free_port, import_busybox, podman, require
+from tests.harness import RunningServer, eventually, free_port, import_busybox, podman, require
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "tests" / "templates"
@@ -204,10 +204,9 @@ def test_app_is_adopted_after_a_server_kill_and_stopped_when_idle(
         assert page.status_code == 200 and page.text == "<h1>hello</h1>\n"
         assert api.app("web").instances[0].external_id == before  # adopted, not restarted
 
-        deadline = time.monotonic() + 30  # no more traffic: culled after 6 s
-        while (found := api.app("web")).state != "stopped":
-            assert time.monotonic() < deadline, found
-            time.sleep(0.5)
+        # no more traffic: culled after 6 s
+        eventually(lambda: api.app("web").state == "stopped", 30, "the app culled", pause=0.5)
+        found = api.app("web")
         assert "without traffic" in found.message and not procs.alive(before)
         assert (
             httpx.get(f"{server.url}/apps/web/", headers=_bearer(server.admin_token)).status_code
@@ -400,10 +399,8 @@ def test_interactive_job_serves_until_idle_and_can_be_cancelled(
     url = f"{app_server.url}/apps/job-{job_id}/"
     assert f"open it at {url}" in submitted.out
 
-    deadline = time.monotonic() + 60
-    while (job := api.job(job_id)).state != "running":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    eventually(lambda: api.job(job_id).state == "running", 60, "the interactive job running")
+    job = api.job(job_id)
     page = httpx.get(f"{url}index.html", headers=_bearer(app_server.admin_token))
     assert page.status_code == 200 and page.text == "<h1>viewer</h1>\n"
     assert job.url == url and api.tasks(job_id).tasks[0].state == "running"
@@ -414,10 +411,7 @@ def test_interactive_job_serves_until_idle_and_can_be_cancelled(
     assert [a.name for a in api.list_apps()] == []  # its app went with it
 
     again = api.submit_job(json_spec(job_file))
-    deadline = time.monotonic() + 60
-    while api.job(again.id).state != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    eventually(lambda: api.job(again.id).state == "running", 60, "the second one running")
     api.cancel_job(again.id)
     assert api.wait_job(again.id, timeout=30).state == "cancelled"
     assert (
@@ -500,7 +494,5 @@ def test_websocket_traffic_keeps_an_app_in_use(app_server: RunningServer) -> Non
             assert ws.recv(timeout=5) == f"ping {n}"
             time.sleep(0.5)
         assert api.app("ws").state == "running"
-    deadline = time.monotonic() + 30
-    while (found := api.app("ws")).state != "stopped":
-        assert time.monotonic() < deadline, found
-        time.sleep(0.5)
+    eventually(lambda: api.app("ws").state == "stopped", 30, "the app culled", pause=0.5)
+    api.app("ws")

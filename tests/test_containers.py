@@ -25,7 +25,7 @@ import pytest
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
 from tests.harness import BUSYBOX as IMAGE
-from tests.harness import RunningServer, podman, primage
+from tests.harness import RunningServer, eventually, podman, primage
 
 
 @pytest.fixture
@@ -101,10 +101,7 @@ def test_task_variables_reach_the_container_whole_and_off_the_command_line(
             "command": 'echo "$PRIMAGE_INPUTS" "$API_KEY" "$PATH"; sleep 2',
         }
     )
-    deadline = time.monotonic() + 30
-    while api.tasks(job.id).tasks[0].state != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    eventually(lambda: api.tasks(job.id).tasks[0].state == "running", 30, "the task running")
     assert "k3y-not-for-ps" not in _command_lines()
     assert api.wait_job(job.id, timeout=60).state == "succeeded"
     printed = b"".join(api.logs(job.id, 0)).decode().splitlines()
@@ -144,10 +141,7 @@ def test_cancelled_container_task_stops_and_leaves_no_container(
     api = container_server.client()
     api.create_space("study")
     job = api.submit_job({"image": IMAGE, "spaces": ["study"], "command": "sleep 600"})
-    deadline = time.monotonic() + 30
-    while api.tasks(job.id).tasks[0].state != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    eventually(lambda: api.tasks(job.id).tasks[0].state == "running", 30, "the task running")
     started = time.monotonic()
     api.cancel_job(job.id)
     assert api.wait_job(job.id, timeout=30).state == "cancelled"

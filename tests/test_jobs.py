@@ -15,7 +15,7 @@ from primage.client import Client
 from primage.errors import BadRequest, Conflict, Forbidden, NotFound
 from primage.host.procs import alive, parse_ref
 from primage.samples import sample_images
-from tests.harness import RunningServer
+from tests.harness import RunningServer, eventually
 
 TWO_SLOTS = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}  # processes only
 
@@ -129,10 +129,7 @@ def test_cancel_stops_running_tasks_and_never_starts_the_rest(jobs_server: Runni
     api = jobs_server.client()
     api.create_space("work")
     job = api.submit_job({"kind": "htc", "array": 10, "spaces": ["work"], "command": "sleep 60"})
-    deadline = time.monotonic() + 20
-    while api.job(job.id).counts.running < 2:
-        assert time.monotonic() < deadline, "tasks did not start"
-        time.sleep(0.1)
+    eventually(lambda: api.job(job.id).counts.running >= 2, 20, "two tasks running")
     running = api.tasks(job.id, state=["running"]).tasks
 
     cancelled = jobs_server.cli("job", "cancel", str(job.id))
@@ -282,13 +279,15 @@ def test_a_space_in_use_by_a_job_cannot_be_deleted(jobs_server: RunningServer) -
 
 def wait_for_running(api: Client, job_id: int, exclude: set[int]) -> list[int]:
     """Indexes of two running tasks not in ``exclude``, once some tasks have succeeded."""
-    deadline = time.monotonic() + 30
-    while True:
+    found: list[int] = []
+
+    def going() -> bool:
         running = [t for t in api.tasks(job_id, state=["running"]).tasks if t.index not in exclude]
-        if len(running) == 2 and api.job(job_id).counts.succeeded >= 2:
-            return [t.index for t in running]
-        assert time.monotonic() < deadline, "the job did not get going"
-        time.sleep(0.05)
+        found[:] = [t.index for t in running]
+        return len(running) == 2 and api.job(job_id).counts.succeeded >= 2
+
+    eventually(going, 30, "the job getting going")
+    return found
 
 
 def runner_of(server: RunningServer) -> int:
@@ -415,11 +414,8 @@ def test_a_killed_runner_is_replaced_and_its_tasks_are_not_lost(
     api = jobs_server.client()
     api.create_space("work")
     job = api.submit_job({"spaces": ["work"], "command": "sleep 1; echo done"})
-    deadline = time.monotonic() + 20
-    while (task := api.tasks(job.id).tasks[0]).state != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert task.external_id is not None
+    eventually(lambda: api.tasks(job.id).tasks[0].state == "running", 20, "the task running")
+    assert api.tasks(job.id).tasks[0].external_id is not None
     os.kill(runner_of(jobs_server), signal.SIGKILL)  # the runner, not the task or its sandbox
 
     done = api.wait_job(job.id, poll=0.2, timeout=60)

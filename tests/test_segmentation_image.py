@@ -1,8 +1,8 @@
 """Canonical application 1 in containers, the whole path a developer takes: the example's git
 repository is built by the platform over the bootstrapped Python base, its tests run inside the
 built image, the image is pushed to the private registry, and the canonical HTC job
-(``examples/segmentation/job.yaml``) runs with ``--image`` over the real sample images. Its results
-match the same job run as processes."""
+(``examples/segmentation/job.yaml``) runs with ``--image`` over the real sample images, on this
+machine and on a Slurm cluster. Its results match the same job run as processes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from primage.client import Client
 from primage.samples import sample_images
-from tests.harness import RunningServer, primage
+from tests.harness import RunningServer, SlurmCluster, platform_with_registry, primage, require
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
 
@@ -41,10 +44,24 @@ def _reports(api: Client, space: str, folder: str) -> dict[str, float | None]:
     return found
 
 
+@pytest.fixture
+def platform(
+    container_env: dict[str, str], slurm_cluster: SlurmCluster, tmp_path: Path
+) -> Iterator[tuple[RunningServer, str]]:
+    """A server with a registry, containers on, and a Slurm executor whose nodes run them."""
+    require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
+    executors = {"local": {"kind": "local"},
+                 "hpc": {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"],
+                         "poll_seconds": 0.3, "containers": True}}  # fmt: skip
+    env = {"PRIMAGE_EXECUTORS": json.dumps(executors)}
+    with platform_with_registry(tmp_path / "platform", container_env, env) as (server, host):
+        yield server, host
+
+
 def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
-    registry: tuple[RunningServer, str], python_base: str, tmp_path: Path
+    platform: tuple[RunningServer, str], python_base: str, tmp_path: Path
 ) -> None:
-    server, host = registry
+    server, host = platform
     token = server.client().create_user("alice").token
     alice = server.client(token)
     env = {**os.environ, "PRIMAGE_SERVER": server.url, "PRIMAGE_TOKEN": token}
@@ -66,8 +83,10 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
         alice.upload("scans", f"images/{path.name}", path)
     job_file = str(EXAMPLE / "job.yaml")
     runs = {}
+    image = ["--image", f"{host}/alice/segmentation:1"]
     for how, extra in (
-        ("containers", ["--image", f"{host}/alice/segmentation:1"]),
+        ("containers", image),
+        ("containers on Slurm", [*image, "--executor", "hpc"]),
         ("processes", []),
     ):
         done = primage(
@@ -86,4 +105,9 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
         assert {f"{stem}_mask.nii.gz", f"{stem}_overlay.png", f"{stem}.json"} <= outputs
     assert _reports(alice, "scans", in_containers["output_path"]) == _reports(
         alice, "scans", runs["processes"]["output_path"]
+    )
+    on_slurm = runs["containers on Slurm"]
+    assert (on_slurm["executor"], on_slurm["image"]) == ("hpc", in_containers["image"])
+    assert _reports(alice, "scans", on_slurm["output_path"]) == _reports(
+        alice, "scans", in_containers["output_path"]
     )

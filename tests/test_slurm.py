@@ -7,13 +7,14 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
-from tests.harness import RunningServer, SlurmCluster, eventually
+from tests.harness import BUSYBOX, RunningServer, SlurmCluster, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,3 +236,72 @@ def test_a_folder_swapped_for_a_link_before_its_task_starts_runs_nothing(
     task = folder.tasks(job.id).tasks[0]
     assert task.exit_code == 125 and "changed before the task started" in task.message
     assert b"".join(folder.logs(job.id, 0)) == b"", "nothing of bob's, nothing at all"
+
+
+@pytest.fixture
+def hpc_containers(
+    slurm_cluster: SlurmCluster, container_env: dict[str, str], tmp_path: Path
+) -> Iterator[RunningServer]:
+    """A server whose Slurm executor runs jobs with an image in podman on the compute node
+    (here the same machine, sharing the test image store)."""
+    executors = {"hpc": {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"],
+                         "capacity": 4, "poll_seconds": 0.3, "containers": True}}  # fmt: skip
+    env = {
+        "PRIMAGE_EXECUTORS": json.dumps(executors),
+        "PRIMAGE_CONTAINERS": "true",
+        "PRIMAGE_CONTAINER_ENV": json.dumps(container_env),
+    }
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_jobs_with_an_image_run_in_containers_on_the_compute_node(
+    hpc_containers: RunningServer, container_env: dict[str, str]
+) -> None:
+    """The same container as on this machine: its spaces at /spaces (read-only where asked),
+    no other user's; cancelling stops it and leaves no container behind."""
+    server = hpc_containers
+    admin = server.client()
+    bob = Client(server.url, admin.create_user("bob").token)
+    bob.create_space("bobs")
+    alice = Client(server.url, admin.create_user("alice").token)
+    alice.create_space("study")
+    for n in range(3):
+        alice.upload("study", f"in/scan{n}.dcm", f"DICM {n}\n".encode())
+    alice.create_space("atlas")
+    alice.upload("atlas", "labels.txt", b"tumour\n")
+    job = alice.submit_job(
+        {"kind": "htc", "image": BUSYBOX, "executor": "hpc", "spaces": ["atlas:ro"],
+         "inputs": {"space": "study", "glob": "in/*.dcm"},
+         "command": "sha256sum {input} > {output_dir}/{input_stem}.sha256 && "
+                    'cat "$PRIMAGE_SPACE_ATLAS/labels.txt" && ls /spaces && pwd && '
+                    '{ touch "$PRIMAGE_SPACE_ATLAS/x" 2>/dev/null || echo read-only; }'}
+    )  # fmt: skip
+    assert job.image is not None and job.image.startswith("localhost/busybox@sha256:")
+    done = alice.wait_job(job.id, poll=0.3, timeout=120)
+    assert done.state == "succeeded", alice.tasks(job.id).tasks[0].message
+    outputs = {f.name for f in alice.listdir("study", f"outputs/{job.id}")}
+    assert outputs == {"scan0.sha256", "scan1.sha256", "scan2.sha256"}
+    line = alice.read_bytes("study", f"outputs/{job.id}/scan0.sha256").decode()
+    assert line.endswith("/spaces/study/in/scan0.dcm\n")
+    assert b"".join(alice.logs(job.id, 0)) == b"tumour\natlas\nstudy\n/work\nread-only\n"
+    assert all("_" in (t.external_id or "") for t in alice.tasks(job.id).tasks), "Slurm ids"
+
+    sleeper = alice.submit_job(
+        {"image": BUSYBOX, "executor": "hpc", "spaces": ["study"], "command": "sleep 600"}
+    )
+    eventually(lambda: alice.job(sleeper.id).counts.running == 1, 60, "the container running")
+
+    def containers() -> str:
+        return subprocess.run(
+            ["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+            env={**os.environ, **container_env}, check=True,
+        ).stdout  # fmt: skip
+
+    eventually(lambda: f"primage-{sleeper.id}-0-1" in containers(), 60, "its container")
+    alice.cancel_job(sleeper.id)
+    assert alice.wait_job(sleeper.id, poll=0.3, timeout=60).state == "cancelled"
+    eventually(lambda: f"primage-{sleeper.id}-" not in containers(), 60, "no container left")

@@ -6,7 +6,6 @@ import hashlib
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +14,7 @@ import pytest
 
 from primage.errors import Conflict, InsufficientStorage, NotFound, RangeNotSatisfiable
 from primage.samples import sample_images
-from tests.harness import RunningServer
+from tests.harness import RunningServer, eventually
 
 
 def test_sample_images_round_trip_byte_for_byte(server: RunningServer, tmp_path: Path) -> None:
@@ -72,10 +71,8 @@ def test_interrupted_upload_leaves_no_file_and_old_file_intact(
         small = head.replace("new.dcm", "small.dcm").replace("10000000", "100000")
         sock.sendall(small.encode() + b"z" * 50_000)
     staging = sqlite_server.data_dir / "spaces" / ".staging"
-    deadline = time.monotonic() + 15  # the server notices the closed connections on its own time
-    while list(staging.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert list(staging.iterdir()) == []
+    # the server notices the closed connections on its own time
+    eventually(lambda: list(staging.iterdir()) == [], 15, "the staging folder empty")
     assert sdk.read_bytes("atomic", "scan.dcm") == b"old content"
     for name in ("new.dcm", "small.dcm"):
         with pytest.raises(NotFound):

@@ -76,6 +76,9 @@ def submit(
     image: str | None = typer.Option(
         None, help="Run each task in a container of this image, e.g. REGISTRY/alice/seg:1."
     ),
+    executor: str | None = typer.Option(
+        None, help="Where it runs: an executor's name (primage executor ls); default: the site's."
+    ),
     cpus: int | None = typer.Option(None, help="Cores per task."),
     memory: str | None = typer.Option(None, help="Memory limit per task, e.g. 2GiB."),
     env: list[str] = typer.Option(
@@ -100,6 +103,7 @@ def submit(
         "files_per_task": files_per_task,
         "timeout": timeout,
         "image": image,
+        "executor": executor,
     }
     data |= {k: v for k, v in flags.items() if v is not None}
     if inputs is not None:

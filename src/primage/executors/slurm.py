@@ -53,13 +53,16 @@ from primage.executors.base import (
     ExternalRef,
     Host,
     Outcome,
+    Pull,
     TaskEvent,
     TaskKey,
     TaskRun,
     utc,
 )
 from primage.executors.mounts import space_binds, verified
+from primage.executors.registry import ConfigError
 from primage.host import procs
+from primage.host.containers import SPACES, Runtime, task_container
 from primage.host.env import base_env
 from primage.host.logs import follow_file
 from primage.host.sandbox import Bind, Sandbox, sandboxed
@@ -110,6 +113,16 @@ class SlurmOptions(ExecutorOptions):
     prefetch: int = Field(
         10_000, ge=1, description="Tasks handed to Slurm ahead of those running (its queue)."
     )
+    containers: bool = Field(
+        False,
+        description="The compute nodes run containers with the server's container_command and "
+        "container_env (podman): jobs with an image run there in one, with the same mounts as "
+        "on this machine. The image is pinned by digest on the server and run as that digest; "
+        "the nodes must have it (a shared image store, or pulled there beforehand).",
+    )
+    container_command: list[str] | None = Field(
+        None, description="The runtime on the nodes and its options; default: container_command."
+    )
 
 
 class SlurmJobOptions(Strict):
@@ -142,13 +155,21 @@ class SlurmExecutor(Executor):
 
     def __init__(
         self, name: str, options: SlurmOptions, storage_root: Path, work_dir: Path,
-        sandbox: Sandbox | None,
+        sandbox: Sandbox | None, runtime: Runtime | None = None,
     ) -> None:  # fmt: skip
         super().__init__(name, options.description or "a Slurm cluster")
         self.options = options
         self.storage_root = storage_root
         self.work_dir = work_dir
         self.sandbox = sandbox
+        #: How the server pins images (its own runtime) and the nodes run them (theirs).
+        self.runtime = runtime
+        self.node_runtime = runtime
+        if runtime is not None:
+            self.supports = self.supports | {"containers"}
+            if options.container_command is not None:
+                self.node_runtime = Runtime(options.container_command, runtime.env,
+                                            runtime.options)  # fmt: skip
         self._env = {**os.environ}
         if options.slurm_conf is not None:
             self._env["SLURM_CONF"] = str(options.slurm_conf)
@@ -162,7 +183,13 @@ class SlurmExecutor(Executor):
     def from_config(cls, name: str, options: Any, host: Host) -> SlurmExecutor:
         settings = host.settings
         work = options.work_dir or settings.jobs_path / f"slurm-{name}"
-        return cls(name, options, settings.storage_path, work, host.sandbox)
+        if options.containers and host.runtime is None:
+            raise ConfigError(
+                f"executor '{name}': containers = true needs containers on the server too (it "
+                "pins each job's image by digest): install podman or set containers = true"
+            )
+        runtime = host.runtime if options.containers else None
+        return cls(name, options, settings.storage_path, work, host.sandbox, runtime)
 
     @property
     def capacity(self) -> int:
@@ -173,7 +200,12 @@ class SlurmExecutor(Executor):
         return self.options.prefetch
 
     def space_path(self, space: str, *, container: bool = False) -> str:
-        return str(self.storage_root / space)
+        return f"{SPACES}/{space}" if container else str(self.storage_root / space)
+
+    def pin_image(self, image: str, pull: Pull | None = None) -> str:
+        if self.runtime is None:
+            return super().pin_image(image)
+        return self.runtime.pin(image, pull)
 
     def health(self) -> str | None:
         missing = [c for c in ("sbatch", "squeue", "scancel") if shutil.which(c) is None]
@@ -215,19 +247,12 @@ class SlurmExecutor(Executor):
         base = first.key.index
         job_dir = self.work_dir / str(first.key.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        branches = []
         with self._lock:
             for run in runs:
-                folder = self.folder(run.key)
-                self._elements[run.key] = Element(run.key, folder, timeout_s=run.timeout_s)
-                branches.append(f"  {run.key.index - base})\n{self._task_script(run, folder)};;")
+                self._elements[run.key] = Element(run.key, self.folder(run.key),
+                                                  timeout_s=run.timeout_s)  # fmt: skip
         batch = job_dir / f"array-{first.key.index}.{first.key.attempt}.sh"
-        batch.write_text(
-            "#!/bin/sh\n"
-            'case "$SLURM_ARRAY_TASK_ID" in\n' + "\n".join(branches) + "\n"
-            '  *) echo "primage: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 125 ;;\n'
-            "esac\n"
-        )
+        batch.write_text(self._array_script(runs, base))
         indexes = [r.key.index - base for r in runs]
         argv = ["sbatch", "--parsable", *self._directives(first, indexes)]
         try:
@@ -280,40 +305,108 @@ class SlurmExecutor(Executor):
                 args.append(f"--{option}={value}")
         return [*args, *self.options.directives]
 
-    def _task_script(self, run: TaskRun, folder: Path) -> str:
+    def _array_script(self, runs: Sequence[TaskRun], base: int) -> str:
+        """One job's array as a shell script: what all its tasks share once at the top (the
+        environment, and the sandbox as a function ``confined ATTEMPT ARGV…``: its spaces and
+        folder checks are the job's), then a branch per task, chosen by the array index."""
+        first = runs[0]
+        env, own = self._task_env, frozenset[str]()
+        header = ""
+        if first.image is not None:
+            assert self.node_runtime is not None
+            env = self.node_runtime.process_env(self._task_env, {})
+            own = frozenset(env)  # podman's own: a task's variables never replace them
+        elif self.sandbox is not None:
+            env = sandboxed(self._task_env)
+            header = self._confined(first)
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+        branches = [f"  {run.key.index - base})\n{self._task_script(run, own)};;" for run in runs]
+        return (
+            "#!/bin/sh\n" + exports + header + 'case "$SLURM_ARRAY_TASK_ID" in\n'
+            + "\n".join(branches) + "\n"
+            '  *) echo "primage: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 125 ;;\n'
+            "esac\n"
+        )  # fmt: skip
+
+    def _confined(self, run: TaskRun) -> str:
+        """The shell function that runs an attempt of ``run``'s job in the platform's sandbox:
+        its spaces (each folder checked again once mounted), its own work folder, no network;
+        or, when a folder cannot be mounted safely, says why and exits 125."""
+        assert self.sandbox is not None
+        try:
+            binds, check = space_binds(run, self.storage_root)
+        except PrimageError as exc:  # a folder that vanished, or became a link out
+            return f"confined() {{\n  {shlex.join(procs.failing(exc.detail))}\n}}\n"
+        work = f"{self.work_dir / str(run.key.job_id)}/{_ATTEMPT}/work"
+        argv = self.sandbox.wrap(
+            verified([_ARGV], check), binds=[*binds, Bind(work, False)], workdir=work
+        )
+        return f"confined() {{\n  a=$1; shift\n  {' '.join(map(_shell_word, argv))}\n}}\n"
+
+    def _task_script(self, run: TaskRun, own: frozenset[str]) -> str:
         """The lines that run one attempt on a compute node: confined as on this machine, its
         output in its folder, its exit code recorded where the server reads it."""
+        q = shlex.quote
+        folder = self.folder(run.key)
         work = str(folder / "work")
         argv = procs.argv_for(run.command)
-        if self.sandbox is not None:
-            try:
-                binds, check = space_binds(run, self.storage_root)
-            except PrimageError as exc:  # a folder that vanished, or became a link out
-                binds, check, argv = [], [], procs.failing(exc.detail)
-            argv = self.sandbox.wrap(
-                verified(argv, check),
-                binds=[*binds, Bind(work, False)],
-                workdir=work,
-                network="none",
-            )
-            env = sandboxed(self._task_env) | dict(run.env)
+        chown = ""
+        if run.image is not None:
+            argv = self._container(run, work)
+        elif self.sandbox is not None:
+            argv = ["confined", folder.name, *argv]
+            if self.sandbox.owner is not None:
+                chown = f" && chown {self.sandbox.owner[0]}:{self.sandbox.owner[1]} {q(work)}"
         else:
             protected = sorted(self.space_path(n) for n, ro in run.mounts.items() if ro)
             argv = procs.read_only(protected, argv)
-            env = self._task_env | dict(run.env)
-        q = shlex.quote
-        owner = self.sandbox.owner if self.sandbox is not None else None
-        own = f" && chown {owner[0]}:{owner[1]} {q(work)}" if owner is not None else ""
-        exports = "".join(f"    export {k}={q(v)}\n" for k, v in sorted(env.items()))
+        exports = "".join(
+            f"    export {k}={q(v)}\n" for k, v in sorted(run.env.items()) if k not in own
+        )
         out, err, code = (q(str(folder / n)) for n in ("stdout.log", "stderr.log", "exit"))
+        line = f"{shlex.join(argv)} > {out} 2> {err} < /dev/null"
+        if run.image is not None:  # scancel or --time: the container is removed, not orphaned
+            assert self.node_runtime is not None
+            name = task_container(run.key.job_id, run.key.index, run.key.attempt)
+            stop = shlex.join([*self.node_runtime.command, "rm", "--force", "--time", "1", name])
+            line = f"{line} &\n    trap {q(stop + ' > /dev/null 2>&1')} TERM\n    wait $!"
         return (
-            f"    mkdir -p {q(work)}{own} && cd {q(work)} || exit 125\n"
+            f"    mkdir -p {q(work)}{chown} && cd {q(work)} || exit 125\n"
             f"{exports}"
-            f"    {' '.join(q(a) for a in argv)} > {out} 2> {err} < /dev/null\n"
+            f"    {line}\n"
             "    code=$?\n"
             f'    echo "$code" > {code}.tmp && mv {code}.tmp {code}\n'
             '    exit "$code"\n'
         )
+
+    def _container(self, run: TaskRun, work: str) -> list[str]:
+        """The ``podman run`` of one attempt on a node, as the local executor's: its spaces at
+        /spaces/NAME (read-only where asked), its work folder at /work, no network (the task's
+        variables are handed on by name from the script's environment)."""
+        runtime = self.node_runtime
+        assert runtime is not None
+        try:
+            mounts = {
+                b.path.removeprefix(f"{self.storage_root}/"): (b.source or b.path, b.read_only)
+                for b in space_binds(run, self.storage_root)[0]
+            }
+        except PrimageError as exc:  # a folder that vanished, or became a link out
+            return procs.failing(exc.detail)
+        key = run.key
+        argv = runtime.argv(
+            image=run.image or "",
+            command=procs.argv_for(run.command),
+            name=task_container(key.job_id, key.index, key.attempt),
+            workdir=work,
+            mounts=mounts,
+            env=run.env,
+            base_env=self._task_env,
+            cpus=run.cpus,
+            memory_bytes=run.memory_bytes,
+            network=run.network,
+            sig_proxy=False,  # Slurm signals every process of the job: the script stops it
+        )
+        return argv
 
     async def events(self) -> list[TaskEvent]:
         if time.monotonic() - self._polled >= self.options.poll_seconds:
@@ -482,6 +575,17 @@ class SlurmExecutor(Executor):
 
     async def close(self) -> None:
         """Nothing to stop: the cluster keeps running the arrays; the next server adopts them."""
+
+
+# Stand-ins in the sandbox's argv for what the function ``confined`` is given: the attempt's
+# folder name (``$a``) and the task's argv (``"$@"``).
+_ATTEMPT, _ARGV = "\0attempt\0", "\0argv\0"
+
+
+def _shell_word(word: str) -> str:
+    if word == _ARGV:
+        return '"$@"'
+    return '"$a"'.join(shlex.quote(part) for part in word.split(_ATTEMPT))
 
 
 def chunks(runs: Sequence[TaskRun], span: int) -> Iterator[list[TaskRun]]:

@@ -46,6 +46,11 @@ CATATONIT = "/usr/libexec/podman/catatonit"
 WORKDIR = "/work"
 
 
+def task_container(job_id: int, index: int, attempt: int) -> str:
+    """The container name of a task attempt, wherever it runs."""
+    return f"primage-{job_id}-{index}-{attempt}"
+
+
 def cgroup_v1() -> bool:
     """A host without the unified hierarchy (cgroup v2 has cgroup.controllers at its root)."""
     return not os.path.exists("/sys/fs/cgroup/cgroup.controllers")
@@ -144,15 +149,19 @@ class Runtime:
         cpus: int,
         memory_bytes: int | None,
         network: bool,
+        sig_proxy: bool = True,
     ) -> list[str]:
         """The command line that runs ``command`` in ``image`` as one task attempt.
 
         ``mounts``: space name (or ``SPACE/FOLDER``) → (host folder, read-only). ``env`` is
         named here, not valued: podman runs with the values in its environment
         (:meth:`process_env` over ``base_env``), except for names podman itself uses, which are
-        passed by value.
+        passed by value. ``sig_proxy=False``: signals to podman are not passed on (whoever runs
+        it stops the container by name).
         """
         args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
+        if not sig_proxy:
+            args.append("--sig-proxy=false")
         args += ["--network", "slirp4netns" if network else "none"]
         args += ["--cpus", str(cpus), "-w", WORKDIR, "-v", f"{workdir}:{WORKDIR}"]
         args += self._shared(mounts, env, base_env, memory_bytes)

@@ -46,7 +46,7 @@ from primage.executors.base import (
 )
 from primage.executors.mounts import space_binds
 from primage.host import procs
-from primage.host.containers import SPACES, Runtime
+from primage.host.containers import SPACES, Runtime, task_container
 from primage.host.env import base_env
 from primage.host.logs import follow_file
 from primage.host.sandbox import Bind, Sandbox, sandboxed
@@ -287,7 +287,7 @@ class LocalExecutor(Executor):
         return self.runtime.argv(
             image=run.image or "",
             command=procs.argv_for(run.command),
-            name=f"primage-{key.job_id}-{key.index}-{key.attempt}",
+            name=task_container(key.job_id, key.index, key.attempt),
             workdir=work_folder(str(Path(self.folder_name(key)).resolve())),
             mounts=mounts,
             env=run.env,
