@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -216,6 +217,41 @@ def test_app_is_adopted_after_a_server_kill_and_stopped_when_idle(
         assert api.wait_app("web", timeout=60).state == "running"
     finally:
         server.stop()  # removes its apps first (harness)
+
+
+STUBBORN = """
+app:
+  name: stubborn
+  command: sh -c "trap '' TERM; exec python3 -m http.server {port} --bind 127.0.0.1"
+  strip_prefix: true
+"""
+
+
+def test_an_app_slow_to_stop_holds_up_no_other_app(tmp_path: Path) -> None:
+    """Stopping runs beside the supervisor's turns: an app that ignores SIGTERM takes the kill
+    grace (5 s) to stop, and meanwhile another app is deployed and started. (Without the
+    sandbox, which would end the app with its PID namespace at once.)"""
+    env = {"PRIMAGE_SANDBOX": "off", "PRIMAGE_CONTAINERS": "false"}
+    server = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+    try:
+        _slow_stop_beside_a_deploy(server.client())
+    finally:
+        server.stop()
+
+
+def _slow_stop_beside_a_deploy(api: Client) -> None:
+    api.deploy_app(STUBBORN, source="stubborn.yaml")
+    assert api.wait_app("stubborn", timeout=60).state == "running"
+    with ThreadPoolExecutor(1) as pool:
+        stopping = pool.submit(api.stop_app, "stubborn")  # answers once it has stopped
+        eventually(lambda: api.app("stubborn").state == "stopping", 10, "stubborn stopping")
+        api.create_space("site")
+        api.upload("site", "index.html", b"<h1>hello</h1>\n")
+        api.deploy_app(WEB % "1h", source="web.yaml")
+        eventually(lambda: api.app("web").instances, 10, "web's instance started")
+        assert not stopping.done(), "web started while stubborn was still stopping"
+        assert stopping.result(timeout=60).state == "stopped"
+    assert api.wait_app("web", timeout=60).state == "running"
 
 
 def test_server_stop_says_what_keeps_running_and_stop_all_stops_it(

@@ -15,9 +15,15 @@ once when the API changes something — moves what runs toward it:
   fails, the old one goes on serving;
 - an app without traffic through the proxy for ``idle_timeout`` is stopped.
 
-Instances outlive the server (sessions of their own); a restarted server adopts them by their PID
-and start time, as the job reconciler adopts tasks. Only ``ready`` instances of the serving
-generation receive traffic.
+Where instances run is the instance backend's (``apps/backends.py``: on this machine, processes
+and containers); what runs when is decided here. Stops and health checks run in threads of their
+own, so that an app slow to stop or to answer holds up no other app. Instances outlive the server;
+a restarted server adopts them through the backend, as the job reconciler adopts tasks. Only
+``ready`` instances of the serving generation receive traffic.
+
+An interactive job's one task is its app's: the supervisor reports the app's start and end as
+task events (``job_events``), which the job reconciler records like an executor's, and never
+writes task rows itself.
 """
 
 from __future__ import annotations
@@ -29,25 +35,27 @@ import itertools
 import json
 import logging
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
+from primage.apps.backends import InstanceBackend, InstanceError
 from primage.apps.launch import Launch, container_name
 from primage.auth.crypto import SecretBox
 from primage.config import Settings
 from primage.db import Database, tables
 from primage.db.tables import utcnow
-from primage.host import procs, services
+from primage.executors.base import Outcome, TaskEvent, TaskKey, utc
+from primage.host import procs
 from primage.host.containers import Runtime
 from primage.host.sandbox import Sandbox
-from primage.jobs.progress import close_if_done
-from primage.jobs.states import TASK_DONE, JobState, TaskState
+from primage.jobs.states import TASK_ACTIVE
 from primage.models.apps import AppSpec
 
 log = logging.getLogger("primage.apps")
@@ -61,19 +69,22 @@ HEALTH_FAILURES = 3  # consecutive failed checks of a ready instance before it i
 HEALTH_EVERY_S = 10.0  # how often a ready instance is checked (a starting one: every turn)
 ACTIVE = ("deploying", "running", "updating")
 STOPPING = ("stopping", "removing")
+WORKERS = 16  # threads for stops and health checks: so many slow instances at once block none
+
+Key = tuple[int, int, int]  # an instance: app, generation, index
 
 
 @dataclass
 class Route:
     """Where the proxy sends an app's traffic: its ready instances, round-robin."""
 
-    ports: list[int]
+    addresses: list[str]  # host:port of each
     token: str
     prefix: str  # what the app sees before the request's path: /apps/<name>/ or /
     _turn: Iterator[int] = field(default_factory=lambda: itertools.count())
 
-    def next_port(self) -> int:
-        return self.ports[next(self._turn) % len(self.ports)]
+    def next_address(self) -> str:
+        return self.addresses[next(self._turn) % len(self.addresses)]
 
 
 class Supervisor:
@@ -82,16 +93,27 @@ class Supervisor:
         settings: Settings,
         db: Database,
         box: SecretBox,
+        backend: InstanceBackend,
         runtime: Runtime | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
         self.settings, self.db, self.box, self.runtime = settings, db, box, runtime
+        self.backend = backend
         self.sandbox = sandbox  # confines process apps; None: off, or cannot be made
         self.folder = settings.data_dir / "apps"
         self.routes: dict[str, Route] = {}
-        self._services: dict[tuple[int, int, int], services.Service] = {}
-        self._unhealthy: dict[tuple[int, int, int], int] = {}
-        self._checked: dict[tuple[int, int, int], float] = {}
+        self._known: set[Key] = set()  # instances this server started or adopted
+        self._unhealthy: dict[Key, int] = {}
+        self._checked: dict[Key, float] = {}
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="app-instances")
+        self._stops: dict[Key, Future[None]] = {}  # stops under way
+        self._stopped_refs: set[str] = set()  # instances stopped, not to be stopped again
+        self._checks: dict[Key, Future[bool]] = {}  # health checks under way, or answered
+        #: Interactive jobs' task events, for the job reconciler (``job_events``).
+        self._job_events: list[TaskEvent] = []
+        self._events_lock = threading.Lock()
+        self._reported: dict[int, str] = {}  # job → the last event sent for its task
+        self.on_job_event: Callable[[], None] = lambda: None
         self._starting = False  # an instance was starting at the last turn
         self._activity: dict[int, dt.datetime] = {}
         self._touched: set[int] = set()  # apps with traffic since the last turn
@@ -117,7 +139,14 @@ class Supervisor:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._turning is not None:  # a turn already in its thread finishes first
             await asyncio.gather(self._turning, return_exceptions=True)
+        await asyncio.to_thread(self._pool.shutdown)  # stops under way end first
         self._http.close()
+
+    def job_events(self) -> list[TaskEvent]:
+        """What happened to interactive jobs' tasks since the last call (never blocks)."""
+        with self._events_lock:
+            found, self._job_events = self._job_events, []
+        return found
 
     def wake(self) -> None:
         """Ask for a turn now; safe from any thread."""
@@ -125,13 +154,19 @@ class Supervisor:
             self._event_loop.call_soon_threadsafe(self._wake.set)
 
     async def settle(self, app_id: int) -> None:
-        """Run a turn for one app now (stopping, removing), the loop held off meanwhile."""
+        """Run a turn for one app now (stopping, removing), the loop held off meanwhile, and
+        once more when the stops it began have ended."""
         async with self._lock:
             await asyncio.to_thread(self._reconcile, app_id)
+        stops = [f for key, f in list(self._stops.items()) if key[0] == app_id]
+        if stops:  # waited for without the lock: other apps' turns go on meanwhile
+            await asyncio.gather(*map(asyncio.wrap_future, stops), return_exceptions=True)
+            async with self._lock:
+                await asyncio.to_thread(self._reconcile, app_id)
 
     def log_path(self, app_id: int, generation: int, index: int) -> Path:
-        """An instance's output (the folder is Launch.folder's)."""
-        return self.folder / str(app_id) / f"{generation}.{index}" / "output.log"
+        """An instance's output."""
+        return self.backend.log_path(app_id, generation, index)
 
     def touch(self, app_id: int) -> None:
         """Proxied traffic: the app is in use (idle culling counts from the last touch)."""
@@ -162,6 +197,7 @@ class Supervisor:
         for app_id in ids:
             self._reconcile(app_id)
         self._save_activity()
+        self._report_jobs()
 
     def _reconcile(self, app_id: int) -> None:
         with self.db.session() as session:
@@ -177,8 +213,8 @@ class Supervisor:
         events: list[str] = []
         seen = (app.state, app.pending_spec)
         if app.state in STOPPING:
-            self._stop_all(app, instances)
-            self._finish_stop(app, events)
+            if self._stop_all(app, instances):  # all ended: nothing runs any more
+                self._finish_stop(app, events)
             return
         if self._idle(app):
             limit = self._spec(app.spec).idle_timeout or 0
@@ -229,16 +265,17 @@ class Supervisor:
     def _step(self, row: tables.AppInstance, launch: Launch, events: list[str]) -> str | None:
         """Move one instance on; the reason the app fails, if it does."""
         key = (row.app_id, row.generation, row.index)
-        service = self._service(row)
         now = utcnow()
         if row.state == "crashed":
+            if key in self._stops:  # the last one is still stopping (its port, its files)
+                return None
             if row.not_before is None or now >= row.not_before:
                 return self._launch(row, launch, events)
             return None
-        if service is None or not service.running():
-            code = service.exit_code() if service is not None else None
+        code = self._ended(row)
+        if code is not None:
             self._forget(key)
-            how = "ended" if code in (None, -1) else f"exited with code {code}"
+            how = "ended" if code == -1 else f"exited with code {code}"
             tail = procs.tail(launch.folder(row.generation, row.index) / "output.log")
             row.message = f"{how}\n{tail}".strip()
             events.append(f"instance {row.index} {how}")
@@ -255,8 +292,11 @@ class Supervisor:
                 row.message = f"not healthy within {launch.spec.startup_timeout:g} s"
                 events.append(f"instance {row.index} {row.message}; restarting")
                 return self._crashed(row)
-        elif row.state == "ready" and self._due(key):
-            failures = 0 if self._healthy(row, launch) else self._unhealthy.get(key, 0) + 1
+        elif row.state == "ready" and (key in self._checks or self._due(key)):
+            healthy = self._healthy(row, launch)
+            if healthy is None:  # asked; the answer comes at a later turn
+                return None
+            failures = 0 if healthy else self._unhealthy.get(key, 0) + 1
             self._unhealthy[key] = failures
             if failures >= HEALTH_FAILURES:
                 self._stop_instance(row, launch.runtime is not None)
@@ -275,24 +315,22 @@ class Supervisor:
         return None
 
     def _launch(self, row: tables.AppInstance, launch: Launch, events: list[str]) -> str | None:
-        fixed = launch.fixed_port()
-        port = fixed or services.free_port()
-        if fixed is not None and services.port_taken(fixed):
-            row.message = f"port {fixed} is already in use on this machine"
-            return f"instance {row.index}: {row.message}"
         self._starting = True
         try:
-            service = launch.start(row.generation, row.index, port)
-        except OSError as exc:
-            row.message = f"cannot start {exc.filename or 'the command'}: {exc.strerror}"
+            started = self.backend.start(launch, row.generation, row.index)
+        except InstanceError as exc:
+            row.message = str(exc)
             return f"instance {row.index}: {row.message}"
-        self._services[(row.app_id, row.generation, row.index)] = service
-        row.state, row.port, row.external_id = "starting", port, service.ref
+        self._known.add((row.app_id, row.generation, row.index))
+        self._stopped_refs.discard(row.external_id or "")
+        row.state, row.port, row.external_id = "starting", started.port, started.ref
         row.started_at, row.not_before = utcnow(), None
-        events.append(f"instance {row.index} (generation {row.generation}) started on port {port}")
+        events.append(
+            f"instance {row.index} (generation {row.generation}) started on port {started.port}"
+        )
         return None
 
-    def _due(self, key: tuple[int, int, int]) -> bool:
+    def _due(self, key: Key) -> bool:
         """Is a ready instance's periodic health check due?"""
         now = time.monotonic()
         if now - self._checked.get(key, 0.0) < HEALTH_EVERY_S:
@@ -300,10 +338,24 @@ class Supervisor:
         self._checked[key] = now
         return True
 
-    def _healthy(self, row: tables.AppInstance, launch: Launch) -> bool:
-        url = f"http://127.0.0.1:{row.port}{launch.prefix}{launch.spec.health_path.lstrip('/')}"
+    def _healthy(self, row: tables.AppInstance, launch: Launch) -> bool | None:
+        """The answer of the instance's health check, asked in a thread of its own: None
+        until it has come (a check waits up to the client's timeout; other apps do not)."""
+        key = (row.app_id, row.generation, row.index)
+        asked = self._checks.get(key)
+        if asked is None:
+            address = self.backend.address(row.external_id or "", row.port or 0)
+            url = f"http://{address}{launch.prefix}{launch.spec.health_path.lstrip('/')}"
+            asked = self._checks[key] = self._pool.submit(self._check, url, launch.token)
+            asked.add_done_callback(lambda _: self.wake())
+        if not asked.done():
+            return None
+        del self._checks[key]
+        return asked.result()
+
+    def _check(self, url: str, token: str) -> bool:
         try:
-            response = self._http.get(url, headers={"Authorization": f"token {launch.token}"})
+            response = self._http.get(url, headers={"Authorization": f"token {token}"})
         except httpx.HTTPError:
             return False
         return response.status_code < 400
@@ -350,29 +402,43 @@ class Supervisor:
 
     # -- instances ------------------------------------------------------------------------------
 
-    def _service(self, row: tables.AppInstance) -> services.Service | None:
-        """This server's handle on the instance, or one adopted from its external id."""
+    def _ended(self, row: tables.AppInstance) -> int | None:
+        """None while the instance runs (adopting it from its external id after a restart);
+        else how it ended: its exit code, or -1 when that is unknown."""
         key = (row.app_id, row.generation, row.index)
-        found = self._services.get(key)
-        adoptable = row.external_id is not None and row.state in ("starting", "ready")
-        if found is None and adoptable and procs.alive(row.external_id or ""):
-            found = self._services[key] = services.Service(row.external_id or "")
-            log.info("adopted app instance %s (%s)", key, row.external_id)
-        return found
+        ref = row.external_id
+        if ref is None:
+            return -1
+        if key not in self._known:
+            if row.state not in ("starting", "ready") or not self.backend.adopt(ref):
+                return -1
+            self._known.add(key)
+            log.info("adopted app instance %s (%s)", key, ref)
+        return self.backend.status(ref)
 
     def _stop_instance(self, row: tables.AppInstance, container: bool) -> None:
-        """Stop an instance; a container is also removed before this returns (podman's own
-        removal after --rm comes a moment after its process ends)."""
-        service = self._service(row)
-        self._forget((row.app_id, row.generation, row.index))
-        if container and self.runtime is not None:
-            self.runtime.remove(container_name(row.app_id, row.generation, row.index))
-        if service is not None:
-            services.stop(service)
+        """Stop an instance, in a thread of its own (``_stops`` until it has ended)."""
+        key = (row.app_id, row.generation, row.index)
+        self._forget(key)
+        ref = row.external_id
+        if ref is None or key in self._stops or ref in self._stopped_refs:
+            return
+        name = container_name(*key) if container else None
+        stop = self._pool.submit(self.backend.stop, ref, container=name)
+        self._stops[key] = stop
+        stop.add_done_callback(lambda _: self._stopped(key, ref))
 
-    def _forget(self, key: tuple[int, int, int]) -> None:
+    def _stopped(self, key: Key, ref: str) -> None:
+        stop = self._stops.pop(key, None)
+        self._stopped_refs.add(ref)
+        if stop is not None and stop.exception() is not None:
+            log.error("stopping app instance %s: %s", key, stop.exception())
+        self.wake()
+
+    def _forget(self, key: Key) -> None:
         """What this server keeps of an instance that ended."""
-        for kept in (self._services, self._unhealthy, self._checked):
+        self._known.discard(key)
+        for kept in (self._unhealthy, self._checked, self._checks):
             kept.pop(key, None)
 
     def _containers(self, app: tables.App) -> bool:
@@ -380,25 +446,30 @@ class Supervisor:
         specs = [app.spec, app.pending_spec] if app.pending_spec else [app.spec]
         return any(json.loads(text).get("image") for text in specs)
 
-    def _stop_all(self, app: tables.App, instances: list[tables.AppInstance]) -> None:
+    def _stop_all(self, app: tables.App, instances: list[tables.AppInstance]) -> bool:
+        """Stop every instance; whether all have ended."""
+        self.routes.pop(app.name, None)
         for row in instances:
             self._stop_instance(row, self._containers(app))
-        self.routes.pop(app.name, None)
+        if any(key[0] == app.id for key in list(self._stops)):
+            return False
+        self._stopped_refs -= {row.external_id for row in instances if row.external_id}
+        return True
 
     def _route(self, app: tables.App, instances: list[tables.AppInstance]) -> None:
-        ports = [
-            i.port
+        addresses = [
+            self.backend.address(i.external_id or "", i.port or 0)
             for i in instances
             if i.generation == app.generation and i.state == "ready" and i.port is not None
         ]
-        if not ports:
+        if not addresses:
             self.routes.pop(app.name, None)
             return
         spec = self._spec(app.spec)
         prefix = "/" if spec.strip_prefix else f"/apps/{app.name}/"
         route = self.routes.get(app.name)
-        if route is None or route.ports != ports:
-            self.routes[app.name] = Route(ports, self.box.open(app.app_token) or "", prefix)
+        if route is None or route.addresses != addresses:
+            self.routes[app.name] = Route(addresses, self.box.open(app.app_token) or "", prefix)
 
     # -- the database ---------------------------------------------------------------------------
 
@@ -434,7 +505,9 @@ class Supervisor:
                 stored.generation = app.generation
                 if events:
                     stored.updated_at = utcnow()
-                self._follow(session, stored, stopped=False)
+                if stored.job_id is not None and stored.state == "failed":
+                    self._report(stored.job_id, stored.name, "failed", None, stored.message)
+                    stored.state = "removing"  # a job's app ends with it: removed next turn
             for row in instances:
                 if row.state == "stopped":
                     session.execute(
@@ -454,7 +527,8 @@ class Supervisor:
             row = session.get(tables.App, app.id)
             if row is None:
                 return
-            self._follow(session, row, stopped=True)
+            if row.job_id is not None:  # its task's end, for the job reconciler
+                self._report(row.job_id, row.name, "stopped", row.state, row.message)
             if row.state == "removing" or row.job_id is not None:  # a job's app ends with it
                 session.delete(row)
                 shutil.rmtree(self.folder / str(app.id), ignore_errors=True)  # its logs
@@ -463,34 +537,50 @@ class Supervisor:
                 session.add_all(tables.AppEvent(app_id=app.id, message=e) for e in events)
         self._activity.pop(app.id, None)
 
-    @staticmethod
-    def _follow(session: Session, app: tables.App, *, stopped: bool) -> None:
-        """An interactive job's one task follows its app (``jobs/submit.py``): running once it
-        serves, failed with it; once its instances are ``stopped``, succeeded if it stopped for
-        want of traffic, else cancelled. A failed job's app is removed at the next turn."""
-        if app.job_id is None:
+    # -- interactive jobs -----------------------------------------------------------------------
+
+    def _report_jobs(self) -> None:
+        """Tell the job reconciler how the apps of interactive jobs stand, from the database
+        (so that nothing is missed across a restart): a task whose app serves has started; one
+        whose app failed or is gone has ended. It records each once; repeats are ignored."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(tables.Task.job_id, tables.App.name, tables.App.state, tables.App.message)
+                .join(tables.Job, tables.Job.id == tables.Task.job_id)
+                .outerjoin(tables.App, tables.App.job_id == tables.Task.job_id)
+                .where(tables.Job.kind == "interactive", tables.Task.state.in_(TASK_ACTIVE))
+            ).all()
+        active = {job_id for job_id, *_ in rows}
+        self._reported = {j: sent for j, sent in self._reported.items() if j in active}
+        for job_id, name, state, message in rows:
+            self._report(job_id, name, "gone" if name is None else state, state, message)
+
+    def _report(
+        self, job_id: int, name: str | None, how: str, state: str | None, message: str | None
+    ) -> None:
+        """One event for an interactive job's task: ``how`` is the app's state, or ``stopped``
+        (its instances ended; ``state`` says why: idle or removed), or ``gone``."""
+        key = TaskKey(job_id, 0, 1)
+        sent = self._reported.get(job_id)
+        event = None
+        if how == "running" and sent is None:
+            event = TaskEvent(key, "started", utc(), external_id=name)
+        elif how == "failed" and sent != "finished":
+            event = TaskEvent(key, "finished", utc(), outcome=Outcome.EXITED, message=message or "")
+        elif how == "stopped" and sent != "finished":
+            idle = state == "stopping"  # stopped for want of traffic: it did its work
+            outcome = Outcome.EXITED if idle else Outcome.CANCELLED
+            event = TaskEvent(key, "finished", utc(), outcome=outcome,
+                              exit_code=0 if idle else None, message=message or "")  # fmt: skip
+        elif how == "gone" and sent != "finished":
+            gone = "its service is gone (it ended while the server was down)"
+            event = TaskEvent(key, "finished", utc(), outcome=Outcome.EXITED, message=gone)
+        if event is None:
             return
-        task = session.get(tables.Task, (app.job_id, 0))
-        job = session.get(tables.Job, app.job_id)
-        if task is None or job is None or task.state in TASK_DONE:
-            return
-        now = utcnow()
-        if app.state == "running" and task.state == TaskState.QUEUED:
-            task.state, task.started_at, task.external_id = TaskState.RUNNING, now, app.name
-            job.state, job.started_at = JobState.RUNNING, now
-            return
-        if app.state == "failed":
-            outcome = TaskState.FAILED
-        elif stopped:
-            outcome = TaskState.SUCCEEDED if app.state == "stopping" else TaskState.CANCELLED
-        else:
-            return
-        task.state, task.finished_at = outcome, now
-        task.message = app.message or ("cancelled" if outcome == TaskState.CANCELLED else "")
-        if app.state == "failed":
-            app.state = "removing"
-        session.flush()
-        close_if_done(session, app.job_id)
+        self._reported[job_id] = event.kind
+        with self._events_lock:
+            self._job_events.append(event)
+        self.on_job_event()
 
     def _save_activity(self) -> None:
         """Last proxied traffic, written once a turn rather than on every request."""

@@ -74,19 +74,37 @@ def start(
 
 
 def stop(service: Service, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM its process group, SIGKILL what is left after ``grace`` seconds (blocking)."""
+    """SIGTERM its process group, SIGKILL what is left of the group after ``grace`` seconds
+    (blocking). The whole group: a leader that ends on SIGTERM may leave a child that does not
+    (a shell's command ignoring it), which would keep the app's port."""
     pid = service.pid
-    if not service.running():
+    ours = service.process is not None  # our child: its group is ours even once it has ended
+    if not service.running() and not (ours and group_alive(pid)):
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and service.running():
+        while group_alive(pid, reap=service.process):
+            if time.monotonic() >= deadline:
+                os.killpg(pid, signal.SIGKILL)
+                break
             time.sleep(0.05)
-        if service.running():
-            os.killpg(pid, signal.SIGKILL)
     if service.process is not None:
         service.process.wait()
+
+
+def group_alive(pgid: int, reap: subprocess.Popen[bytes] | None = None) -> bool:
+    """Does any process of the group still run? (``reap``: its leader, our child, reaped first
+    so that its zombie does not count.)"""
+    if reap is not None:
+        reap.poll()
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port() -> int:

@@ -80,15 +80,18 @@ class Reconciler:
         observe: Callable[[Sequence[TaskEvent]], None] | None = None,
         written: Callable[[set[str]], None] | None = None,
         sync_s: float | None = None,
+        services: Callable[[], list[TaskEvent]] | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
         # The jobs this loop runs: those routed to its executor. An interactive job's one task
         # is its app's, which the app supervisor starts, watches and ends (apps/supervisor.py);
-        # it is never handed out nor adopted here.
+        # it is never handed out nor adopted here: its events come from ``services``.
         self._ours = and_(
             tables.Job.executor == executor.name, tables.Job.kind != states.INTERACTIVE
         )
+        #: Interactive jobs' task events (the app supervisor's), recorded like the executor's.
+        self.services = services
         self.observe = observe  # told of every event once it is recorded (metrics)
         self.written = written  # told, in a thread, of spaces that ended jobs wrote (quotas)
         self.prefetch = prefetch or executor.prefetch
@@ -143,6 +146,8 @@ class Reconciler:
                 self._next_sync = time.monotonic() + self.sync_s
             held = await self.executor.held()  # before draining: what ends meanwhile is drained
         events = self._carry + await self.executor.events()
+        if self.services is not None:
+            events += self.services()
         self._carry = []
         try:
             decided = await asyncio.to_thread(self._transaction, events, held=held)
@@ -298,7 +303,7 @@ class Reconciler:
             .values(
                 state=TaskState.SUCCEEDED,
                 exit_code=0,
-                message="",
+                message=bindparam("m"),
                 finished_at=bindparam("f", type_=UTCDateTime()),
                 started_at=func.coalesce(T.started_at, bindparam("s", type_=UTCDateTime())),
                 external_id=func.coalesce(bindparam("x"), T.external_id),
@@ -311,6 +316,7 @@ class Reconciler:
                 key_params(e.key)
                 | {
                     "f": e.at,
+                    "m": e.message,
                     "s": begin.at if begin else e.at,
                     "x": begin.external_id if begin else None,
                 }

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from primage import __version__
+from primage.apps.backends import LocalBackend
 from primage.apps.proxy import Proxy
 from primage.apps.supervisor import Supervisor
 from primage.auth.crypto import SecretBox
@@ -75,8 +76,10 @@ def build_platform(settings: Settings) -> Platform:
     )
     metrics = Metrics()
     box = SecretBox(settings)
-    supervisor = Supervisor(settings, db, box, runtime, usable)
-    return Platform(
+    supervisor = Supervisor(
+        settings, db, box, LocalBackend(settings.data_dir / "apps", runtime), runtime, usable
+    )
+    platform = Platform(
         settings=settings,
         db=db,
         store=store,
@@ -91,6 +94,7 @@ def build_platform(settings: Settings) -> Platform:
                 observe=metrics.task_events,
                 written=counters.reconcile,
                 sync_s=settings.sync_seconds,
+                services=supervisor.job_events if e is available.host else None,
             )
             for e in available
         },
@@ -101,6 +105,10 @@ def build_platform(settings: Settings) -> Platform:
         supervisor=supervisor,
         proxy=Proxy(settings, db, supervisor),
     )
+    host = available.host
+    if host is not None:  # interactive jobs' events reach their reconciler at once
+        supervisor.on_job_event = platform.reconcilers[host.name].poke
+    return platform
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

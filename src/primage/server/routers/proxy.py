@@ -88,7 +88,7 @@ def origin(connection: HTTPConnection) -> tuple[str, str, str]:
 
 async def _forward(state: Platform, request: Request, name: str, send: Send) -> None:
     principal, route, _ = await _admit(state, request, name, request.method not in SAFE_METHODS)
-    url = f"http://127.0.0.1:{route.next_port()}{route.prefix}{_rest(request, name)}"
+    url = f"http://{route.next_address()}{route.prefix}{_rest(request, name)}"
     headers = upstream_headers(
         request.headers.items(), route, principal, websocket=False, origin=origin(request)
     )
@@ -118,7 +118,7 @@ async def forward_websocket(websocket: WebSocket, name: str, path: str) -> None:
     except PrimageError as exc:
         await websocket.send_denial_response(errors.response(exc))
         return
-    url = f"ws://127.0.0.1:{route.next_port()}{route.prefix}{_rest(websocket, name)}"
+    url = f"ws://{route.next_address()}{route.prefix}{_rest(websocket, name)}"
     headers = upstream_headers(
         websocket.headers.items(), route, principal, websocket=True, origin=origin(websocket)
     )
