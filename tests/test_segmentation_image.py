@@ -17,7 +17,14 @@ import pytest
 
 from primage.client import Client
 from primage.samples import sample_images
-from tests.harness import RunningServer, SlurmCluster, platform_with_registry, primage, require
+from tests.harness import (
+    RunningServer,
+    SlurmCluster,
+    platform_with_registry,
+    podman_store,
+    primage,
+    require,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
 
@@ -48,11 +55,14 @@ def _reports(api: Client, space: str, folder: str) -> dict[str, float | None]:
 def platform(
     container_env: dict[str, str], slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> Iterator[tuple[RunningServer, str]]:
-    """A server with a registry, containers on, and a Slurm executor whose nodes run them."""
+    """A server with a registry, containers on, and a Slurm executor whose nodes run them
+    from an image store of their own (empty: they pull the job's image)."""
     require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
-    executors = {"local": {"kind": "local"},
-                 "hpc": {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"],
-                         "poll_seconds": 0.3, "containers": True}}  # fmt: skip
+    (tmp_path / "node").mkdir()
+    nodes = podman_store(tmp_path / "node")
+    hpc = {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"], "poll_seconds": 0.3,
+           "containers": True, "container_env": nodes}  # fmt: skip
+    executors = {"local": {"kind": "local"}, "hpc": hpc}
     env = {"PRIMAGE_EXECUTORS": json.dumps(executors)}
     with platform_with_registry(tmp_path / "platform", container_env, env) as (server, host):
         yield server, host
@@ -108,6 +118,12 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
     )
     on_slurm = runs["containers on Slurm"]
     assert (on_slurm["executor"], on_slurm["image"]) == ("hpc", in_containers["image"])
+    nodes = {**os.environ, **podman_store(tmp_path / "node")}
+    listed = ["podman", "images", "--digests", "--format", "{{.Digest}}"]
+    pulled = subprocess.run(listed, env=nodes, capture_output=True, text=True, check=True).stdout
+    assert build.digest in pulled, "the node pulled the image by its digest, as alice"
+    credential = [t for t in alice.list_tokens() if t.name == f"job-{on_slurm['id']}-pull"]
+    assert [t.revoked for t in credential] == [True], "the job's pull credential ended with it"
     assert _reports(alice, "scans", on_slurm["output_path"]) == _reports(
         alice, "scans", in_containers["output_path"]
     )

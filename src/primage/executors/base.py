@@ -159,6 +159,10 @@ class Executor(abc.ABC):
     #: What a job may give as ``executor_options`` here.
     JobOptions: ClassVar[type[BaseModel]] = NoJobOptions
 
+    #: Whether the machines that run its tasks pull a job's image themselves (given a pull
+    #: credential of the job's own, ``keep_pull``), rather than this server pulling it.
+    pulls_on_nodes = False
+
     def __init__(self, name: str, description: str = "") -> None:
         self.name = name
         self.description = description
@@ -215,6 +219,11 @@ class Executor(abc.ABC):
         ``pull``: credentials to fetch it from the platform registry if it is not here."""
         self.require("containers", f"the job asks for image '{image}'")
         raise NotImplementedError
+
+    def keep_pull(self, job_id: int, image: str, pull: Pull) -> None:
+        """Keep the job's pull credential where its tasks' nodes find it (``pulls_on_nodes``);
+        it is revoked when the job ends."""
+        raise NotImplementedError(f"the '{self.name}' executor's nodes pull no images")
 
     @abc.abstractmethod
     async def submit(self, runs: Sequence[TaskRun]) -> None: ...

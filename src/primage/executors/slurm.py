@@ -30,6 +30,7 @@ filesystem): tasks see their spaces where the local executor shows them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ from primage.host.env import base_env
 from primage.host.logs import follow_file
 from primage.host.sandbox import Bind, Sandbox, sandboxed
 from primage.models import Strict
+from primage.registry_client import resolve_digest, split_reference
 
 log = logging.getLogger("primage.executors.slurm")
 
@@ -82,6 +84,7 @@ ENDED = {
     "BOOT_FAIL": Outcome.LOST,
     "PREEMPTED": Outcome.LOST,
 }
+AUTH_FILE = "auth.json"  # a job's pull credential, beside its arrays (keep_pull)
 RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED"}
 
 
@@ -122,6 +125,9 @@ class SlurmOptions(ExecutorOptions):
     )
     container_command: list[str] | None = Field(
         None, description="The runtime on the nodes and its options; default: container_command."
+    )
+    container_env: dict[str, str] | None = Field(
+        None, description="The runtime's environment on the nodes; default: container_env."
     )
 
 
@@ -167,9 +173,13 @@ class SlurmExecutor(Executor):
         self.node_runtime = runtime
         if runtime is not None:
             self.supports = self.supports | {"containers"}
-            if options.container_command is not None:
-                self.node_runtime = Runtime(options.container_command, runtime.env,
-                                            runtime.options)  # fmt: skip
+            self.pulls_on_nodes = True  # images of the platform registry, by digest
+            if options.container_command is not None or options.container_env is not None:
+                self.node_runtime = Runtime(
+                    options.container_command or runtime.command,
+                    runtime.env if options.container_env is None else options.container_env,
+                    runtime.options,
+                )
         self._env = {**os.environ}
         if options.slurm_conf is not None:
             self._env["SLURM_CONF"] = str(options.slurm_conf)
@@ -203,9 +213,26 @@ class SlurmExecutor(Executor):
         return f"{SPACES}/{space}" if container else str(self.storage_root / space)
 
     def pin_image(self, image: str, pull: Pull | None = None) -> str:
+        """An image of the platform registry is resolved through the registry's API, not
+        pulled here (the nodes pull it, ``keep_pull``); any other, from this machine's store."""
         if self.runtime is None:
             return super().pin_image(image)
-        return self.runtime.pin(image, pull)
+        if pull is not None:
+            return resolve_digest(image, pull)
+        return self.runtime.pin(image)
+
+    def keep_pull(self, job_id: int, image: str, pull: Pull) -> None:
+        """The job's credential as a containers-auth.json beside its arrays, readable by the
+        server's user only (the user the cluster runs its tasks as)."""
+        host, _, _ = split_reference(image)
+        user, password = pull.credentials
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        folder = self.work_dir / str(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / AUTH_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"auths": {host: {"auth": auth}}, "tls_verify": pull.tls_verify}, f)
 
     def health(self) -> str | None:
         missing = [c for c in ("sbatch", "squeue", "scancel") if shutil.which(c) is None]
@@ -320,7 +347,10 @@ class SlurmExecutor(Executor):
             env = sandboxed(self._task_env)
             header = self._confined(first)
         exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-        branches = [f"  {run.key.index - base})\n{self._task_script(run, own)};;" for run in runs]
+        pull = self._pull_options(first.key.job_id) if first.image is not None else []
+        branches = [
+            f"  {run.key.index - base})\n{self._task_script(run, own, pull)};;" for run in runs
+        ]
         return (
             "#!/bin/sh\n" + exports + header + 'case "$SLURM_ARRAY_TASK_ID" in\n'
             + "\n".join(branches) + "\n"
@@ -343,7 +373,7 @@ class SlurmExecutor(Executor):
         )
         return f"confined() {{\n  a=$1; shift\n  {' '.join(map(_shell_word, argv))}\n}}\n"
 
-    def _task_script(self, run: TaskRun, own: frozenset[str]) -> str:
+    def _task_script(self, run: TaskRun, own: frozenset[str], pull: list[str]) -> str:
         """The lines that run one attempt on a compute node: confined as on this machine, its
         output in its folder, its exit code recorded where the server reads it."""
         q = shlex.quote
@@ -352,7 +382,7 @@ class SlurmExecutor(Executor):
         argv = procs.argv_for(run.command)
         chown = ""
         if run.image is not None:
-            argv = self._container(run, work)
+            argv = self._container(run, work, pull)
         elif self.sandbox is not None:
             argv = ["confined", folder.name, *argv]
             if self.sandbox.owner is not None:
@@ -379,7 +409,17 @@ class SlurmExecutor(Executor):
             '    exit "$code"\n'
         )
 
-    def _container(self, run: TaskRun, work: str) -> list[str]:
+    def _pull_options(self, job_id: int) -> list[str]:
+        """How a node gets the job's image: pulled by digest with the job's own credential
+        when it is from the platform registry (``keep_pull``), else never (it has it)."""
+        auth = self.work_dir / str(job_id) / AUTH_FILE
+        try:
+            verify = json.loads(auth.read_text()).get("tls_verify", True)
+        except FileNotFoundError:
+            return ["--pull", "never"]
+        return ["--pull", "missing", "--authfile", str(auth), f"--tls-verify={str(verify).lower()}"]
+
+    def _container(self, run: TaskRun, work: str, pull: list[str]) -> list[str]:
         """The ``podman run`` of one attempt on a node, as the local executor's: its spaces at
         /spaces/NAME (read-only where asked), its work folder at /work, no network (the task's
         variables are handed on by name from the script's environment)."""
@@ -405,6 +445,7 @@ class SlurmExecutor(Executor):
             memory_bytes=run.memory_bytes,
             network=run.network,
             sig_proxy=False,  # Slurm signals every process of the job: the script stops it
+            pull=pull,
         )
         return argv
 

@@ -150,6 +150,7 @@ class Runtime:
         memory_bytes: int | None,
         network: bool,
         sig_proxy: bool = True,
+        pull: Sequence[str] = ("--pull", "never"),
     ) -> list[str]:
         """The command line that runs ``command`` in ``image`` as one task attempt.
 
@@ -157,9 +158,10 @@ class Runtime:
         named here, not valued: podman runs with the values in its environment
         (:meth:`process_env` over ``base_env``), except for names podman itself uses, which are
         passed by value. ``sig_proxy=False``: signals to podman are not passed on (whoever runs
-        it stops the container by name).
+        it stops the container by name). ``pull``: never, unless a node pulls by digest with a
+        credential of the job's.
         """
-        args = [*self.command, "run", "--rm", "--name", name, "--pull", "never"]
+        args = [*self.command, "run", "--rm", "--name", name, *pull]
         if not sig_proxy:
             args.append("--sig-proxy=false")
         args += ["--network", "slirp4netns" if network else "none"]

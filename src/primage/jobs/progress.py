@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from primage.db import tables
@@ -11,6 +11,11 @@ from primage.jobs import states
 from primage.jobs.states import TaskState
 
 T = tables.Task
+
+
+def pull_token_name(job_id: int) -> str:
+    """The name of a job's own pull credential (``jobs/submit.keep_pull``)."""
+    return f"job-{job_id}-pull"
 
 
 def close_if_done(session: Session, job_id: int) -> bool:
@@ -30,6 +35,12 @@ def close_if_done(session: Session, job_id: int) -> bool:
     job.state = state
     job.finished_at = utc()
     job.message = states.summary(state, counts)
+    session.execute(  # its pull credential, if it had one (jobs/submit.keep_pull)
+        update(tables.Token)
+        .where(tables.Token.user_id == job.owner_id, tables.Token.name == pull_token_name(job_id))
+        .where(tables.Token.revoked_at.is_(None))
+        .values(revoked_at=utc())
+    )
     return True
 
 

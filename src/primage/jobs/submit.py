@@ -6,18 +6,21 @@ refused job leaves nothing behind and an accepted one is complete.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from primage.apps import records
-from primage.auth import policy
+from primage.auth import policy, tokens
 from primage.auth.crypto import SecretBox
 from primage.auth.policy import Right
-from primage.auth.principal import Principal
+from primage.auth.principal import Caveats, Principal
 from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict
 from primage.executors.base import Executor, Pull
 from primage.jobs.expand import OUTPUTS, expand
+from primage.jobs.progress import pull_token_name
 from primage.jobs.states import INTERACTIVE, JobState, TaskState
 from primage.models.apps import AppSpec
 from primage.models.jobs import JobSpec, Service
@@ -25,19 +28,11 @@ from primage.storage.paths import normalise_relpath
 from primage.storage.spaces import SpaceStore
 
 
-def submit(
-    session: Session,
-    store: SpaceStore,
-    executor: Executor,
-    caller: Principal,
-    spec: JobSpec,
-    max_tasks: int,
-    box: SecretBox,
-    pull: Pull | None = None,
-) -> tables.Job:
+def prepare(executor: Executor, caller: Principal, spec: JobSpec) -> JobSpec:
+    """The spec as it will be stored, checked for all that needs no database and no image: it
+    is narrowed to the caller's token, and says where it goes with that executor's options."""
     policy.check_submit(caller)
     spec = policy.confine(caller, spec)
-    # The spec as stored says where it went, with its options as that executor read them.
     options = executor.job_options(spec.executor_options)
     spec = spec.model_copy(update={"executor": executor.name, "executor_options": options})
     if (spec.image is not None or spec.kind == INTERACTIVE) and spec.folders():
@@ -47,7 +42,6 @@ def submit(
             f"({', '.join(m.path for m in spec.spaces if m.folder)}) needs a batch or HTC job "
             "without an image, which the platform's sandbox confines to it"
         )
-    check_spaces(session, caller, spec)
     if spec.resources.cpus > executor.capacity:
         raise BadRequest(
             f"each task asks for {spec.resources.cpus} cores (resources.cpus, --cpus) but the "
@@ -58,7 +52,24 @@ def submit(
         executor.require("network", "the job asks for network access")
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")
-    image = executor.pin_image(spec.image, pull) if spec.image is not None else None
+    return spec
+
+
+def submit(
+    session: Session,
+    store: SpaceStore,
+    executor: Executor,
+    caller: Principal,
+    spec: JobSpec,
+    max_tasks: int,
+    box: SecretBox,
+    image: str | None = None,
+    pull: Pull | None = None,
+) -> tables.Job:
+    """Store a job whose spec ``prepare`` made: its spaces checked, its inputs expanded.
+    ``image``: its image, pinned by digest (outside any transaction: it may pull); ``pull``: the
+    credentials it was pulled with from the platform registry, if it was."""
+    check_spaces(session, caller, spec)
     if spec.kind == INTERACTIVE:
         return submit_service(session, box, executor, caller, spec, image)
     root = store.folder(spec.inputs.space) if spec.inputs else None
@@ -72,6 +83,8 @@ def submit(
     job = job_row(caller, spec, executor, image, len(tasks))
     session.add(job)
     session.flush()  # the id names the default output folder
+    if image is not None and pull is not None and executor.pulls_on_nodes:
+        keep_pull(session, caller, executor, job.id, image, pull)
     if spec.output_space is not None:
         path = normalise_relpath(spec.output.path or default_output(spec, job.id))
         space = lookup.space(session, spec.output_space)
@@ -85,6 +98,26 @@ def submit(
     ]
     session.execute(insert(tables.Task), rows)
     return job
+
+
+JOB_PULL_DAYS = 30  # the longest a job's pull credential lives: revoked when the job ends
+
+
+def keep_pull(
+    session: Session, caller: Principal, executor: Executor, job_id: int, image: str, pull: Pull
+) -> None:
+    """A pull credential of the job's own, for nodes that pull its image themselves: a
+    read-only token of the submitter's, revoked when the job ends (``jobs/progress.py``)."""
+    user = session.get(tables.User, caller.user_id)
+    assert user is not None
+    _, secret = tokens.issue(
+        session,
+        user,
+        name=pull_token_name(job_id),
+        lifetime=dt.timedelta(days=JOB_PULL_DAYS),
+        caveats=Caveats(read_only=True),
+    )
+    executor.keep_pull(job_id, image, Pull((caller.name, secret), pull.tls_verify))
 
 
 def job_row(

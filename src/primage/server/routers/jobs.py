@@ -24,7 +24,7 @@ from primage.executors.base import TaskKey
 from primage.jobs import states
 from primage.jobs.progress import close_if_done, task_counts
 from primage.jobs.states import JobState, TaskState
-from primage.jobs.submit import service_name, submit
+from primage.jobs.submit import prepare, service_name, submit
 from primage.models import BIGINT_MAX
 from primage.models import jobs as m
 from primage.server.deps import Caller, State
@@ -90,20 +90,25 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
     policy.check_executor(caller, name, state.settings.executor_groups.get(name))
     if spec.image is None:
         policy.check_unconfined(caller, state.sandbox.problem, "jobs without an image")
-    with registry_pull(state, caller, spec.image) as pull, state.db.session() as session:
-        job = submit(
-            session,
-            state.store,
-            executor,
-            caller,
-            spec,
-            state.settings.max_tasks_per_job,
-            state.box,
-            pull,
-        )
-        session.flush()
-        audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)
-        result = detail(session, job, state.settings.base_url)
+    spec = prepare(executor, caller, spec)  # what needs no database, before any pull
+    with registry_pull(state, caller, spec.image) as pull:
+        # pinned before any transaction is open: resolving, or pulling, may take a while
+        image = executor.pin_image(spec.image, pull) if spec.image is not None else None
+        with state.db.session() as session:
+            job = submit(
+                session,
+                state.store,
+                executor,
+                caller,
+                spec,
+                state.settings.max_tasks_per_job,
+                state.box,
+                image,
+                pull,
+            )
+            session.flush()
+            audit.record(session, caller, "job.submit", f"job:{job.id}", tasks=job.task_count)
+            result = detail(session, job, state.settings.base_url)
     state.poke(name)
     state.supervisor.wake()
     return result
