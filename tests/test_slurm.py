@@ -170,18 +170,25 @@ def test_a_job_wider_than_max_array_size_is_cut_into_arrays(
         server.stop()
 
 
+def alice_beside_bob(server: RunningServer) -> Client:
+    """Bob, whose space 'bobs' holds secret.txt; alice (returned), whose space 'lab' holds
+    secret.txt and sub/scan.txt."""
+    admin = server.client()
+    bob = Client(server.url, admin.create_user("bob").token)
+    bob.create_space("bobs")
+    bob.upload("bobs", "secret.txt", b"bob's\n")
+    alice = Client(server.url, admin.create_user("alice").token)
+    alice.create_space("lab")
+    alice.upload("lab", "secret.txt", b"not for the folder token\n")
+    alice.upload("lab", "sub/scan.txt", b"in the folder\n")
+    return alice
+
+
 def test_a_folder_token_and_a_link_out_reach_nothing_more_on_slurm(hpc: RunningServer) -> None:
     """A job submitted with a token confined to one folder sees that folder only on Slurm too,
     a read-only token runs nothing, and a symbolic link in the space to another space leads
     nowhere inside the sandbox."""
-    admin = hpc.client()
-    bob = Client(hpc.url, admin.create_user("bob").token)
-    bob.create_space("bobs")
-    bob.upload("bobs", "secret.txt", b"bob's\n")
-    alice = Client(hpc.url, admin.create_user("alice").token)
-    alice.create_space("lab")
-    alice.upload("lab", "secret.txt", b"not for the folder token\n")
-    alice.upload("lab", "sub/scan.txt", b"in the folder\n")
+    alice = alice_beside_bob(hpc)
     spaces = hpc.data_dir / "spaces"
     (spaces / "lab" / "sub" / "bob").symlink_to(spaces / "bobs")
     folder = Client(hpc.url, alice.create_token("f", space="lab", path="sub").token)
@@ -206,13 +213,7 @@ def test_a_folder_swapped_for_a_link_before_its_task_starts_runs_nothing(
     by path when the element starts, maybe much later. A folder swapped meanwhile for a link to
     another user's space is caught inside the sandbox, before the task runs. (The partition is
     held down so that the element waits while the folder is swapped.)"""
-    admin = hpc.client()
-    bob = Client(hpc.url, admin.create_user("bob").token)
-    bob.create_space("bobs")
-    bob.upload("bobs", "secret.txt", b"bob's\n")
-    alice = Client(hpc.url, admin.create_user("alice").token)
-    alice.create_space("lab")
-    alice.upload("lab", "sub/scan.txt", b"in the folder\n")
+    alice = alice_beside_bob(hpc)
     folder = Client(hpc.url, alice.create_token("f", space="lab", path="sub").token)
     lab = hpc.data_dir / "spaces" / "lab"
     slurm_cluster.scontrol("update", "PartitionName=other", "State=DOWN")
@@ -305,3 +306,37 @@ def test_jobs_with_an_image_run_in_containers_on_the_compute_node(
     alice.cancel_job(sleeper.id)
     assert alice.wait_job(sleeper.id, poll=0.3, timeout=60).state == "cancelled"
     eventually(lambda: f"primage-{sleeper.id}-" not in containers(), 60, "no container left")
+
+
+def test_gpus_and_max_parallel_reach_sbatch(
+    hpc: RunningServer, slurm_cluster: SlurmCluster
+) -> None:
+    """``resources.gpus`` is ``--gres=gpu:N`` (the test cluster has no GPUs: slurmctld refuses
+    it, and the task says so); an executor without GPUs refuses the job at submission; a job's
+    ``max_parallel`` is its array's ``%`` throttle."""
+    api = hpc.client()
+    api.create_space("work")
+    gpu = {"spaces": ["work"], "command": "true", "resources": {"gpus": 1}}
+    with pytest.raises(BadRequest, match="the 'local' executor has no gpus support"):
+        api.submit_job(gpu)
+    refused = api.submit_job({**gpu, "executor": "hpc"})
+    assert api.wait_job(refused.id, poll=0.3, timeout=60).state == "failed"
+    message = api.tasks(refused.id).tasks[0].message
+    assert "Invalid generic resource (gres) specification" in message, message
+
+    slurm_cluster.scontrol("update", "PartitionName=other", "State=DOWN")
+    try:
+        job = api.submit_job(
+            {"kind": "htc", "array": 4, "max_parallel": 2, "spaces": ["work"], "executor": "hpc",
+             "executor_options": {"partition": "other"}, "command": "true"}
+        )  # fmt: skip
+        arrays = str(hpc.data_dir / "jobs" / "slurm-hpc" / str(job.id))
+        eventually(
+            lambda: [j["array_max_tasks"] for j in queue(slurm_cluster)
+                     if j["current_working_directory"] == arrays] == [2],
+            60,
+            "the array pending, throttled to 2",
+        )  # fmt: skip
+    finally:
+        slurm_cluster.scontrol("update", "PartitionName=other", "State=UP")
+    assert api.wait_job(job.id, poll=0.3, timeout=120).state == "succeeded"

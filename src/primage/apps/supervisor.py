@@ -55,7 +55,7 @@ from primage.executors.base import Outcome, TaskEvent, TaskKey, utc
 from primage.host import procs
 from primage.host.containers import Runtime
 from primage.host.sandbox import Sandbox
-from primage.jobs.states import TASK_ACTIVE
+from primage.jobs.states import INTERACTIVE, TASK_ACTIVE
 from primage.models.apps import AppSpec
 
 log = logging.getLogger("primage.apps")
@@ -548,7 +548,7 @@ class Supervisor:
                 select(tables.Task.job_id, tables.App.name, tables.App.state, tables.App.message)
                 .join(tables.Job, tables.Job.id == tables.Task.job_id)
                 .outerjoin(tables.App, tables.App.job_id == tables.Task.job_id)
-                .where(tables.Job.kind == "interactive", tables.Task.state.in_(TASK_ACTIVE))
+                .where(tables.Job.kind == INTERACTIVE, tables.Task.state.in_(TASK_ACTIVE))
             ).all()
         active = {job_id for job_id, *_ in rows}
         self._reported = {j: sent for j, sent in self._reported.items() if j in active}

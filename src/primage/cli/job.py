@@ -80,6 +80,7 @@ def submit(
         None, help="Where it runs: an executor's name (primage executor ls); default: the site's."
     ),
     cpus: int | None = typer.Option(None, help="Cores per task."),
+    gpus: int | None = typer.Option(None, help="GPUs per task (executors with GPUs)."),
     memory: str | None = typer.Option(None, help="Memory limit per task, e.g. 2GiB."),
     env: list[str] = typer.Option(
         [], "--env", "-e", metavar="KEY=VALUE", help="Environment of the tasks (repeatable)."
@@ -113,9 +114,10 @@ def submit(
         data["kind"] = "htc"
     if spaces:
         data["spaces"] = [*data.get("spaces", []), *spaces]
-    if cpus is not None or memory is not None:
+    asked = {"cpus": cpus, "memory": memory, "gpus": gpus}
+    if any(v is not None for v in asked.values()):
         data["resources"] = data.get("resources", {}) | {
-            k: v for k, v in (("cpus", cpus), ("memory", memory)) if v is not None
+            k: v for k, v in asked.items() if v is not None
         }
     if env:
         data["env"] = data.get("env", {}) | key_values(env, "--env")

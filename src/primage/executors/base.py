@@ -52,10 +52,12 @@ class TaskRun:
     folders: Mapping[str, str] = field(default_factory=dict)  # space → the one folder it sees
     cpus: int = 1
     memory_bytes: int | None = None
+    gpus: int = 0
     timeout_s: float | None = None
     image: str | None = None  # pinned: repository@sha256:…
     network: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)  # the job's executor_options
+    max_parallel: int | None = None  # the job's: at most so many of its tasks at once
 
 
 @dataclass(frozen=True)

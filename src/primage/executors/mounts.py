@@ -25,6 +25,15 @@ def space_binds(run: TaskRun, storage_root: Path) -> tuple[list[Bind], list[tupl
     return binds, check
 
 
+def container_mounts(run: TaskRun, storage_root: Path) -> dict[str, tuple[str, bool]]:
+    """A container task's spaces for ``Runtime.argv``: NAME (or NAME/FOLDER) → (the folder on
+    this machine, read-only); a ``PrimageError`` when a folder cannot be mounted safely."""
+    return {
+        bind.path.removeprefix(f"{storage_root}/"): (bind.source or bind.path, bind.read_only)
+        for bind in space_binds(run, storage_root)[0]
+    }
+
+
 # Run inside the sandbox, before the task: each folder mounted must be the one checked at
 # submission (bwrap mounts by path: a link put in its place meanwhile would lead elsewhere).
 # Arguments: PATH DEVICE:INODE pairs, then --, then the task's argv. Exit 125: nothing ran.

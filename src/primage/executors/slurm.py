@@ -7,21 +7,29 @@ The server talks to the cluster with the commands of a login node (``sbatch``, `
   cluster's shared filesystem), then one ``sbatch --array`` per job and chunk of at most
   ``max_array_size`` indexes (Slurm's ``MaxArraySize`` bounds index values): the array index is
   the task index less the chunk's first, and the array's script runs that index's attempt.
-  Resources become ``--cpus-per-task``, ``--mem`` and ``--time``; the job's ``executor_options``
+  Resources become ``--cpus-per-task``, ``--mem``, ``--time`` and ``--gres=gpu:N``, the job's
+  ``max_parallel`` the array's ``%`` throttle; the job's ``executor_options``
   and the operator's options ``--partition``, ``--account``, ``--qos``, ``--gres`` and
   ``--constraint``. The Slurm ids of an array's elements are written beside it at once
   (``array-<id>.ids``), so a restarted server finds elements still pending.
 - A task runs in its attempt's ``work/`` folder (made by the element when it starts), in the
   platform's sandbox when the server has one (the same bubblewrap confinement as on the local
-  executor: only its spaces, read-only where asked, no network), with the task's variables; its
-  stdout and stderr go to ``stdout.log`` and ``stderr.log`` there (``primage job logs`` reads
-  them, live with ``--follow``), and its exit code to ``exit``.
+  executor: only its spaces, read-only where asked, no network; built once per array as the
+  shell function ``confined``, which checks a job's folders again once mounted), with the task's
+  variables; its stdout and stderr go to ``stdout.log`` and ``stderr.log`` there (``primage job
+  logs`` reads them, live with ``--follow``), and its exit code to ``exit``.
+- With ``containers``, a task with an image runs as ``podman run`` on the node, as on the local
+  executor; the script removes the container when Slurm signals the element (scancel, --time).
+  An image of the platform registry is pinned through the registry's API and pulled by the node
+  with the job's own credential (``keep_pull``).
 - ``events`` polls ``squeue --json --states=all`` for the platform's arrays every
   ``poll_seconds``: an element seen running is ``started`` (external id ``<array job>_<index>``),
   one that ended is ``finished`` with the code its ``exit`` file holds; ``TIMEOUT`` is a time-out,
   ``CANCELLED`` a cancellation, a node failure or an element gone with no exit code is *lost*
   (run again, not counted as a failure).
-- ``adopt`` after a restart takes every element back by its id; ``cancel`` is ``scancel``.
+- ``adopt`` after a restart takes every element back by its id; ``cancel`` is ``scancel``;
+  ``held`` lists the executor's arrays the cluster still has (``squeue --json --me``, those under
+  ``work_dir``) for the reconciler's sync.
 
 The storage root must be the same path on the server and on the compute nodes (a shared
 filesystem): tasks see their spaces where the local executor shows them.
@@ -60,7 +68,7 @@ from primage.executors.base import (
     TaskRun,
     utc,
 )
-from primage.executors.mounts import space_binds, verified
+from primage.executors.mounts import container_mounts, space_binds, verified
 from primage.executors.registry import ConfigError
 from primage.host import procs
 from primage.host.containers import SPACES, Runtime, task_container
@@ -155,7 +163,7 @@ class Element:
 
 class SlurmExecutor(Executor):
     kind = "slurm"
-    supports = frozenset({"arrays"})
+    supports = frozenset({"arrays", "gpus"})
     Options = SlurmOptions
     JobOptions = SlurmJobOptions
 
@@ -314,8 +322,9 @@ class SlurmExecutor(Executor):
     def _directives(self, run: TaskRun, indexes: Iterable[int]) -> list[str]:
         """The sbatch options of one array: what the job asks, then the operator's defaults."""
         job_dir = self.work_dir / str(run.key.job_id)
+        throttle = f"%{run.max_parallel}" if run.max_parallel else ""
         args = [
-            f"--array={ranges(indexes)}",
+            f"--array={ranges(indexes)}{throttle}",
             f"--job-name=primage-{run.key.job_id}",
             f"--output={job_dir}/slurm-%A_%a.out",
             f"--chdir={job_dir}",
@@ -326,6 +335,8 @@ class SlurmExecutor(Executor):
             args.append(f"--mem={max(1, -(-run.memory_bytes // (1024 * 1024)))}M")
         if run.timeout_s:
             args.append(f"--time={max(1, -(-int(run.timeout_s) // 60))}")
+        if run.gpus and not run.options.get("gres"):  # gres given: it says which GPUs
+            args.append(f"--gres=gpu:{run.gpus}")
         for option in ("partition", "account", "qos", "gres", "constraint"):
             value = run.options.get(option) or getattr(self.options, option, None)
             if value:
@@ -426,10 +437,7 @@ class SlurmExecutor(Executor):
         runtime = self.node_runtime
         assert runtime is not None
         try:
-            mounts = {
-                b.path.removeprefix(f"{self.storage_root}/"): (b.source or b.path, b.read_only)
-                for b in space_binds(run, self.storage_root)[0]
-            }
+            mounts = container_mounts(run, self.storage_root)
         except PrimageError as exc:  # a folder that vanished, or became a link out
             return procs.failing(exc.detail)
         key = run.key

@@ -169,8 +169,10 @@ class TaskFactory:
             folders=self.folders,
             cpus=spec.resources.cpus,
             memory_bytes=spec.resources.memory,
+            gpus=spec.resources.gpus,
             timeout_s=spec.timeout,
             image=self.image,
             network=spec.network,
             options=spec.executor_options,
+            max_parallel=spec.max_parallel,
         )

@@ -144,7 +144,10 @@ class Reconciler:
         if sync:
             if self.sync_s is not None:
                 self._next_sync = time.monotonic() + self.sync_s
-            held = await self.executor.held()  # before draining: what ends meanwhile is drained
+            try:  # before draining: what ends meanwhile is drained
+                held = await self.executor.held()
+            except Exception as exc:  # the cluster not answering: this turn is a plain one
+                log.warning("executor %s: cannot say what it holds: %s", self.executor.name, exc)
         events = self._carry + await self.executor.events()
         if self.services is not None:
             events += self.services()

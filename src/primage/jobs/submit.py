@@ -50,6 +50,8 @@ def prepare(executor: Executor, caller: Principal, spec: JobSpec) -> JobSpec:
         )
     if spec.network:
         executor.require("network", "the job asks for network access")
+    if spec.resources.gpus:
+        executor.require("gpus", f"each task asks for {spec.resources.gpus} GPU(s)")
     if spec.kind == INTERACTIVE:
         executor.require("apps", "an interactive job runs a service")
     return spec

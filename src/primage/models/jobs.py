@@ -119,6 +119,9 @@ class Inputs(Strict):
 class Resources(Strict):
     cpus: int = Field(1, ge=1, le=1024, description="Cores one task uses (counts against slots).")
     memory: Bytes | None = Field(None, description="Memory limit per task, e.g. '2GiB'.")
+    gpus: int = Field(
+        0, ge=0, le=64, description="GPUs one task uses (executors with GPUs; Slurm: --gres=gpu:N)."
+    )
 
 
 class Retries(Strict):

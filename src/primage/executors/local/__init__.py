@@ -44,7 +44,7 @@ from primage.executors.base import (
     gone,
     utc,
 )
-from primage.executors.mounts import space_binds
+from primage.executors.mounts import container_mounts, space_binds
 from primage.host import procs
 from primage.host.containers import SPACES, Runtime, task_container
 from primage.host.env import base_env
@@ -250,7 +250,7 @@ class LocalExecutor(Executor):
         the inode the mount must show."""
         assert self.sandbox is not None
         job_folder = f"{self.runs_dir}/{run.key.job_id}"
-        binds, check = self._binds(run)
+        binds, check = space_binds(run, self.storage_root)
         argv = self.sandbox.wrap(
             [sys.executable, "-I", "-S", CELL_AGENT],
             binds=[*binds, Bind(job_folder, False)],
@@ -259,9 +259,6 @@ class LocalExecutor(Executor):
         )
         log = f"{job_folder}/cell.log"
         return {"key": str(run.key.job_id), "argv": argv, "log": log, "check": check}
-
-    def _binds(self, run: TaskRun) -> tuple[list[Bind], list[tuple[str, int, int]]]:
-        return space_binds(run, self.storage_root)
 
     def _process_env(self, run: TaskRun) -> dict[str, str]:
         """A process task's environment; for a container, podman's, which carries the task's
@@ -278,10 +275,7 @@ class LocalExecutor(Executor):
             return procs.failing("this server runs no containers now (setting containers)")
         key = run.key
         try:
-            mounts = {
-                b.path.removeprefix(f"{self.storage_root}/"): (b.source or b.path, b.read_only)
-                for b in self._binds(run)[0]
-            }
+            mounts = container_mounts(run, self.storage_root)
         except PrimageError as exc:
             return procs.failing(exc.detail)
         return self.runtime.argv(
