@@ -55,7 +55,7 @@ from primage.executors.base import Outcome, TaskEvent, TaskKey, utc
 from primage.host import procs
 from primage.host.containers import Runtime
 from primage.host.sandbox import Sandbox
-from primage.jobs.states import INTERACTIVE, TASK_ACTIVE
+from primage.jobs.states import INTERACTIVE, JOB_DONE, TASK_ACTIVE
 from primage.models.apps import AppSpec
 
 log = logging.getLogger("primage.apps")
@@ -544,11 +544,12 @@ class Supervisor:
         (so that nothing is missed across a restart): a task whose app serves has started; one
         whose app failed or is gone has ended. It records each once; repeats are ignored."""
         with self.db.session() as session:
-            rows = session.execute(
-                select(tables.Task.job_id, tables.App.name, tables.App.state, tables.App.message)
-                .join(tables.Job, tables.Job.id == tables.Task.job_id)
-                .outerjoin(tables.App, tables.App.job_id == tables.Task.job_id)
-                .where(tables.Job.kind == INTERACTIVE, tables.Task.state.in_(TASK_ACTIVE))
+            rows = session.execute(  # from the jobs not ended (indexed): few, whatever runs
+                select(tables.Job.id, tables.App.name, tables.App.state, tables.App.message)
+                .join(tables.Task, (tables.Task.job_id == tables.Job.id) & (tables.Task.index == 0))
+                .outerjoin(tables.App, tables.App.job_id == tables.Job.id)
+                .where(tables.Job.state.not_in(sorted(JOB_DONE)), tables.Job.kind == INTERACTIVE)
+                .where(tables.Task.state.in_(TASK_ACTIVE))
             ).all()
         active = {job_id for job_id, *_ in rows}
         self._reported = {j: sent for j, sent in self._reported.items() if j in active}
