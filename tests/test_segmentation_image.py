@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from primage.client import Client
+from primage.errors import BadRequest
 from primage.samples import sample_images
 from tests.harness import (
     RunningServer,
@@ -124,6 +125,11 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
     assert build.digest in pulled, "the node pulled the image by its digest, as alice"
     credential = [t for t in alice.list_tokens() if t.name == f"job-{on_slurm['id']}-pull"]
     assert [t.revoked for t in credential] == [True], "the job's pull credential ended with it"
+    bob = server.client(server.client().create_user("bob").token)
+    bob.create_space("bobs")
+    with pytest.raises(BadRequest, match=r"cannot pull image .* as bob"):  # not his to run
+        bob.submit_job({"image": f"{host}/alice/segmentation:1", "executor": "hpc",
+                        "spaces": ["bobs"], "command": "true"})  # fmt: skip
     assert _reports(alice, "scans", on_slurm["output_path"]) == _reports(
         alice, "scans", in_containers["output_path"]
     )

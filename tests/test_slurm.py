@@ -274,12 +274,17 @@ def test_jobs_with_an_image_run_in_containers_on_the_compute_node(
         alice.upload("study", f"in/scan{n}.dcm", f"DICM {n}\n".encode())
     alice.create_space("atlas")
     alice.upload("atlas", "labels.txt", b"tumour\n")
+    bob.upload("bobs", "secret.txt", b"bob's\n")
+    spaces = server.data_dir / "spaces"
+    (spaces / "atlas" / "bob").symlink_to(spaces / "bobs")  # a link to his space, by its path
     job = alice.submit_job(
         {"kind": "htc", "image": BUSYBOX, "executor": "hpc", "spaces": ["atlas:ro"],
          "inputs": {"space": "study", "glob": "in/*.dcm"},
          "command": "sha256sum {input} > {output_dir}/{input_stem}.sha256 && "
                     'cat "$PRIMAGE_SPACE_ATLAS/labels.txt" && ls /spaces && pwd && '
-                    '{ touch "$PRIMAGE_SPACE_ATLAS/x" 2>/dev/null || echo read-only; }'}
+                    '{ touch "$PRIMAGE_SPACE_ATLAS/x" 2>/dev/null || echo read-only; } && '
+                    f'{{ cat "$PRIMAGE_SPACE_ATLAS/bob/secret.txt" {spaces}/bobs/secret.txt '
+                    "2>/dev/null || echo nothing of bob; }"}
     )  # fmt: skip
     assert job.image is not None and job.image.startswith("localhost/busybox@sha256:")
     done = alice.wait_job(job.id, poll=0.3, timeout=120)
@@ -288,7 +293,8 @@ def test_jobs_with_an_image_run_in_containers_on_the_compute_node(
     assert outputs == {"scan0.sha256", "scan1.sha256", "scan2.sha256"}
     line = alice.read_bytes("study", f"outputs/{job.id}/scan0.sha256").decode()
     assert line.endswith("/spaces/study/in/scan0.dcm\n")
-    assert b"".join(alice.logs(job.id, 0)) == b"tumour\natlas\nstudy\n/work\nread-only\n"
+    shown = b"tumour\natlas\nstudy\n/work\nread-only\nnothing of bob\n"
+    assert b"".join(alice.logs(job.id, 0)) == shown
     assert all("_" in (t.external_id or "") for t in alice.tasks(job.id).tasks), "Slurm ids"
 
     sleeper = alice.submit_job(
