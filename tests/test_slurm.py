@@ -122,17 +122,26 @@ def test_cancel_a_running_array_and_refuse_what_slurm_lacks(
             api.submit_job({**base, **extra})
 
 
-def test_a_slurm_task_sees_only_its_own_spaces(hpc: RunningServer) -> None:
-    admin = hpc.client()
-    bob = Client(hpc.url, admin.create_user("bob").token)
+def alice_beside_bob(server: RunningServer) -> Client:
+    """Bob, whose space 'bobs' holds secret.txt; alice (returned), whose space 'lab' holds
+    secret.txt and sub/scan.txt."""
+    admin = server.client()
+    bob = Client(server.url, admin.create_user("bob").token)
     bob.create_space("bobs")
     bob.upload("bobs", "secret.txt", b"bob's\n")
-    alice = Client(hpc.url, admin.create_user("alice").token)
-    alice.create_space("alices")
+    alice = Client(server.url, admin.create_user("alice").token)
+    alice.create_space("lab")
+    alice.upload("lab", "secret.txt", b"not for the folder token\n")
+    alice.upload("lab", "sub/scan.txt", b"in the folder\n")
+    return alice
+
+
+def test_a_slurm_task_sees_only_its_own_spaces(hpc: RunningServer) -> None:
+    alice = alice_beside_bob(hpc)
     secret = hpc.data_dir / "spaces" / "bobs" / "secret.txt"
     job = alice.submit_job(
-        {"spaces": ["alices"], "executor": "hpc",
-         "command": f"cat {secret} > {{spaces.alices}}/stolen; id -u; ls {hpc.data_dir}"}
+        {"spaces": ["lab"], "executor": "hpc",
+         "command": f"cat {secret} > {{spaces.lab}}/stolen; id -u; ls {hpc.data_dir}"}
     )  # fmt: skip
     alice.wait_job(job.id, poll=0.3, timeout=120)
     stderr = b"".join(alice.logs(job.id, 0, stream="stderr")).decode()
@@ -140,7 +149,7 @@ def test_a_slurm_task_sees_only_its_own_spaces(hpc: RunningServer) -> None:
     uid, *listed = b"".join(alice.logs(job.id, 0)).decode().split()
     assert uid == "64000", "as the sandbox's user, not root"
     assert listed == ["jobs", "spaces"], "of the data dir, only the ways to its space and work"
-    assert alice.read_bytes("alices", "stolen") == b""
+    assert alice.read_bytes("lab", "stolen") == b""
 
 
 def test_a_job_wider_than_max_array_size_is_cut_into_arrays(
@@ -168,20 +177,6 @@ def test_a_job_wider_than_max_array_size_is_cut_into_arrays(
         assert api.wait_job(job.id, poll=0.5, timeout=120).counts.cancelled == 2500
     finally:
         server.stop()
-
-
-def alice_beside_bob(server: RunningServer) -> Client:
-    """Bob, whose space 'bobs' holds secret.txt; alice (returned), whose space 'lab' holds
-    secret.txt and sub/scan.txt."""
-    admin = server.client()
-    bob = Client(server.url, admin.create_user("bob").token)
-    bob.create_space("bobs")
-    bob.upload("bobs", "secret.txt", b"bob's\n")
-    alice = Client(server.url, admin.create_user("alice").token)
-    alice.create_space("lab")
-    alice.upload("lab", "secret.txt", b"not for the folder token\n")
-    alice.upload("lab", "sub/scan.txt", b"in the folder\n")
-    return alice
 
 
 def test_a_folder_token_and_a_link_out_reach_nothing_more_on_slurm(hpc: RunningServer) -> None:
@@ -265,16 +260,12 @@ def test_jobs_with_an_image_run_in_containers_on_the_compute_node(
     """The same container as on this machine: its spaces at /spaces (read-only where asked),
     no other user's; cancelling stops it and leaves no container behind."""
     server = hpc_containers
-    admin = server.client()
-    bob = Client(server.url, admin.create_user("bob").token)
-    bob.create_space("bobs")
-    alice = Client(server.url, admin.create_user("alice").token)
+    alice = alice_beside_bob(server)
     alice.create_space("study")
     for n in range(3):
         alice.upload("study", f"in/scan{n}.dcm", f"DICM {n}\n".encode())
     alice.create_space("atlas")
     alice.upload("atlas", "labels.txt", b"tumour\n")
-    bob.upload("bobs", "secret.txt", b"bob's\n")
     spaces = server.data_dir / "spaces"
     (spaces / "atlas" / "bob").symlink_to(spaces / "bobs")  # a link to his space, by its path
     job = alice.submit_job(

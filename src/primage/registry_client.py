@@ -28,17 +28,24 @@ MANIFESTS = ", ".join(
 TIMEOUT_S = 30.0
 
 
+def split_tag(image: str) -> tuple[str, str]:
+    """'host:port/alice/seg:1' → ('host:port/alice/seg', '1'); a digest stays a digest
+    ('…@sha256:…'); no tag is 'latest'."""
+    if "@" in image:
+        name, _, reference = image.partition("@")
+        return name, reference
+    if ":" in image.rsplit("/", 1)[-1]:
+        name, _, reference = image.rpartition(":")
+        return name, reference
+    return image, "latest"
+
+
 def split_reference(image: str) -> tuple[str, str, str]:
-    """'host:port/alice/seg:1' → ('host:port', 'alice/seg', '1'); a digest stays a digest."""
-    host, _, rest = image.partition("/")
-    if not rest:
+    """'host:port/alice/seg:1' → ('host:port', 'alice/seg', '1')."""
+    name, reference = split_tag(image)
+    host, _, repository = name.partition("/")
+    if not repository:
         raise BadRequest(f"image '{image}' names no registry: HOST/REPOSITORY:TAG")
-    if "@" in rest:
-        repository, _, reference = rest.partition("@")
-    elif ":" in rest.rsplit("/", 1)[-1]:
-        repository, _, reference = rest.rpartition(":")
-    else:
-        repository, reference = rest, "latest"
     return host, repository, reference
 
 

@@ -128,8 +128,9 @@ class SlurmOptions(ExecutorOptions):
         False,
         description="The compute nodes run containers with the server's container_command and "
         "container_env (podman): jobs with an image run there in one, with the same mounts as "
-        "on this machine. The image is pinned by digest on the server and run as that digest; "
-        "the nodes must have it (a shared image store, or pulled there beforehand).",
+        "on this machine, as the digest pinned at submission. The nodes pull an image of the "
+        "platform registry themselves, with the job's own credential; any other must be in "
+        "their store already.",
     )
     container_command: list[str] | None = Field(
         None, description="The runtime on the nodes and its options; default: container_command."
@@ -204,7 +205,8 @@ class SlurmExecutor(Executor):
         if options.containers and host.runtime is None:
             raise ConfigError(
                 f"executor '{name}': containers = true needs containers on the server too (it "
-                "pins each job's image by digest): install podman or set containers = true"
+                "pins each job's image by digest): install podman there, or set the server's "
+                "own containers = true"
             )
         runtime = host.runtime if options.containers else None
         return cls(name, options, settings.storage_path, work, host.sandbox, runtime)

@@ -10,7 +10,8 @@ A task that names an image runs as ``<container_command> run --rm`` with:
 - the task's variables passed by name (``-e KEY``, the value taken from podman's environment),
   so that neither ``ps`` nor the process table shows them and multi-line values arrive whole;
 - the image by the digest it was pinned to when the job was submitted (provenance: the tasks of
-  a job all run the same image, whatever happens to its tag meanwhile), never pulled implicitly.
+  a job all run the same image, whatever happens to its tag meanwhile), never pulled implicitly
+  (only a Slurm node pulls that digest, with the job's own credential: ``executors/slurm.py``).
 
 The runtime and its options are configuration (``container_command``, ``container_env``,
 ``container_run_options``), not code: sites differ. On a cgroup v1 host rootful podman needs runc,
@@ -31,6 +32,7 @@ from pathlib import Path
 from primage.config import Settings
 from primage.errors import BadRequest
 from primage.executors.base import Pull
+from primage.registry_client import split_tag
 
 SPACES = "/spaces"
 #: What rootful podman needs on a cgroup v1 host (else: "error setting rlimit type 7").
@@ -127,9 +129,7 @@ class Runtime:
         digest = found.get("Digest")
         if not digest:
             raise BadRequest(f"image '{image}' has no digest to pin; tag or re-import it")
-        repository = image.split("@", 1)[0]
-        if ":" in repository.rsplit("/", 1)[-1]:
-            repository = repository.rsplit(":", 1)[0]
+        repository, _ = split_tag(image)
         return f"{repository}@{digest}"
 
     def remove(self, name: str, grace: int = 5) -> None:
