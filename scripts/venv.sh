@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create the virtual environment and install primage into it, on a fresh Debian machine too.
-# usage: scripts/venv.sh PYTHON VENV SPEC...   (each SPEC installed editable, e.g. ".[test]")
+# usage: scripts/venv.sh PYTHON VENV [--constraint FILE]... SPEC...
+#   each SPEC installed editable (e.g. ".[test]"), the versions held to each FILE's pins
 set -euo pipefail
 python=$1 venv=$2
 shift 2
@@ -20,6 +21,11 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-editable=()
-for spec in "$@"; do editable+=(-e "$spec"); done
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${editable[@]}"
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --constraint) args+=(--constraint "$2"); shift 2 ;;
+    *) args+=(-e "$1"); shift ;;
+  esac
+done
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"

@@ -41,14 +41,16 @@ def _git_repository(root: Path) -> Path:
     return folder
 
 
-def _reports(api: Client, space: str, folder: str) -> dict[str, float | None]:
-    """Input file name → lesion volume in mL (None: no lesion), from the job's JSON reports."""
-    found = {}
+def _reports(api: Client, space: str, folder: str) -> dict[str, float | dict[str, str] | None]:
+    """Input file name → lesion volume in mL (None: no lesion), from the job's JSON reports, and
+    under "software" the library versions that made them (one set, or the lists differ)."""
+    found: dict[str, float | dict[str, str] | None] = {}
     for info in api.listdir(space, folder):
         if info.path.endswith(".json"):
             report = json.loads(api.read_bytes(space, info.path))
             volume = report["volume_ml"] if report["lesion_found"] else None
             found[Path(report["input"]).name] = volume
+            assert found.setdefault("software", report["software"]) == report["software"]
     return found
 
 

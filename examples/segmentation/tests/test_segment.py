@@ -109,6 +109,7 @@ def test_the_report_the_mask_and_the_overlay_are_written(tmp_path: Path) -> None
 
     assert report["lesion_found"] and report["voxel_count"] == pytest.approx(truth.sum(), rel=0.1)
     assert json.loads((tmp_path / "lesion.json").read_text())["volume_ml"] == report["volume_ml"]
+    assert report["software"]["SimpleITK"] == sitk.Version.VersionString()  # what made the figures
     mask = sitk.ReadImage(str(tmp_path / "lesion_mask.nii.gz"))
     assert mask.GetSize() == image.GetSize()
     assert mask.GetSpacing() == pytest.approx(image.GetSpacing(), rel=1e-5)

@@ -60,10 +60,18 @@ def process(path: Path, out: Path, params: Params) -> dict[str, Any]:
         "window": list(lesion.window),
         "method": "median, window, opening, largest non-bone component, half-maximum edge",
         "version": __version__,
+        "software": software(),
         "seconds": round(time.perf_counter() - start, 3),
     }
     write_json(report, out / f"{name}.json")
     return report
+
+
+def software() -> dict[str, str]:
+    """The versions of the libraries that made the figures (pinned in constraints.txt)."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("SimpleITK", "numpy", "nibabel")}
 
 
 def percentiles(image: Any) -> tuple[float, float]:
