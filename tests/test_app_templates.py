@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from primage.apps.templates import load
 from primage.errors import BadRequest
+from primage.models.apps import AppSpec
+from primage.templates import render
+
+
+def load(text: str, inputs: dict[str, str], source: str) -> AppSpec:
+    spec = render(text, inputs, source).spec
+    assert isinstance(spec, AppSpec)
+    return spec
+
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebook" / "template.yaml"
@@ -65,9 +73,9 @@ def test_tosca_refusals_name_the_problem() -> None:
         load(viewer, {}, "v")
     with pytest.raises(BadRequest, match='unknown field "comand"'):
         load(viewer.replace("command:", "comand:"), {"space": "s"}, "v")
-    with pytest.raises(BadRequest, match=r"unknown type 'tosca\.nodes\.indigo\.Nope'"):
+    with pytest.raises(BadRequest, match=r"node 'docker_runtime' \(tosca\.nodes\.indigo\.Nope\)"):
         load(viewer.replace("Container.Runtime.Docker", "Nope"), {"space": "s"}, "v")
-    with pytest.raises(BadRequest, match="spaces are mounted at /spaces/<space>"):
+    with pytest.raises(BadRequest, match=r"'docker_runtime' volume 's:/data': primage mounts"):
         load(viewer.replace("- {get_input: space}", "- 's:/data'"), {"space": "s"}, "v")
     elsewhere = viewer.replace("https://raw.githubusercontent.com/indigo-dc/tosca-types/master/"
                                "custom_types.yaml", "https://example.org/x.yaml")  # fmt: skip

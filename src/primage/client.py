@@ -25,7 +25,14 @@ import httpx
 from primage import credentials, login
 from primage.errors import PrimageError, ServerUnavailable, Unauthenticated, from_response
 from primage.jobs.states import JOB_DONE, JobState
-from primage.models.apps import App, AppDetail, AppSpec, AppUpdate
+from primage.models.apps import (
+    App,
+    AppDeployed,
+    AppDetail,
+    AppSpec,
+    AppUpdate,
+    RenderedTemplate,
+)
 from primage.models.audit import AuditPage
 from primage.models.builds import Build, Hook, HookWithSecret
 from primage.models.executors import ExecutorInfo
@@ -475,15 +482,34 @@ class Client:
         spec: AppSpec | dict[str, Any] | None = None,
         source: str = "template",
         name: str | None = None,
-    ) -> App:
-        """Deploy from a template's text (own YAML or TOSCA, with its inputs), or from a spec;
-        ``name`` deploys it under another name than the template's."""
+        files: dict[str, str] | None = None,
+    ) -> AppDeployed:
+        """Deploy from a template's text (own YAML, TOSCA or RADL, with its inputs and the
+        files it imports), or from a spec; ``name`` deploys it under another name than the
+        template's. The answer's notes say what the template asks that was left out."""
         body: dict[str, Any] = {
-            "template": template, "inputs": inputs or {}, "source": source, "name": name
+            "template": template, "inputs": inputs or {}, "source": source, "name": name,
+            "files": files or {},
         }  # fmt: skip
         if spec is not None:
             body["spec"] = spec.model_dump(mode="json") if isinstance(spec, AppSpec) else spec
-        return App.model_validate(self._request("POST", "/applications", json=body).json())
+        answer = self._request("POST", "/applications", json=body).json()
+        return AppDeployed.model_validate(answer)
+
+    def render_template(
+        self,
+        template: str,
+        *,
+        inputs: dict[str, str] | None = None,
+        source: str = "template",
+        name: str | None = None,
+        files: dict[str, str] | None = None,
+    ) -> RenderedTemplate:
+        """What a template becomes (an app or a job spec, with notes), deploying nothing."""
+        body = {"template": template, "inputs": inputs or {}, "source": source, "name": name,
+                "files": files or {}}  # fmt: skip
+        answer = self._request("POST", "/templates/render", json=body).json()
+        return RenderedTemplate.model_validate(answer)
 
     def list_apps(self) -> list[App]:
         return [App.model_validate(a) for a in self._request("GET", "/applications").json()]

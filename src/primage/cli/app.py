@@ -10,18 +10,22 @@ import typer
 
 from primage.cli.common import JsonOption, client, console, group, print_json, table
 from primage.cli.job import key_values
+from primage.cli.templates import read_template
 from primage.errors import BadRequest, PrimageError
 
 if TYPE_CHECKING:
     from primage.models.apps import AppDetail
 
-app = group("Deploy applications (own YAML or TOSCA templates) and open them through the platform.")
+app = group(
+    "Deploy applications (own YAML, TOSCA or RADL templates); open them through the platform."
+)
 
 EXAMPLE = """\
 Examples:
 
 \b
   primage app deploy examples/notebook/template.yaml --space scans
+  primage app render rstudio.yaml --input password=s3cret    # what it becomes, deploying nothing
   primage app deploy webapp.tosca.yaml --input image=alice/viewer:2 --wait
   primage app update notebook --replicas 2
 """
@@ -37,28 +41,67 @@ def _summary(found: AppDetail) -> None:
         console().print(found.message)
 
 
+TemplateArgument = typer.Argument(..., help="Template file: own YAML, TOSCA or RADL.")
+InputsOption = typer.Option(
+    [], "--input", "-i", metavar="NAME=VALUE", help="A template input (repeatable)."
+)
+SpaceOption = typer.Option(None, help="Shorthand for --input space=NAME.")
+
+
+def _inputs(inputs: list[str], space: str | None) -> dict[str, str]:
+    values = key_values(inputs, "--input")
+    if space is not None:
+        values["space"] = space
+    return values
+
+
+@app.command(epilog=EXAMPLE)
+def render(
+    ctx: typer.Context,
+    template: Path = TemplateArgument,
+    inputs: list[str] = InputsOption,
+    space: str | None = SpaceOption,
+    name: str | None = typer.Option(None, help="Render it under this name."),
+    as_json: bool = JsonOption,
+) -> None:
+    """What a template becomes, deploying nothing: the app (or job) spec, and notes on what
+    the template asks that the platform leaves out, and why."""
+    text, files = read_template(template)
+    found = client(ctx).render_template(
+        text, inputs=_inputs(inputs, space), source=template.name, name=name, files=files
+    )
+    if as_json:
+        print_json(found)
+        return
+    import yaml
+
+    verb = "primage app deploy" if found.kind == "app" else "primage job submit"
+    typer.echo(f"# {found.kind} ({verb} {template})")
+    typer.echo(yaml.safe_dump(found.spec, sort_keys=False).rstrip())
+    for key, value in found.outputs.items():
+        typer.echo(f"# output {key}: {value}")
+    for note in found.notes:
+        typer.echo(f"# note: {note}")
+
+
 @app.command(epilog=EXAMPLE)
 def deploy(
     ctx: typer.Context,
-    template: Path = typer.Argument(..., help="Template file: own YAML or TOSCA."),
-    inputs: list[str] = typer.Option(
-        [], "--input", "-i", metavar="NAME=VALUE", help="A template input (repeatable)."
-    ),
-    space: str | None = typer.Option(None, help="Shorthand for --input space=NAME."),
+    template: Path = TemplateArgument,
+    inputs: list[str] = InputsOption,
+    space: str | None = SpaceOption,
     name: str | None = typer.Option(None, help="Deploy under this name instead."),
     wait: bool = typer.Option(True, help="Wait until it answers (or fails)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Deploy an app; prints the URL it is reached at."""
-    try:
-        text = template.read_text()
-    except OSError as exc:
-        raise BadRequest(f"cannot read {template}: {exc.strerror}") from None
-    values = key_values(inputs, "--input")
-    if space is not None:
-        values["space"] = space
+    """Deploy an app; prints the URL it is reached at, and what the template asks that was
+    left out (primage app render shows it beforehand)."""
+    text, files = read_template(template)
+    values = _inputs(inputs, space)
     sdk = client(ctx)
-    made = sdk.deploy_app(text, inputs=values, source=template.name, name=name)
+    made = sdk.deploy_app(text, inputs=values, source=template.name, name=name, files=files)
+    for note in made.notes:
+        typer.echo(f"note: {note}", err=True)
     if not wait:
         print_json(made) if as_json else typer.echo(f"deploying {made.name}: {made.url}")
         return

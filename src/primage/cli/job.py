@@ -91,11 +91,17 @@ def submit(
         None, help="Outputs go to SPACE or SPACE:FOLDER (default: the input space, outputs/<id>)."
     ),
     overwrite: bool = typer.Option(False, help="Allow an existing output folder."),
+    template_inputs: list[str] = typer.Option(
+        [], "--set", metavar="NAME=VALUE", help="An input of a TOSCA job template (repeatable)."
+    ),
     wait_: bool = typer.Option(False, "--wait", "-w", help="Show progress until the job ends."),
     as_json: bool = JsonOption,
 ) -> None:
     """Submit a job: from a file, from flags, or both."""
-    data: dict[str, Any] = read_file(file) if file else {}
+    if template_inputs and not file:
+        raise BadRequest("--set fills a TOSCA job template's inputs: give the template file")
+    given = key_values(template_inputs, "--set")
+    data: dict[str, Any] = _job_file(ctx, file, given) if file else {}
     source = str(file) if file else "job"
     flags: dict[str, Any] = {
         "command": command,
@@ -151,6 +157,25 @@ def submit(
         if as_json:
             print_json(finished)
         raise typer.Exit(0 if finished.state == JobState.SUCCEEDED else 1)
+
+
+def _job_file(ctx: typer.Context, file: Path, inputs: dict[str, str]) -> dict[str, Any]:
+    """A job file's fields; a TOSCA file (an INDIGO Chronos job) rendered by the server."""
+    from primage.cli.templates import is_tosca, read_template
+
+    text, files = read_template(file)
+    if not is_tosca(text):
+        if inputs:
+            raise BadRequest(f"--set fills a TOSCA template's inputs; {file} is a job file")
+        return read_file(file)
+    found = client(ctx).render_template(text, inputs=inputs, source=file.name, files=files)
+    if found.kind != "job":
+        raise BadRequest(
+            f"{file.name} is an application template, not a job: primage app deploy {file}"
+        )
+    for note in found.notes:
+        typer.echo(f"note: {note}", err=True)
+    return found.spec
 
 
 def follow(api: Client, job_id: int, *, quiet_stdout: bool = False) -> JobDetail:

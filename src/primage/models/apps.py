@@ -193,11 +193,36 @@ class AppUpdate(Strict):
     resources: Resources | None = None
 
 
-class AppDeploy(Strict):
-    """A deployment: a template's text with its inputs, or a spec."""
+class TemplateText(Strict):
+    """A template's text, its inputs, and the files beside it that it imports."""
 
-    template: str | None = Field(None, description="Own YAML or TOSCA, as text.")
+    template: str | None = Field(None, description="Own YAML, TOSCA or RADL, as text.")
     inputs: dict[str, str] = Field(default_factory=dict, description="The template's inputs.")
-    spec: dict[str, Any] | None = Field(None, description="An app spec instead of a template.")
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="Files the template imports by a relative path, as path → text (the CLI "
+        "sends those beside the template).",
+    )
     source: str = Field("template", max_length=255, description="A name for error messages.")
     name: str | None = Field(None, description="Deploy under this name, not the template's.")
+
+
+class AppDeploy(TemplateText):
+    """A deployment: a template's text with its inputs, or a spec."""
+
+    spec: dict[str, Any] | None = Field(None, description="An app spec instead of a template.")
+
+
+class AppDeployed(App):
+    notes: list[str] = Field(
+        default_factory=list, description="What the template says that was left out, and why."
+    )
+
+
+class RenderedTemplate(Model):
+    """What a template becomes, without deploying it."""
+
+    kind: Literal["app", "job"] = Field(description="app: primage app deploy; job: job submit.")
+    spec: dict[str, Any] = Field(description="The app spec or the job spec.")
+    notes: list[str] = Field(description="What the template says that was left out, and why.")
+    outputs: dict[str, Any] = Field(description="The template's outputs known before it runs.")

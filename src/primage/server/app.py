@@ -43,6 +43,7 @@ from primage.server.routers import (
     proxy,
     registry,
     spaces,
+    templates,
     tokens,
     users,
 )
@@ -140,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         health, auth, users, tokens, spaces, files, jobs, executors, apps, proxy, audit,
-        registry, hooks, builds,
+        registry, hooks, builds, templates,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

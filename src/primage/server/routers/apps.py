@@ -14,7 +14,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from primage.apps import records, templates
+from primage import templates
+from primage.apps import records
 from primage.auth import audit, policy
 from primage.auth.policy import Right
 from primage.auth.principal import Principal
@@ -83,17 +84,18 @@ def check_spaces(session: Session, caller: Principal, spec: m.AppSpec) -> None:
         policy.check_space(caller, space, Right.READ if mount.read_only else Right.WRITE, *paths)
 
 
-def spec_of(body: m.AppDeploy) -> m.AppSpec:
+def spec_of(body: m.AppDeploy) -> tuple[m.AppSpec, list[str]]:
+    """The spec to deploy, and the notes of the template it comes from."""
     if (body.template is None) == (body.spec is None):
-        raise BadRequest("give exactly one of 'template' (YAML or TOSCA text) or 'spec'")
+        raise BadRequest("give exactly one of 'template' (YAML, TOSCA or RADL text) or 'spec'")
     if body.spec is not None:
-        spec = m.app_from(body.spec, body.source)
-    else:
-        spec = templates.load(body.template or "", body.inputs, body.source)
-    if body.name is not None:
-        data = {**spec.model_dump(exclude_defaults=True), "name": body.name}
-        spec = m.app_from(data, body.source)
-    return spec
+        data = body.spec if body.name is None else {**body.spec, "name": body.name}
+        return m.app_from(data, body.source), []
+    found = templates.render_app(
+        body.template or "", body.inputs, body.source, name=body.name, files=body.files
+    )
+    assert isinstance(found.spec, m.AppSpec)
+    return found.spec, found.notes
 
 
 def pinned(state: State, caller: Principal, spec: m.AppSpec) -> m.AppSpec:
@@ -107,10 +109,11 @@ def pinned(state: State, caller: Principal, spec: m.AppSpec) -> m.AppSpec:
 
 
 @router.post("", status_code=201)
-async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
-    """Deploy an app from a template (own YAML or TOSCA, with inputs) or a spec."""
+async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.AppDeployed:
+    """Deploy an app from a template (own YAML, TOSCA or RADL, with inputs) or a spec; the
+    answer's notes say what the template asks that was left out, and why."""
     policy.check_deploy(caller)
-    spec = await run_in_threadpool(spec_of, body)
+    spec, notes = await run_in_threadpool(spec_of, body)
     if spec.name.startswith(INTERACTIVE_PREFIX):
         raise BadRequest(
             f"app names '{INTERACTIVE_PREFIX}<id>' are the platform's, for interactive jobs; "
@@ -122,13 +125,14 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.App:
     if spec.image is not None:
         spec = await run_in_threadpool(pinned, state, caller, spec)
 
-    def store() -> m.App:
+    def store() -> m.AppDeployed:
         with state.db.session() as session:
             check_spaces(session, caller, spec)
             row = records.create(session, state.box, caller, spec)
             session.flush()
             session.refresh(row)
-            return to_model(state, row, 0)
+            made = to_model(state, row, 0)
+            return m.AppDeployed(**made.model_dump(), notes=notes)
 
     made = await run_in_threadpool(store)
     state.supervisor.wake()
