@@ -322,8 +322,9 @@ def container_server(container_env: dict[str, str], tmp_path: Path) -> Iterator[
 def test_tosca_templates_deploy_as_containers_behind_the_proxy(
     container_server: RunningServer, container_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """An INDIGO-shaped template with inputs, a published port and a volume, and one of the
-    standard types (application → runtime → compute), each deployed and reached."""
+    """An INDIGO Marathon template (its port and volume on the runtime, as INDIGO writes them),
+    and one of the standard types (application → runtime → compute), each deployed and
+    reached."""
     server = container_server
     httpd = "localhost/busybox-httpd:test"
     import_busybox(container_env, httpd, tmp_path / "rootfs",
@@ -344,6 +345,9 @@ def test_tosca_templates_deploy_as_containers_behind_the_proxy(
     assert page.status_code == 200 and page.text == "<p>3 lesions</p>\n"
     refused = httpx.get(f"{server.url}/apps/viewer/index.html", headers=_bearer(bob_token))
     assert refused.status_code == 403  # not a member of 'reports'
+    theirs = server.cli("app", "deploy", str(viewer), "--input", "space=reports", "--name",
+                        "mine", token=bob_token)  # fmt: skip
+    assert theirs.code != 0 and "reports" in theirs.err  # a template mounts no space of alice's
 
     standard = (TEMPLATES / "webapp.tosca.yaml").read_text()
     with pytest.raises(BadRequest, match="input 'image' is required"):

@@ -1,7 +1,7 @@
 """Applications: long-running services deployed from a template and reached through the platform.
 
 One pydantic model, :class:`AppSpec`, validates the project's own YAML, what a TOSCA template
-becomes (``apps/tosca.py``) and API bodies alike; its field descriptions are the documentation
+becomes (``primage/templates/``) and API bodies alike; its field descriptions are the documentation
 (``primage app spec``).
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 from toscaparser.nodetemplate import NodeTemplate
 
 from primage.templates import Draft
-from primage.templates.functions import Evaluator, NotYetKnown
+from primage.templates.functions import Evaluator, NotYetKnown, shown
 from primage.templates.problems import Problems
 from primage.templates.tosca import APPLICATION, CHRONOS, STORAGE, parse, plain
 
@@ -315,7 +315,7 @@ class Mapper:
             if address:
                 found[name] = f"/apps/{app}/"
             else:
-                self.evaluate.left_out.append((f"output {name}", _shown(raw)))
+                self.evaluate.left_out.append((f"output {name}", shown(raw)))
         return found
 
 
@@ -332,13 +332,6 @@ def render(document: dict[str, Any], inputs: Mapping[str, str], problems: Proble
     problems.check()
     found = {k: v for k, v in fields.items() if v not in (None, {}, [])}
     return Draft(kind, found, [*mapper.notes, *mapper.left_out()], outputs)  # type: ignore[arg-type]
-
-
-def _shown(raw: Any) -> str:
-    """A function as the template writes it, in flow YAML."""
-    import yaml
-
-    return yaml.safe_dump(raw, default_flow_style=True, width=10**6).strip()
 
 
 def _required(node: NodeTemplate) -> set[str]:

@@ -17,7 +17,7 @@ class NotYetKnown(Exception):
     """A value that exists once the deployment runs (an attribute), not when it is made."""
 
     def __init__(self, name: str, args: Any) -> None:
-        super().__init__(f"{{{name}: {args}}}")
+        super().__init__(shown({name: args}))
 
 
 class Evaluator:
@@ -79,6 +79,13 @@ def runtime_function(raw: Any) -> bool:
     if isinstance(raw, list):
         return any(runtime_function(v) for v in raw)
     return False
+
+
+def shown(raw: Any) -> str:
+    """A function as a template writes it, in flow YAML."""
+    import yaml
+
+    return str(yaml.safe_dump(raw, default_flow_style=True, width=10**6)).strip()
 
 
 def _text(value: Any) -> str:
