@@ -183,3 +183,37 @@ def test_imports_beside_the_template_and_the_given_name() -> None:
     assert renamed.spec.name == "db"
     rstudio = _render("marathon_rstudio.yaml", {"rstudio_password": "x"})
     assert rstudio.outputs == {"rstudio_url": "/apps/rstudio/"}  # the app's address: its URL
+
+
+TOSCA = "tosca_definitions_version: tosca_simple_yaml_1_0\n"
+INDIGO = (
+    TOSCA + "imports: [https://raw.githubusercontent.com/indigo-dc/tosca-types/master/"
+    "custom_types.yaml]\n"
+)
+APP = "{type: tosca.nodes.indigo.Container.Application.Docker, properties: {command: x}"
+
+
+@pytest.mark.parametrize(
+    ("text", "inputs", "message"),
+    [
+        (TOSCA + "topology_template: hello\n", {}, r"topology_template: a mapping"),
+        (TOSCA + "topology_template: {node_templates: [a]}\n", {}, r"node_templates: a mapping"),
+        (TOSCA + "imports: hello\n", {}, r"imports: a list of files"),
+        (INDIGO + "node_types: 3\n", {}, r"node_types: a mapping"),
+        (INDIGO + f"topology_template: {{node_templates: {{a: {APP}, interfaces: 3}}}}}}\n", {},
+         r"node 'a' interfaces: a mapping"),
+        (INDIGO + "topology_template: {inputs: {n: {type: integer}}, node_templates: "
+         f"{{a: {APP}}}}}}}\n", {"n": "many"}, r"input 'n': 'many' is not of type integer"),
+        (INDIGO + f"topology_template: {{node_templates: {{a: {APP}, requirements: "
+         "[{host: nope}]}}}\n", {}, r'Node template "nope" was not found'),
+        ("system x (\n disk.0.image.url = 'docker://a' and cpu.count >= 'many'\n)\n", {},
+         r"cpu\.count 'many' is not a number"),
+        ("network n (outports = 'abc')\nsystem x (\n disk.0.image.url = 'docker://a' and "
+         "net_interface.0.connection = 'n'\n)\n", {}, r"Invalid outports format"),
+    ],
+)  # fmt: skip
+def test_malformed_templates_are_refused_never_a_crash(
+    text: str, inputs: dict[str, str], message: str
+) -> None:
+    with pytest.raises(BadRequest, match=message):
+        render(text, inputs, "t")

@@ -57,6 +57,16 @@ def render(text: str, inputs: Mapping[str, str], problems: Problems) -> Draft:
             f"primage runs containers: set disk.0.image.url = '{DOCKER}IMAGE'"
         )
     notes: list[str] = []
+    try:
+        fields = _fields(document, found, image, notes, problems)
+    except (ValueError, TypeError, RADLParseException) as exc:  # a value of the wrong kind
+        raise problems.refuse(f"system '{found.name}': {exc}") from None
+    problems.check()
+    return Draft("app", {k: v for k, v in fields.items() if v not in (None, {}, [])}, notes)
+
+
+def _fields(document: Any, found: system, image: str, notes: list[str],
+            problems: Problems) -> dict[str, Any]:  # fmt: skip
     fields: dict[str, Any] = {
         "name": found.name.lower().replace("_", "-"),
         "image": image.removeprefix(DOCKER),
@@ -73,8 +83,7 @@ def render(text: str, inputs: Mapping[str, str], problems: Problems) -> Draft:
                 f"port {other} is not published: an app serves one port, at "
                 f"/apps/{fields['name']}/ (port {ports[0]})"
             )
-    problems.check()
-    return Draft("app", {k: v for k, v in fields.items() if v not in (None, {}, [])}, notes)
+    return fields
 
 
 def _environment(value: Any, problems: Problems) -> dict[str, str]:
@@ -110,18 +119,28 @@ def _spaces(found: system, problems: Problems) -> list[str]:
 
 def _resources(found: system, notes: list[str]) -> dict[str, int]:
     resources = {}
-    cpus = found.getValue("cpu.count")
+    cpus = _number(found, "cpu.count")
     if cpus is not None:
-        resources["cpus"] = math.ceil(float(cpus))
-        if resources["cpus"] != float(cpus):
-            notes.append(f"cpu.count {cpus}: {resources['cpus']} (whole cores here)")
-    memory = found.getValue("memory.size")
+        resources["cpus"] = math.ceil(cpus)
+        if resources["cpus"] != cpus:
+            notes.append(f"cpu.count {cpus:g}: {resources['cpus']} (whole cores here)")
+    memory = _number(found, "memory.size")
     if memory is not None:
         resources["memory"] = int(memory)
-    gpus = found.getValue("gpu.count")
+    gpus = _number(found, "gpu.count")
     if gpus:
         resources["gpus"] = int(gpus)
     return resources
+
+
+def _number(found: system, feature: str) -> float | None:
+    value = found.getValue(feature)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{feature} '{value}' is not a number") from None
 
 
 def _outports(document: Any, found: system) -> list[Any]:

@@ -89,6 +89,8 @@ def parse(document: dict[str, Any], inputs: Mapping[str, str], problems: Problem
             f"tosca_definitions_version '{version}' is not a TOSCA version; write "
             "tosca_simple_yaml_1_0 (or tosca_simple_yaml_1_2, tosca_simple_yaml_1_3)"
         )
+    _check_shape(document, problems)
+    problems.check()
     document = _with_imports(document, problems, files)
     _check_types(document, problems)
     problems.check()
@@ -129,11 +131,46 @@ def _collecting() -> Iterator[Any]:
 
 def plain(problem: BaseException) -> str:
     """tosca-parser's message without its class name, its tracebacks or 'Refer to…' hints."""
+    if isinstance(problem, AttributeError | TypeError):  # tosca-parser met an odd shape
+        return (
+            "a section of the template has the wrong shape (a mapping or a list where it "
+            "has a single value, or the reverse)"
+        )
     lines = str(problem).strip().splitlines()
     text = lines[0].strip() if lines else "tosca-parser could not read the template"
     if isinstance(problem, KeyError) and len(text) > 1 and text[0] == text[-1] == "'":
         text = text[1:-1]  # a KeyError's message comes quoted
     return re.sub(r"\s*Refer to the definition to verify valid values\.?", "", text)
+
+
+def _check_shape(document: dict[str, Any], problems: Problems) -> None:
+    """The sections tosca-parser expects as mappings (or a list) are: it fails on others."""
+    if not isinstance(document.get("imports") or [], list):
+        problems.add("imports: a list of files (- URL, or - NAME: URL)")
+    for section in TYPE_SECTIONS:
+        if not isinstance(document.get(section) or {}, dict):
+            problems.add(f"{section}: a mapping of each type's name to its definition")
+    topology = document.get("topology_template")
+    if not isinstance(topology, dict):
+        problems.add("topology_template: a mapping with node_templates (and inputs, outputs)")
+        return
+    for section in ("inputs", "node_templates", "outputs"):
+        entries = topology.get(section) or {}
+        if not isinstance(entries, dict):
+            problems.add(f"topology_template.{section}: a mapping of names to definitions")
+            continue
+        for name, entry in entries.items():
+            if not isinstance(entry, dict) and section != "inputs":
+                problems.add(f"{section[:-1].replace('_', ' ')} '{name}': a mapping of fields")
+    nodes = topology.get("node_templates")
+    for name, node in nodes.items() if isinstance(nodes, dict) else ():
+        if not isinstance(node, dict):
+            continue
+        for key, kind in (("properties", dict), ("capabilities", dict), ("interfaces", dict),
+                          ("artifacts", dict), ("metadata", dict), ("requirements", list)):  # fmt: skip
+            if not isinstance(node.get(key) or kind(), kind):
+                what = "a list" if kind is list else "a mapping"
+                problems.add(f"node '{name}' {key}: {what}")
 
 
 def _with_imports(document: dict[str, Any], problems: Problems,
@@ -253,12 +290,12 @@ def _typed(declared: Any, values: dict[str, Any], problems: Problems) -> dict[st
             try:
                 value = yaml.safe_load(value) if kind in YAML_TYPES else value
             except yaml.YAMLError:
-                problems.add(f"input '{name}': '{value}' is not a {kind} (write it as YAML)")
+                problems.add(f"input '{name}': '{value}' is not of type {kind} (write it as YAML)")
                 continue
         if kind == "float" and type(value) is int:
             value = float(value)
         try:
             typed[name] = DataEntity.validate_datatype(kind, value)
         except Exception:  # tosca-parser's ValueError or its own type errors
-            problems.add(f"input '{name}': '{value}' is not a {kind}")
+            problems.add(f"input '{name}': '{value}' is not of type {kind}")
     return typed
