@@ -291,6 +291,9 @@ def test_bad_templates_and_apps_that_cannot_start_say_why(app_server: RunningSer
     tosca = (TEMPLATES / "database.tosca.yaml").read_text()
     with pytest.raises(BadRequest, match=r"node 'db' has type tosca\.nodes\.Database"):
         api.deploy_app(tosca, source="database.tosca.yaml")
+    deepaas = (TEMPLATES / "community" / "marathon_deepaas.yaml").read_text()
+    with pytest.raises(BadRequest, match=r"asks for 1 GPU\(s\), but the 'local' executor has no"):
+        api.deploy_app(deepaas, source="marathon_deepaas.yaml")  # never deployed without one
 
     api.deploy_app("app:\n  name: crash\n  command: sh -c 'echo no config file >&2; exit 3'\n")
     failed = api.wait_app("crash", timeout=60)

@@ -120,6 +120,8 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.AppDeploy
             "deploy it under another name (--name)"
         )
     state.apps_host.require("apps", f"app '{spec.name}' is a long-running service")
+    if spec.resources.gpus:
+        state.apps_host.require("gpus", f"app '{spec.name}' asks for {spec.resources.gpus} GPU(s)")
     if spec.image is None:
         policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
     if spec.image is not None:
