@@ -18,7 +18,7 @@ from toscaparser.nodetemplate import NodeTemplate
 from primage.templates import Draft
 from primage.templates.functions import Evaluator, NotYetKnown, shown
 from primage.templates.problems import Problems
-from primage.templates.tosca import APPLICATION, CHRONOS, STORAGE, parse, plain
+from primage.templates.tosca import APPLICATION, CHRONOS, STORAGE, TOSCA_PARSER, parse, plain
 
 IMAGE_ARTIFACT = "tosca.artifacts.Deployment.Image.Container.Docker"
 SPACES = "/spaces/"
@@ -321,15 +321,16 @@ class Mapper:
 
 def render(document: dict[str, Any], inputs: Mapping[str, str], problems: Problems,
            files: Mapping[str, str]) -> Draft:  # fmt: skip
-    mapper = Mapper(document, inputs, problems, files)
-    node = mapper.application()
-    if node.is_derived_from(CHRONOS):
-        fields, kind = mapper.job(node), "job"
-    else:
-        fields, kind = mapper.app(node), "app"
-    problems.check()
-    outputs = mapper.outputs(fields["name"], node) if kind == "app" else {}
-    problems.check()
+    with TOSCA_PARSER:
+        mapper = Mapper(document, inputs, problems, files)
+        node = mapper.application()
+        if node.is_derived_from(CHRONOS):
+            fields, kind = mapper.job(node), "job"
+        else:
+            fields, kind = mapper.app(node), "app"
+        problems.check()
+        outputs = mapper.outputs(fields["name"], node) if kind == "app" else {}
+        problems.check()
     found = {k: v for k, v in fields.items() if v not in (None, {}, [])}
     return Draft(kind, found, [*mapper.notes, *mapper.left_out()], outputs)  # type: ignore[arg-type]
 

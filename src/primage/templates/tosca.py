@@ -66,9 +66,14 @@ INSTEAD = {
     "a grid job": "submit a batch job (primage job submit)",
     "a job on a batch system": "submit a batch job (primage job submit)",
 }
+NODE_SECTIONS = (
+    ("properties", dict), ("capabilities", dict), ("interfaces", dict), ("artifacts", dict),
+    ("metadata", dict), ("requirements", list),
+)  # fmt: skip
 YAML_TYPES = ("list", "map", "integer", "float", "boolean")
-# tosca-parser keeps its problems in one class-level list: one parse at a time.
-_PARSING = threading.Lock()
+# tosca-parser keeps its problems in one class-level list, which its function objects append to
+# as well: one template at a time, from parsing to the last function evaluated (reentrant).
+TOSCA_PARSER = threading.RLock()
 
 
 @dataclass
@@ -121,7 +126,7 @@ def parse(document: dict[str, Any], inputs: Mapping[str, str], problems: Problem
 
 @contextmanager
 def _collecting() -> Iterator[Any]:
-    with _PARSING:
+    with TOSCA_PARSER:
         try:
             yield lambda: list(ExceptionCollector.getExceptions())
         finally:
@@ -166,8 +171,7 @@ def _check_shape(document: dict[str, Any], problems: Problems) -> None:
     for name, node in nodes.items() if isinstance(nodes, dict) else ():
         if not isinstance(node, dict):
             continue
-        for key, kind in (("properties", dict), ("capabilities", dict), ("interfaces", dict),
-                          ("artifacts", dict), ("metadata", dict), ("requirements", list)):  # fmt: skip
+        for key, kind in NODE_SECTIONS:
             if not isinstance(node.get(key) or kind(), kind):
                 what = "a list" if kind is list else "a mapping"
                 problems.add(f"node '{name}' {key}: {what}")
