@@ -360,7 +360,19 @@ def test_tosca_templates_deploy_as_containers_behind_the_proxy(
     answer = httpx.get(f"{server.url}/apps/webapp/", headers=_bearer(alice_token))
     assert answer.status_code == 200 and answer.text == "<p>web app</p>\n"
 
-    for name in ("viewer", "webapp"):
+    radl = (  # the Infrastructure Manager's way: one container system, its network's outports
+        "network public (outbound = 'yes' and outports = '8080/tcp-8080/tcp')\n"
+        f"system reports_radl (\n  disk.0.image.url = 'docker://{httpd}' and\n"
+        "  memory.size >= 128m and command = 'httpd -f -p 8080 -h /spaces/reports' and\n"
+        "  net_interface.0.connection = 'public' and disk.1.mount_path = '/spaces/reports'\n)\n"
+        "deploy reports_radl 1\n"
+    )
+    alice.deploy_app(radl, source="reports.radl")
+    assert alice.wait_app("reports-radl", timeout=60).state == "running"
+    served = httpx.get(f"{server.url}/apps/reports-radl/index.html", headers=_bearer(alice_token))
+    assert served.status_code == 200 and served.text == "<p>3 lesions</p>\n"
+
+    for name in ("viewer", "webapp", "reports-radl"):
         alice.remove_app(name)
     left = podman(container_env, "ps", "-a", "--format", "{{.Names}}").stdout
     assert "primage-app-" not in left

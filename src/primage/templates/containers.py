@@ -271,6 +271,7 @@ class Mapper:
                 f"node '{node.name}': metadata {', '.join(unknown)} is not an app field; known: "
                 f"{', '.join((*METADATA_FIELDS, *ACCESS_FIELDS))}"
             )
+        fields["strip_prefix"] = True  # a community container expects to be served at /
         fields |= {k: v for k, v in metadata.items() if k in METADATA_FIELDS}
         fields["port"] = self.ports(self.published, fields["name"], metadata.get("port"))
         if "access" in metadata:

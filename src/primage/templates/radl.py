@@ -13,6 +13,7 @@ RADL                            app spec
 ``gpu.count``                   ``resources.gpus``
 ``outports`` of its network     ``port`` (the first; the others noted)
 ``disk.N.mount_path``           ``spaces``: ``/spaces/SPACE`` mounts SPACE
+(always)                        ``strip_prefix``: it is served as if at ``/``
 ==============================  ===============================================
 """
 
@@ -74,6 +75,7 @@ def _fields(document: Any, found: system, image: str, notes: list[str],
         "env": _environment(found.getValue("environment.variables"), problems),
         "spaces": _spaces(found, problems),
         "resources": _resources(found, notes),
+        "strip_prefix": True,  # a container IM deploys is served at /: so is this one
     }
     ports = [p.get_local_port() for p in _outports(document, found)]
     if ports:
