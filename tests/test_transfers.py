@@ -29,6 +29,30 @@ def test_sample_images_round_trip_byte_for_byte(server: RunningServer, tmp_path:
         assert sdk.stat("med", f"in/{image.name}").sha256 == expected
 
 
+def test_many_small_uploads_at_once_all_land(server: RunningServer) -> None:
+    """More uploads at once than the database pool has connections, to a space with a quota
+    (each reserves room): none waits for a connection another holds, none fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    api = server.client()
+    api.create_space("burst", quota_bytes=1 << 30)
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    bodies = {f"slice-{i:03}.dcm": os.urandom(4096) for i in range(120)}
+
+    def put(item: tuple[str, bytes]) -> int:
+        name, body = item
+        url = f"{server.url}/spaces/burst/content/{name}"
+        return httpx.put(url, content=body, headers=headers, timeout=120).status_code
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        codes = list(pool.map(put, bodies.items()))
+    assert codes == [200] * len(bodies)
+    listed = {i.name: i.sha256 for i in api.listdir("burst", "")}
+    assert listed == {n: hashlib.sha256(b).hexdigest() for n, b in bodies.items()}
+
+
 def test_range_requests(sqlite_server: RunningServer) -> None:
     sdk = sqlite_server.client()
     sdk.create_space("r")

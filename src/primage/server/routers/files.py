@@ -168,27 +168,18 @@ async def upload(
         body = await request.body()
 
         def whole() -> FileInfo:
-            with state.db.session() as session:
-                upload = prepare(session, state, caller, space, path, declared, overwrite)
-                return store(session, state, upload, body)
+            upload = prepare(state, caller, space, path, declared, overwrite)
+            return store(state, upload, body)
 
         return await run_in_threadpool(whole)
 
-    def begin() -> Upload:
-        with state.db.session() as session:
-            return prepare(session, state, caller, space, path, declared, overwrite)
-
-    def finish() -> FileInfo:
-        with state.db.session() as session:
-            return store(session, state, staged, b"")
-
-    staged = await run_in_threadpool(begin)
+    staged = await run_in_threadpool(prepare, state, caller, space, path, declared, overwrite)
     try:
         await receive_into(staged.writer, request)
     except BaseException:
         staged.writer.abort()
         raise
-    return await run_in_threadpool(finish)
+    return await run_in_threadpool(store, state, staged, b"")
 
 
 def content_length(request: Request) -> int | None:
@@ -208,7 +199,6 @@ class Upload:
 
 
 def prepare(
-    session: Session,
     state: State,
     caller: Principal,
     space: str,
@@ -216,8 +206,11 @@ def prepare(
     declared: int | None,
     overwrite: bool,
 ) -> Upload:
-    """Check the right, the path and the quota; open the temporary file."""
-    row, files = open_space(session, state, caller, space, Right.WRITE, path)
+    """Check the right, the path and the quota; open the temporary file. Each database step
+    is a transaction of its own, none held across another (nor across the body's transfer), so
+    that concurrent uploads never wait on each other for the pool's connections."""
+    with state.db.session() as session:
+        row, files = open_space(session, state, caller, space, Right.WRITE, path)
     rel, target = files.path(path)
     if not rel:
         raise BadRequest("give a file path inside the space, e.g. scans/ct.dcm")
@@ -241,7 +234,7 @@ def prepare(
     return Upload(row.id, rel, writer)
 
 
-def store(session: Session, state: State, upload: Upload, tail: bytes) -> FileInfo:
+def store(state: State, upload: Upload, tail: bytes) -> FileInfo:
     """Write the last bytes, make the file visible, and record its checksum."""
     try:
         upload.writer.write(tail)
@@ -250,15 +243,16 @@ def store(session: Session, state: State, upload: Upload, tail: bytes) -> FileIn
         upload.writer.abort()
         raise
     state.metrics.bytes_uploaded.inc(size)
-    session.merge(
-        tables.FileChecksum(
-            space_id=upload.space_id,
-            path=upload.rel,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            sha256=sha256,
+    with state.db.session() as session:
+        session.merge(
+            tables.FileChecksum(
+                space_id=upload.space_id,
+                path=upload.rel,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha256,
+            )
         )
-    )
     found = file_info(upload.rel, st)
     found.sha256 = sha256
     return found
