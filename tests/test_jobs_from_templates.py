@@ -109,7 +109,13 @@ def test_a_chronos_template_runs_as_a_job_over_its_onedata_spaces(
 
     bob = server.cli("job", "submit", job, *inputs, token=bob_token)  # alice's spaces
     assert bob.code != 0 and "scans" in bob.err and "Traceback" not in bob.err
-    assert admin.list_jobs().total == 1  # bob's was refused before anything was stored
+    looking = alice.create_token("look", read_only=True).token  # it writes to 'results'
+    confined = alice.create_token("one-folder", space="scans", path="a.dcm").token
+    for token, why in ((looking, "this token is read-only; it cannot submit jobs"),
+                       (confined, "this token is restricted to space 'scans'")):  # fmt: skip
+        refused = server.cli("job", "submit", job, *inputs, token=token)
+        assert refused.code != 0 and why in refused.err, refused.err
+    assert admin.list_jobs().total == 1  # none of those was stored
 
 
 def test_a_tosca_application_renders_then_serves_as_a_process(
@@ -137,4 +143,33 @@ def test_a_tosca_application_renders_then_serves_as_a_process(
     bob = server.cli("app", "deploy", web, "--input", "space=reports", "--name", "mine",
                      token=bob_token)  # fmt: skip
     assert bob.code != 0 and "reports" in bob.err
+    looking = alice.create_token("look", read_only=True).token
+    confined = alice.create_token("one-file", space="reports", path="index.html").token
+    for token in (looking, confined):
+        refused = server.cli("app", "deploy", web, "--input", "space=reports", "--name", "again",
+                             token=token)  # fmt: skip
+        assert refused.code != 0 and "restricted token cannot deploy" in refused.err
+    assert [a.name for a in alice.list_apps()] == ["report-server"]
     alice.remove_app("report-server")
+
+
+def test_the_cli_sends_only_the_imports_inside_the_templates_folder(tmp_path: Path) -> None:
+    """A relative import is read beside the template; one that leaves its folder, by ``..`` or
+    through a symbolic link, is not read (the server then refuses it, naming it)."""
+    from primage.cli.templates import read_template
+
+    folder, outside = tmp_path / "lab", tmp_path / "private"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "types.yaml").write_text("node_types: {}\n")
+    (outside / "secret.yaml").write_text("password: s3cret\n")
+    (folder / "linked.yaml").symlink_to(outside / "secret.yaml")
+    template = folder / "app.yaml"
+    template.write_text(
+        "tosca_definitions_version: tosca_simple_yaml_1_0\n"
+        "imports: [types.yaml, linked.yaml, ../private/secret.yaml, https://example.org/x.yaml]\n"
+    )
+    text, files = read_template(template)
+    assert text.startswith("tosca_definitions_version") and files == {
+        "types.yaml": "node_types: {}\n"
+    }

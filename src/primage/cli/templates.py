@@ -27,6 +27,8 @@ def _imports_beside(path: Path, text: str) -> dict[str, str]:
         return {}
     import yaml
 
+    from primage.templates import import_target  # the spec models: not at every CLI start
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -34,8 +36,7 @@ def _imports_beside(path: Path, text: str) -> dict[str, str]:
     files = {}
     folder = path.resolve().parent
     for entry in (document or {}).get("imports") or [] if isinstance(document, dict) else []:
-        target = next(iter(entry.values()), "") if isinstance(entry, dict) else entry
-        target = str(target.get("file", "") if isinstance(target, dict) else target)
+        target = import_target(entry)
         if "://" in target or not target:
             continue
         beside = (folder / target).resolve()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from primage.errors import PrimageError
 from primage.executors.base import TaskRun
+from primage.host import procs
+from primage.host.containers import Runtime, task_container
 from primage.host.sandbox import Bind
 from primage.storage import reach
 
@@ -32,6 +37,39 @@ def container_mounts(run: TaskRun, storage_root: Path) -> dict[str, tuple[str, b
         bind.path.removeprefix(f"{storage_root}/"): (bind.source or bind.path, bind.read_only)
         for bind in space_binds(run, storage_root)[0]
     }
+
+
+def container_argv(
+    runtime: Runtime,
+    run: TaskRun,
+    storage_root: Path,
+    *,
+    workdir: str,
+    base_env: Mapping[str, str],
+    **options: Any,
+) -> list[str]:
+    """The ``podman run`` of one task attempt, as every executor with containers runs it: its
+    spaces (``container_mounts``), resources and network from ``run``; ``options`` as
+    ``Runtime.argv`` takes them. A folder that cannot be mounted safely: a command that fails
+    saying so."""
+    try:
+        mounts = container_mounts(run, storage_root)
+    except PrimageError as exc:  # a folder that vanished, or became a link out
+        return procs.failing(exc.detail)
+    key = run.key
+    return runtime.argv(
+        image=run.image or "",
+        command=procs.argv_for(run.command),
+        name=task_container(key.job_id, key.index, key.attempt),
+        workdir=workdir,
+        mounts=mounts,
+        env=run.env,
+        base_env=base_env,
+        cpus=run.cpus,
+        memory_bytes=run.memory_bytes,
+        network=run.network,
+        **options,
+    )
 
 
 # Run inside the sandbox, before the task: each folder mounted must be the one checked at

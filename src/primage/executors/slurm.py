@@ -68,7 +68,7 @@ from primage.executors.base import (
     TaskRun,
     utc,
 )
-from primage.executors.mounts import container_mounts, space_binds, verified
+from primage.executors.mounts import container_argv, space_binds, verified
 from primage.executors.registry import ConfigError
 from primage.host import procs
 from primage.host.containers import SPACES, Runtime, task_container
@@ -438,26 +438,15 @@ class SlurmExecutor(Executor):
         variables are handed on by name from the script's environment)."""
         runtime = self.node_runtime
         assert runtime is not None
-        try:
-            mounts = container_mounts(run, self.storage_root)
-        except PrimageError as exc:  # a folder that vanished, or became a link out
-            return procs.failing(exc.detail)
-        key = run.key
-        argv = runtime.argv(
-            image=run.image or "",
-            command=procs.argv_for(run.command),
-            name=task_container(key.job_id, key.index, key.attempt),
+        return container_argv(
+            runtime,
+            run,
+            self.storage_root,
             workdir=work,
-            mounts=mounts,
-            env=run.env,
             base_env=self._task_env,
-            cpus=run.cpus,
-            memory_bytes=run.memory_bytes,
-            network=run.network,
             sig_proxy=False,  # Slurm signals every process of the job: the script stops it
             pull=pull,
         )
-        return argv
 
     async def events(self) -> list[TaskEvent]:
         if time.monotonic() - self._polled >= self.options.poll_seconds:

@@ -54,6 +54,7 @@ def render(
     """The spec ``text`` describes with ``inputs`` filled in; ``name`` renames it; ``files``
     are the texts of the template's relative imports (the files beside it)."""
     problems = Problems(source)
+    community = True  # a TOSCA or RADL template, written for other platforms
     if source.endswith(".radl") or _looks_like_radl(text):
         from primage.templates.radl import render as render_radl
 
@@ -69,7 +70,9 @@ def render(
         else:
             from primage.templates import own
 
-            draft = Draft("app", own.render(document, inputs, problems))
+            draft, community = Draft("app", own.render(document, inputs, problems)), False
+    if community and draft.kind == "app":  # its container expects to be served at /
+        draft.fields.setdefault("strip_prefix", True)
     if name is not None:
         draft.fields["name"] = name
     validate = app_from if draft.kind == "app" else spec_from
@@ -86,6 +89,12 @@ def render_app(text: str, inputs: Mapping[str, str], source: str, **kwargs: Any)
             f"run it with 'primage job submit {source}'"
         )
     return found
+
+
+def import_target(entry: Any) -> str:
+    """What a TOSCA ``imports`` entry names: ``- FILE``, ``- NAME: FILE``, ``- NAME: {file: …}``."""
+    target = next(iter(entry.values()), "") if isinstance(entry, dict) else entry
+    return str(target.get("file", "") if isinstance(target, dict) else target)
 
 
 def _looks_like_radl(text: str) -> bool:

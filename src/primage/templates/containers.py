@@ -9,19 +9,19 @@ a note in the result, never dropped in silence.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from toscaparser.nodetemplate import NodeTemplate
 
 from primage.templates import Draft
+from primage.templates.community import SPACES, app_name, primary_port, whole_cores
 from primage.templates.functions import Evaluator, NotYetKnown, shown
 from primage.templates.problems import Problems
 from primage.templates.tosca import APPLICATION, CHRONOS, STORAGE, TOSCA_PARSER, parse, plain
 
 IMAGE_ARTIFACT = "tosca.artifacts.Deployment.Image.Container.Docker"
-SPACES = "/spaces/"
 METADATA_FIELDS = (
     "health_path", "strip_prefix", "replicas", "workdir", "idle_timeout", "startup_timeout",
     "port",
@@ -41,6 +41,16 @@ IGNORED = {
 }
 
 
+@dataclass
+class Node:
+    """The application node read: the spec's shared fields, its evaluated properties, and the
+    ports it and its hosts publish."""
+
+    fields: dict[str, Any]
+    props: dict[str, Any] = field(default_factory=dict)
+    published: list[Any] = field(default_factory=list)
+
+
 class Mapper:
     """One parsed template's application (or job) node, read into a spec's fields."""
 
@@ -53,8 +63,6 @@ class Mapper:
         self.deferred = parsed.deferred_outputs
         self.evaluate = Evaluator(self.template.topology_template, parsed.values)
         self.nodes = {n.name: n for n in self.template.nodetemplates or []}
-        self.props: dict[str, Any] = {}  # the application node's, evaluated
-        self.published: list[Any] = []  # its ports, from the node and its hosts
 
     # -- values ----------------------------------------------------------------------------------
 
@@ -160,13 +168,13 @@ class Mapper:
                     env[key] = self.value(raw, node, where)
         for key in ("environment", "environment_variables"):
             env.update(props.get(key) or {})
-        return {k: "" if v is None else str(v) for k, v in env.items() if v is not None}
+        return {k: str(v) for k, v in env.items() if v is not None}
 
     def storage(self, app: NodeTemplate, chain: list[NodeTemplate]) -> list[str]:
         """Spaces from the storage nodes: an OnedataSpace's space, and a BlockStorage that
         the application, its runtime or its host attaches (its volume_id names the space)."""
         attached = {
-            target.name: relationship
+            target.name
             for node in [app, *chain]
             for relationship, target in node.relationships.items()
             if relationship.is_derived_from("tosca.relationships.AttachesTo")
@@ -196,7 +204,8 @@ class Mapper:
         return mounts
 
     def volume(self, volume: Any, node: NodeTemplate) -> str | None:
-        """``SPACE``, ``SPACE:ro`` or ``SPACE:/spaces/SPACE[:ro|:rw]`` → ``SPACE[:ro]``."""
+        """INDIGO's ``SPACE:/spaces/SPACE[:MODE]`` as a mount's short form, ``SPACE[:MODE]``
+        (which the spec reads, ``parse_mount``); any other container path is refused."""
         parts = str(volume).split(":")
         if len(parts) >= 2 and parts[1].startswith("/"):
             if parts[1] != f"{SPACES}{parts[0]}" or len(parts) > 3:
@@ -207,25 +216,16 @@ class Mapper:
                 )
                 return None
             parts.pop(1)
-        if parts[-1] == "rw":
-            parts.pop()
         return ":".join(parts)
 
-    def ports(self, listed: list[Any], app: str, chosen: Any) -> int | None:
-        """The primary port (metadata ``port``, else the first published); the others noted."""
+    def ports(self, listed: list[Any]) -> list[int]:
+        """The published ports' numbers: the container's (``target``), else ``source``."""
         numbers = []
         for port in listed:
             number = port.get("target") or port.get("source") if isinstance(port, dict) else port
             if number is not None:
-                numbers.append(int(number))
-        primary = int(chosen) if chosen is not None else (numbers[0] if numbers else None)
-        for number in numbers:
-            if number != primary:
-                self.notes.append(
-                    f"port {number} is not published: an app serves one port, at "
-                    f"/apps/{app}/ (port {primary}); give the other service a template of its own"
-                )
-        return primary
+                numbers.append(number)
+        return numbers
 
     def ignored(self, node: NodeTemplate, props: Mapping[str, Any]) -> None:
         for key, why in IGNORED.items():
@@ -234,26 +234,23 @@ class Mapper:
 
     # -- the results -----------------------------------------------------------------------------
 
-    def common(self, node: NodeTemplate) -> dict[str, Any]:
+    def common(self, node: NodeTemplate) -> Node:
         """What apps and jobs share: command, image, environment, spaces, resources."""
-        props = self.props = self.properties(node)
+        props = self.properties(node)
         chain = self.hosts(node)
         host = self.host_properties(chain)
         self.ignored(node, props)
         cpus = host.get("num_cpus")
-        if cpus is not None and float(cpus) != math.ceil(float(cpus)):
-            self.notes.append(f"num_cpus {cpus}: {math.ceil(float(cpus))} (whole cores here)")
         resources = {
-            "cpus": math.ceil(float(cpus)) if cpus is not None else None,
+            "cpus": None if cpus is None else whole_cores(cpus, "num_cpus", self.notes),
             "memory": _bytes(host.get("mem_size")),
             "gpus": host.get("num_gpus") or None,
         }
         volumes = [(v, node) for v in props.get("volumes") or []]
         volumes += [(v, chain[0]) for v in host.get("volumes") or []]  # host: there is a chain
         spaces = [s for s in (self.volume(v, where) for v, where in volumes) if s]
-        self.published = [*(props.get("publish_ports") or []), *(host.get("publish_ports") or [])]
-        return {
-            "name": node.name.lower().replace("_", "-"),
+        fields = {
+            "name": app_name(node.name),
             "image": self.image(node),
             "command": props.get("command"),
             "env": self.environment(node, props),
@@ -261,9 +258,12 @@ class Mapper:
             "resources": {k: v for k, v in resources.items() if v is not None},
             "secrets": {k: str(v) for k, v in (props.get("secrets") or {}).items()},
         }
+        published = [*(props.get("publish_ports") or []), *(host.get("publish_ports") or [])]
+        return Node(fields, props, published)
 
     def app(self, node: NodeTemplate) -> dict[str, Any]:
-        fields = self.common(node)
+        read = self.common(node)
+        fields = read.fields
         metadata = dict(node.entity_tpl.get("metadata") or {})
         unknown = sorted(set(metadata) - {*METADATA_FIELDS, *ACCESS_FIELDS})
         if unknown:
@@ -271,17 +271,17 @@ class Mapper:
                 f"node '{node.name}': metadata {', '.join(unknown)} is not an app field; known: "
                 f"{', '.join((*METADATA_FIELDS, *ACCESS_FIELDS))}"
             )
-        fields["strip_prefix"] = True  # a community container expects to be served at /
         fields |= {k: v for k, v in metadata.items() if k in METADATA_FIELDS}
-        fields["port"] = self.ports(self.published, fields["name"], metadata.get("port"))
+        ports = self.ports(read.published)
+        fields["port"] = primary_port(ports, metadata.get("port"), fields["name"], self.notes)
         if "access" in metadata:
             fields["access"] = {"who": metadata["access"], "group": metadata.get("access_group")}
         return fields
 
     def job(self, node: NodeTemplate) -> dict[str, Any]:
         """A Chronos job: one batch task, run once when submitted."""
-        fields = self.common(node)
-        props = self.props
+        read = self.common(node)
+        fields, props = read.fields, read.props
         schedule = str(props.get("schedule") or "")
         if schedule and not schedule.startswith("R1/"):
             self.problems.add(
@@ -290,7 +290,7 @@ class Mapper:
             )
         elif schedule.split("/")[1:2] not in ([], [""]):
             self.notes.append(f"schedule '{schedule}': the job runs now, when submitted")
-        if self.published:
+        if read.published:
             self.notes.append(f"node '{node.name}': a job publishes no port; ports ignored")
         secrets = fields.pop("secrets")
         if secrets:
@@ -298,7 +298,7 @@ class Mapper:
             fields["env"] |= secrets
         fields["kind"] = "batch"
         if props.get("retries") is not None:
-            fields["retries"] = {"count": int(props["retries"])}
+            fields["retries"] = {"count": props["retries"]}
         return fields
 
     def outputs(self, app: str, node: NodeTemplate) -> dict[str, Any]:

@@ -13,13 +13,12 @@ RADL                            app spec
 ``gpu.count``                   ``resources.gpus``
 ``outports`` of its network     ``port`` (the first; the others noted)
 ``disk.N.mount_path``           ``spaces``: ``/spaces/SPACE`` mounts SPACE
-(always)                        ``strip_prefix``: it is served as if at ``/``
+(always)                        ``strip_prefix`` (``templates.render``): served at /
 ==============================  ===============================================
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +26,10 @@ from radl.radl import RADLParseException, system
 from radl.radl_parse import parse_radl
 
 from primage.templates import Draft
+from primage.templates.community import SPACES, app_name, primary_port, whole_cores
 from primage.templates.problems import Problems
 
 DOCKER = "docker://"
-SPACES = "/spaces/"
 MAX_DISKS = 64
 
 
@@ -69,22 +68,15 @@ def render(text: str, inputs: Mapping[str, str], problems: Problems) -> Draft:
 def _fields(document: Any, found: system, image: str, notes: list[str],
             problems: Problems) -> dict[str, Any]:  # fmt: skip
     fields: dict[str, Any] = {
-        "name": found.name.lower().replace("_", "-"),
+        "name": app_name(found.name),
         "image": image.removeprefix(DOCKER),
         "command": found.getValue("command"),
         "env": _environment(found.getValue("environment.variables"), problems),
         "spaces": _spaces(found, problems),
         "resources": _resources(found, notes),
-        "strip_prefix": True,  # a container IM deploys is served at /: so is this one
     }
     ports = [p.get_local_port() for p in _outports(document, found)]
-    if ports:
-        fields["port"] = ports[0]
-        for other in ports[1:]:
-            notes.append(
-                f"port {other} is not published: an app serves one port, at "
-                f"/apps/{fields['name']}/ (port {ports[0]})"
-            )
+    fields["port"] = primary_port(ports, None, fields["name"], notes)
     return fields
 
 
@@ -121,11 +113,9 @@ def _spaces(found: system, problems: Problems) -> list[str]:
 
 def _resources(found: system, notes: list[str]) -> dict[str, int]:
     resources = {}
-    cpus = _number(found, "cpu.count")
+    cpus = found.getValue("cpu.count")
     if cpus is not None:
-        resources["cpus"] = math.ceil(cpus)
-        if resources["cpus"] != cpus:
-            notes.append(f"cpu.count {cpus:g}: {resources['cpus']} (whole cores here)")
+        resources["cpus"] = whole_cores(cpus, "cpu.count", notes)
     memory = _number(found, "memory.size")
     if memory is not None:
         resources["memory"] = int(memory)

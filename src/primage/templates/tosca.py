@@ -11,6 +11,7 @@ naming it: nothing is fetched.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from toscaparser.dataentity import DataEntity
 from toscaparser.elements.nodetype import NodeType
 from toscaparser.tosca_template import ToscaTemplate
 
+from primage.templates import import_target
 from primage.templates.functions import runtime_function
 from primage.templates.own import declared_inputs
 from primage.templates.problems import Problems
@@ -177,17 +179,30 @@ def _check_shape(document: dict[str, Any], problems: Problems) -> None:
                 problems.add(f"node '{name}' {key}: {what}")
 
 
+def _indigo_types() -> dict[str, Any]:
+    """The shipped INDIGO definitions: read once, a copy each time (tosca-parser may write)."""
+    return copy.deepcopy(_read_indigo_types())
+
+
+@functools.cache
+def _read_indigo_types() -> dict[str, Any]:
+    return dict(yaml.safe_load(TYPES_FILE.read_text()))
+
+
 def _with_imports(document: dict[str, Any], problems: Problems,
                   files: Mapping[str, str]) -> dict[str, Any]:  # fmt: skip
     """The template with its imports' types merged in, its own last (they win)."""
     merged: dict[str, dict[str, Any]] = {section: {} for section in TYPE_SECTIONS}
     for entry in document.get("imports") or []:
-        target = next(iter(entry.values()), "") if isinstance(entry, dict) else entry
-        target = str(target.get("file", "") if isinstance(target, dict) else target)
+        target = import_target(entry)
         if INDIGO_IMPORT.search(target):
-            imported = yaml.safe_load(TYPES_FILE.read_text())
+            imported = _indigo_types()
         elif target in files:
-            imported = yaml.safe_load(files[target])
+            try:
+                imported = yaml.safe_load(files[target])
+            except yaml.YAMLError as exc:
+                problems.add(f"import '{target}' is not YAML ({str(exc).splitlines()[0]})")
+                continue
             if not isinstance(imported, dict):
                 problems.add(f"import '{target}' is not a TOSCA definitions file")
                 continue

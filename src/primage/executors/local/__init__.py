@@ -44,9 +44,9 @@ from primage.executors.base import (
     gone,
     utc,
 )
-from primage.executors.mounts import container_mounts, space_binds
+from primage.executors.mounts import container_argv, space_binds
 from primage.host import procs
-from primage.host.containers import SPACES, Runtime, task_container
+from primage.host.containers import SPACES, Runtime
 from primage.host.env import base_env
 from primage.host.logs import follow_file
 from primage.host.sandbox import Bind, Sandbox, sandboxed
@@ -273,22 +273,9 @@ class LocalExecutor(Executor):
     def _container_argv(self, run: TaskRun) -> list[str]:
         if self.runtime is None:  # a job accepted while containers were on, run after a restart
             return procs.failing("this server runs no containers now (setting containers)")
-        key = run.key
-        try:
-            mounts = container_mounts(run, self.storage_root)
-        except PrimageError as exc:
-            return procs.failing(exc.detail)
-        return self.runtime.argv(
-            image=run.image or "",
-            command=procs.argv_for(run.command),
-            name=task_container(key.job_id, key.index, key.attempt),
-            workdir=work_folder(str(Path(self.folder_name(key)).resolve())),
-            mounts=mounts,
-            env=run.env,
-            base_env=self._env,
-            cpus=run.cpus,
-            memory_bytes=run.memory_bytes,
-            network=run.network,
+        work = work_folder(str(Path(self.folder_name(run.key)).resolve()))
+        return container_argv(
+            self.runtime, run, self.storage_root, workdir=work, base_env=self._env
         )
 
     async def events(self) -> list[TaskEvent]:
