@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import kube
 from tests.harness import (
     BUSYBOX,
     PYTHON_BASE,
@@ -53,6 +54,7 @@ from tests.harness import (
     start_postgres,
 )
 from tests.idp import IdentityProvider, why_unavailable
+from tests.kube import KubeCluster
 
 _db_counter = itertools.count()
 
@@ -186,6 +188,75 @@ def sandboxed_server(tmp_path: Path) -> Iterator[RunningServer]:
     require_tool("slirp4netns", "slirp4netns")
     env = {"PRIMAGE_CONCURRENCY": "2", "PRIMAGE_CONTAINERS": "false"}
     running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", env=env)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(
+    tmp_path_factory: pytest.TempPathFactory, container_env: dict[str, str]
+) -> Iterator[KubeCluster]:
+    """A real Kubernetes control plane and node on loopback (tests/kube.py), for the session,
+    with the test images (busybox, pause) in its containerd."""
+    require(None if os.geteuid() == 0 else "the test cluster's kubelet and containerd run as root")
+    built = kube.binaries()
+    require(built if isinstance(built, str) else None)
+    assert isinstance(built, Path)
+    work = Path(tempfile.mkdtemp(prefix="primage-kube-"))  # short: containerd's socket path
+    images = work / "images"
+    pause = {"pause": (built / "pause").read_bytes()}
+    import_busybox(container_env, kube.PAUSE, images / "pause", '["/pause"]', pause, {"pause"})
+    archives = []
+    for image in (kube.PAUSE, BUSYBOX):
+        archive = images / f"{image.split('/')[-1].replace(':', '-')}.tar"
+        save = ["podman", "save", "--format", "docker-archive", "-o", str(archive), image]
+        subprocess.run(save, env={**os.environ, **container_env}, check=True, capture_output=True)
+        archives.append(archive)
+    try:
+        with KubeCluster.running(work / "cluster", built, archives) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_kube_instances = itertools.count()
+
+
+@pytest.fixture
+def kube_instance() -> str:
+    """The platform's name in the test cluster's namespace: each test's server its own."""
+    return f"test{next(_kube_instances)}"
+
+
+@pytest.fixture
+def kube_server(
+    kube_cluster: KubeCluster, kube_instance: str, tmp_path: Path
+) -> Iterator[RunningServer]:
+    """A server with two executors: ``local`` (the default) and ``kube`` (``kube_cluster``, as
+    the platform's own user, with only the Role of docs/kubernetes-role.yaml)."""
+    require_tool("bwrap", "bubblewrap")
+    executors = {
+        "local": {"kind": "local"},
+        "kube": {
+            "kind": "kubernetes",
+            "kubeconfig": str(kube_cluster.platform_kubeconfig),
+            "namespace": kube.NAMESPACE,
+            "instance": kube_instance,
+            "base_image": BUSYBOX,
+            "capacity": 4,
+            "pending_timeout_seconds": 30,
+            "grace_seconds": 1,
+            "description": "the test cluster",
+        },
+    }
+    env = {
+        "PRIMAGE_EXECUTORS": json.dumps(executors),
+        "PRIMAGE_CONCURRENCY": "2",
+        "PRIMAGE_CONTAINERS": "false",
+    }
+    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
     try:
         yield running
     finally:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,13 +275,17 @@ def import_busybox(
     rootfs: Path,
     command: str = '["/bin/sh"]',
     files: dict[str, bytes] | None = None,
+    executable: Collection[str] = (),
 ) -> None:
     """A tiny image from Debian's busybox-static (every applet linked), imported as ``name``
-    with ``command`` (JSON) as its default command and ``files`` (path → content) added."""
+    with ``command`` (JSON) as its default command and ``files`` (path → content) added, those
+    named in ``executable`` executable."""
     (rootfs / "bin").mkdir(parents=True)
     for path, content in (files or {}).items():
         (rootfs / path).parent.mkdir(parents=True, exist_ok=True)
         (rootfs / path).write_bytes(content)
+        if path in executable:
+            (rootfs / path).chmod(0o755)
     shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
     applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout
     for applet in applets.split():

@@ -164,6 +164,12 @@ class Executor(abc.ABC):
     #: Whether the machines that run its tasks pull a job's image themselves (given a pull
     #: credential of the job's own, ``keep_pull``), rather than this server pulling it.
     pulls_on_nodes = False
+    #: Whether tasks without an image run in this machine's sandbox (the server refuses them to
+    #: non-admins where it has none); False where the executor confines them itself (pods).
+    sandboxed_by_host = True
+    #: Whether stdout and stderr are one log (Kubernetes keeps one per container): ``logs``
+    #: then serves both as ``stdout``, and ``stderr`` is refused saying so.
+    one_log = False
 
     def __init__(self, name: str, description: str = "") -> None:
         self.name = name

@@ -19,7 +19,7 @@ from primage.auth.principal import Principal
 from primage.config import Settings
 from primage.db import lookup, tables
 from primage.db.paging import page
-from primage.errors import NotFound
+from primage.errors import BadRequest, NotFound
 from primage.executors.base import TaskKey
 from primage.jobs import states
 from primage.jobs.progress import close_if_done, task_counts
@@ -88,7 +88,7 @@ def create(spec: m.JobSpec, caller: Caller, state: State) -> m.JobDetail:
     executor = state.executors.get(spec.executor)
     name = executor.name
     policy.check_executor(caller, name, state.settings.executor_groups.get(name))
-    if spec.image is None:
+    if spec.image is None and executor.sandboxed_by_host:
         policy.check_unconfined(caller, state.sandbox.problem, "jobs without an image")
     spec = prepare(executor, caller, spec)  # what needs no database, before any pull
     with registry_pull(state, caller, spec.image) as pull:
@@ -238,6 +238,11 @@ async def logs(
 
     task = await run_in_threadpool(current)
     executor = state.executor_of(ran_on[0])
+    if stream == "stderr" and executor.one_log:
+        raise BadRequest(
+            f"the '{executor.name}' executor ({executor.kind}) keeps one log per task, stdout "
+            "and stderr together: read it as stdout (without --stderr)"
+        )
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal task

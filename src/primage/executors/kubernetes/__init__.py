@@ -1,0 +1,685 @@
+"""The Kubernetes executor: each task attempt a ``batch/v1`` Job, followed by shared watches.
+
+- ``submit`` creates one Job per attempt (``objects.task_job``: ``backoffLimit: 0``, so retries
+  stay the platform's; labels naming the platform, executor, job, task and attempt; resources
+  as requests and limits; the time-out as ``activeDeadlineSeconds``). A task without an image
+  runs in the operator's ``base_image``; one with an image of the platform registry runs it by
+  the digest pinned at submission, pulled by the node with the job's own short-lived read-only
+  token (``keep_pull``: an ``imagePullSecret``, deleted with the job's Jobs by ``forget``).
+- Spaces reach pods through the configured volume: a ``hostPath`` (the storage root as the
+  nodes see it) or a ``persistentVolumeClaim``; each space at ``/spaces/<name>``, read-only
+  where asked; a folder-confined job gets its folder only (``subPath``).
+- State comes from one list+watch of the executor's Jobs and one of its pods (``informer``),
+  never a poll per object; an expired watch lists again. A pod that runs is ``started`` (its
+  name the external id); the attempt ends with its container's exit code, as *timed out* when
+  its Job failed with ``DeadlineExceeded``, *lost* when the pod was evicted or the Job deleted
+  behind the platform's back. A pod that cannot start (its image unpullable, unschedulable)
+  fails after ``pending_timeout_seconds`` with the kubelet's or the scheduler's message; one
+  whose image name or configuration is invalid fails at once.
+- ``adopt`` after a restart takes attempts back by their labels (the Job of each attempt has a
+  name of its own, so none runs twice); ``cancel`` deletes the Job with foreground propagation;
+  ``held`` is the cluster's own view of the executor's unfinished Jobs; ``logs`` reads the pod's
+  log through the API (``follow`` streams it). Kubernetes keeps one log per container: stdout
+  and stderr together (``one_log``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from kubernetes import client as k8s
+from kubernetes import config as kubeconfig
+from kubernetes.client.exceptions import ApiException
+from pydantic import Field
+
+from primage.errors import BadRequest, PrimageError
+from primage.executors.base import (
+    Executor,
+    ExecutorOptions,
+    ExternalRef,
+    Host,
+    Outcome,
+    Pull,
+    TaskEvent,
+    TaskKey,
+    TaskRun,
+    utc,
+)
+from primage.executors.kubernetes import objects
+from primage.executors.kubernetes.informer import Informer, Obj
+from primage.executors.registry import ConfigError
+from primage.host import procs
+from primage.models import Strict
+from primage.registry_client import resolve_digest, split_reference
+from primage.storage import reach
+
+log = logging.getLogger("primage.executors.kubernetes")
+
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A container that waits for one of these cannot start as it is: its attempt fails at once.
+BROKEN = {"InvalidImageName", "CreateContainerConfigError", "ErrImageNeverPull"}
+#: One that waits for these may start later (a registry back, a node added): it fails only
+#: after ``pending_timeout_seconds``.
+STUCK = {"ErrImagePull", "ImagePullBackOff", "CreateContainerError", "RunContainerError"}
+API_THREADS = 8  # Job creations and deletions at once
+
+
+class Toleration(Strict):
+    """A pod toleration, as Kubernetes spells it."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = None  # Kubernetes' own name
+
+    def manifest(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class KubernetesOptions(ExecutorOptions):
+    """What an operator configures for a cluster (``executors.NAME`` with kind kubernetes)."""
+
+    kubeconfig: Path | None = Field(
+        None,
+        description="The kubeconfig file to reach the API server with; default: the service "
+        "account of the pod the server runs in, else ~/.kube/config.",
+    )
+    context: str | None = Field(None, description="The kubeconfig context; default: current.")
+    namespace: str = Field("default", pattern=DNS_NAME, description="Where Jobs are made.")
+    instance: str = Field(
+        "primage",
+        pattern=r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$",
+        description="This platform's name in the namespace: its objects are named "
+        "<instance>-<job>-<task>-<attempt> and labelled app.kubernetes.io/instance=<instance>; "
+        "platforms sharing a namespace need different ones.",
+    )
+    space_volume: Literal["hostPath", "persistentVolumeClaim"] = Field(
+        "hostPath",
+        description="How pods reach the storage root: hostPath (one node, or the same "
+        "filesystem at the same path on every node) or a persistentVolumeClaim "
+        "(ReadWriteMany: NFS, CephFS).",
+    )
+    space_path: Path | None = Field(
+        None, description="hostPath: the storage root as the nodes see it; default: the server's."
+    )
+    space_claim: str | None = Field(
+        None, pattern=DNS_NAME, description="persistentVolumeClaim: its name (in namespace)."
+    )
+    base_image: str = Field(
+        "docker.io/library/python:3.11-slim",
+        description="The image tasks of jobs without an image run in.",
+    )
+    capacity: int = Field(
+        64, ge=1, description="Cores' worth of the platform's tasks the cluster runs at once."
+    )
+    prefetch: int = Field(
+        256, ge=1, description="Tasks handed to the cluster ahead of those running (pending Jobs)."
+    )
+    run_as_user: int | None = Field(
+        None, ge=1, description="The uid of every pod; default: the server's sandbox_uid."
+    )
+    run_as_group: int | None = Field(
+        None, ge=1, description="Their gid; default: sandbox_gid (the group spaces belong to)."
+    )
+    read_only_root_filesystem: bool = Field(
+        True, description="Pods' root filesystems read-only (/tmp and /work stay writable)."
+    )
+    service_account: str | None = Field(None, pattern=DNS_NAME, description="Pods' account.")
+    priority_class: str | None = Field(None, pattern=DNS_NAME, description="Default priority.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="For every pod.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="For every pod.")
+    labels: dict[str, str] = Field(default_factory=dict, description="More labels, every object.")
+    gpus: bool = Field(False, description="The nodes offer nvidia.com/gpu: jobs may ask for GPUs.")
+    pending_timeout_seconds: float = Field(
+        600,
+        gt=0,
+        description="A pod that cannot start this long (unschedulable, its image not pulled) "
+        "fails with the scheduler's or the kubelet's message.",
+    )
+    grace_seconds: int = Field(
+        5, ge=0, description="terminationGracePeriodSeconds: from SIGTERM to SIGKILL on cancel."
+    )
+
+
+class KubernetesJobOptions(Strict):
+    """What a job file may ask of Kubernetes (``executor_options``)."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels its pods need, over the operator's."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, description="More tolerations.")
+    priority_class: str | None = Field(None, pattern=DNS_NAME, description="PriorityClass name.")
+
+
+@dataclass
+class Attempt:
+    """A task attempt handed to the cluster."""
+
+    key: TaskKey
+    timeout_s: float | None
+    created: bool = False  # its Job seen (or made): from then on its absence means it is gone
+    started: bool = False
+    cancelled: bool = False
+    pod: str | None = None
+    pending_since: float = 0.0
+
+
+def api_client(options: KubernetesOptions) -> k8s.ApiClient:
+    """A client of its own (not the library's global configuration)."""
+    configuration = k8s.Configuration()
+    if options.kubeconfig is None:
+        try:
+            kubeconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return k8s.ApiClient(configuration)
+        except kubeconfig.ConfigException:
+            pass
+    try:
+        kubeconfig.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(options.kubeconfig) if options.kubeconfig else None,
+            context=options.context,
+            client_configuration=configuration,
+        )
+    except (kubeconfig.ConfigException, OSError) as exc:
+        raise ConfigError(f"cannot read the kubeconfig: {exc}") from None
+    return k8s.ApiClient(configuration)
+
+
+class KubernetesExecutor(Executor):
+    kind = "kubernetes"
+    supports = frozenset({"arrays", "containers", "network"})
+    Options = KubernetesOptions
+    JobOptions = KubernetesJobOptions
+    pulls_on_nodes = True
+    sandboxed_by_host = False
+    one_log = True
+
+    def __init__(
+        self,
+        name: str,
+        options: KubernetesOptions,
+        defaults: objects.PodDefaults,
+        api: k8s.ApiClient,
+        storage_root: Path,
+    ) -> None:
+        super().__init__(name, options.description or "a Kubernetes cluster")
+        self.options = options
+        self.defaults = defaults
+        self.storage_root = storage_root
+        if options.gpus:
+            self.supports = self.supports | {"gpus"}
+        self.api = api
+        self.batch = k8s.BatchV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+        self.namespace = options.namespace
+        selector = objects.selector(objects.platform_labels(defaults))
+        self.jobs = Informer("jobs", self.batch.list_namespaced_job, self.namespace, selector,
+                             self._job_changed)  # fmt: skip
+        self.pods = Informer("pods", self.core.list_namespaced_pod, self.namespace, selector,
+                             self._pod_changed)  # fmt: skip
+        self._lock = threading.RLock()
+        self._attempts: dict[TaskKey, Attempt] = {}
+        self._events: list[TaskEvent] = []
+        self._pod_keys: dict[str, TaskKey] = {}
+        self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix=f"k8s-{name}")
+
+    @classmethod
+    def from_config(cls, name: str, options: Any, host: Host) -> KubernetesExecutor:
+        settings = host.settings
+        if options.space_volume == "persistentVolumeClaim" and not options.space_claim:
+            raise ConfigError(f"executors.{name}: space_volume persistentVolumeClaim needs "
+                              "space_claim, the claim's name")  # fmt: skip
+        volume = objects.SpaceVolume(
+            options.space_volume,
+            path=str(options.space_path or settings.storage_path),
+            claim=options.space_claim or "",
+        )
+        defaults = objects.PodDefaults(
+            executor=name,
+            namespace=options.namespace,
+            instance=options.instance,
+            volume=volume,
+            uid=options.run_as_user or settings.sandbox_uid,
+            gid=options.run_as_group or settings.sandbox_gid,
+            read_only_root=options.read_only_root_filesystem,
+            service_account=options.service_account,
+            priority_class=options.priority_class,
+            node_selector=options.node_selector,
+            tolerations=tuple(t.manifest() for t in options.tolerations),
+            labels=options.labels,
+        )
+        return cls(name, options, defaults, api_client(options), settings.storage_path)
+
+    @property
+    def capacity(self) -> int:
+        return self.options.capacity
+
+    @property
+    def prefetch(self) -> int:
+        return self.options.prefetch
+
+    def space_path(self, space: str, *, container: bool = False) -> str:
+        return f"{objects.SPACES}/{space}"  # every task of a pod is in a container
+
+    def pin_image(self, image: str, pull: Pull | None = None) -> str:
+        """An image of the platform registry is pinned through the registry's API (the nodes
+        pull that digest with the job's credential); any other must be given by digest."""
+        if pull is not None:
+            return resolve_digest(image, pull)
+        if "@sha256:" not in image:
+            raise BadRequest(
+                f"image '{image}' is not in the platform registry: on the '{self.name}' "
+                "executor give it by digest (name@sha256:…), so that every task runs the same"
+            )
+        return image
+
+    def keep_pull(self, job_id: int, image: str, pull: Pull) -> None:
+        host, _, _ = split_reference(image)
+        user, password = pull.credentials
+        secret = objects.pull_secret(self.defaults, job_id, host, user, password)
+        try:
+            self.core.create_namespaced_secret(self.namespace, cast(Any, secret))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise PrimageError(f"cannot store the job's pull secret: {exc.reason}") from None
+            self.core.replace_namespaced_secret(
+                secret["metadata"]["name"], self.namespace, cast(Any, secret)
+            )
+
+    def health(self) -> str | None:
+        try:
+            self.batch.list_namespaced_job(self.namespace, limit=1, _request_timeout=10)
+        except ApiException as exc:
+            return f"the API server answered {exc.status} {exc.reason} listing Jobs"
+        except Exception as exc:
+            return f"cannot reach the API server: {exc}"
+        return None
+
+    def _start(self) -> None:
+        self.jobs.start()
+        self.pods.start()
+
+    async def _synced(self) -> None:
+        self._start()
+        for informer in (self.jobs, self.pods):
+            if not await asyncio.to_thread(informer.synced.wait, 60):
+                raise PrimageError(f"executor '{self.name}': cannot list {informer.kind}")
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    async def submit(self, runs: Sequence[TaskRun]) -> None:
+        self._start()
+        now = time.monotonic()
+        with self._lock:
+            for run in runs:
+                self._attempts[run.key] = Attempt(run.key, run.timeout_s, pending_since=now)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._calls, self._create, r) for r in runs))
+        self.wake()
+
+    def manifest(self, run: TaskRun) -> dict[str, Any]:
+        """The Job of an attempt (a ``PrimageError`` when a folder cannot be mounted safely)."""
+        mounts = []
+        for space, read_only in run.mounts.items():
+            folder = run.folders.get(space)
+            if folder is not None:  # its real path in the space, links resolved and checked
+                real, _ = reach.identity(space, self.storage_root / space, folder)
+                folder = real.removeprefix(f"{(self.storage_root / space).resolve()}/")
+            mounts.append(objects.SpaceMount(space, read_only, folder))
+        job = objects.task_job(
+            self.defaults,
+            run,
+            image=run.image or self.options.base_image,
+            argv=procs.argv_for(run.command),
+            mounts=mounts,
+            pull_secret=objects.pull_secret_name(self.defaults, run.key.job_id)
+            if run.image
+            else None,
+            options=run.options,
+        )
+        pod = job["spec"]["template"]["spec"]
+        pod["terminationGracePeriodSeconds"] = self.options.grace_seconds
+        pod["containers"][0]["env"].append({"name": "HOME", "value": objects.WORKDIR})
+        return job
+
+    def _create(self, run: TaskRun) -> None:
+        try:
+            job = self.manifest(run)
+            self.batch.create_namespaced_job(self.namespace, cast(Any, job))
+        except PrimageError as exc:
+            self._refused(run.key, exc.detail)
+            return
+        except ApiException as exc:
+            if exc.status != 409:  # 409: made before a restart, adopted by its labels
+                self._refused(run.key, f"the API server refused its Job: {_message(exc)}")
+                return
+        with self._lock:
+            attempt = self._attempts.get(run.key)
+            if attempt is None:
+                return
+            attempt.created = True
+            cancelled = attempt.cancelled
+        if cancelled:
+            self._delete(run.key)
+        self._judge(run.key)
+
+    def _refused(self, key: TaskKey, why: str) -> None:
+        """An attempt the cluster would not take ends as a failure that says why."""
+        with self._lock:
+            if self._attempts.pop(key, None) is None:
+                return
+            now = utc()
+            self._events.append(TaskEvent(key, "started", now, external_id="refused"))
+            self._events.append(TaskEvent(key, "finished", now, outcome=Outcome.EXITED,
+                                          exit_code=125, message=why))  # fmt: skip
+        self.wake()
+
+    # -- what the watches say -------------------------------------------------------------------
+
+    def _job_changed(self, name: str, job: Obj | None) -> None:
+        key = objects.key_of(job["metadata"].get("labels")) if job else self._key_of_name(name)
+        if key is not None:
+            self._judge(key)
+
+    def _key_of_name(self, name: str) -> TaskKey | None:
+        """The attempt of a Job's name (``objects.job_name``)."""
+        parts = name.removeprefix(f"{self.defaults.instance}-").split("-")
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            return TaskKey(int(parts[0]), int(parts[1]), int(parts[2]))
+        return None
+
+    def _pod_changed(self, name: str, pod: Obj | None) -> None:
+        with self._lock:
+            if pod is None:
+                key = self._pod_keys.pop(name, None)
+            else:
+                key = objects.key_of(pod["metadata"].get("labels"))
+                if key is not None:
+                    self._pod_keys[name] = key
+                    attempt = self._attempts.get(key)
+                    if attempt is not None:
+                        attempt.pod = name
+        if key is not None:
+            self._judge(key)
+
+    def _judge(self, key: TaskKey) -> None:
+        """What the cluster now says of an attempt: its start, its end."""
+        with self._lock:
+            attempt = self._attempts.get(key)
+            if attempt is None:
+                return
+            job = self.jobs.get(objects.job_name(self.defaults, key))
+            pod = self.pods.get(attempt.pod) if attempt.pod else None
+            if job is not None:
+                attempt.created = True
+            if job is None:
+                if attempt.cancelled and attempt.created:
+                    self._finish(attempt, Outcome.CANCELLED, None, "cancelled")
+                elif attempt.created:
+                    self._finish(attempt, Outcome.LOST, None,
+                                 "its Job was deleted outside the platform")  # fmt: skip
+                return
+            if attempt.cancelled:
+                return  # its end is the Job's deletion
+            if pod is not None and not attempt.started and _has_started(pod):
+                attempt.started = True
+                self._events.append(TaskEvent(key, "started", utc(), external_id=attempt.pod))
+            ended = _ending(job, pod, attempt)
+            if ended is not None:
+                self._finish(attempt, *ended)
+        self.wake()
+
+    def _finish(self, attempt: Attempt, outcome: Outcome, code: int | None, message: str) -> None:
+        now = utc()
+        if not attempt.started:
+            self._events.append(TaskEvent(attempt.key, "started", now, external_id=attempt.pod))
+        self._events.append(TaskEvent(attempt.key, "finished", now, outcome=outcome,
+                                      exit_code=code, message=message))  # fmt: skip
+        self._attempts.pop(attempt.key, None)
+
+    def _check_pending(self) -> None:
+        """Attempts whose pod cannot start: at once when it never will as it is, after
+        ``pending_timeout_seconds`` when it might."""
+        now = time.monotonic()
+        failing: list[tuple[TaskKey, str]] = []
+        with self._lock:
+            for attempt in self._attempts.values():
+                if attempt.started or attempt.cancelled or not attempt.created:
+                    continue
+                pod = self.pods.get(attempt.pod) if attempt.pod else None
+                reason, message = _waiting(pod)
+                late = now - attempt.pending_since >= self.options.pending_timeout_seconds
+                if reason in BROKEN or (reason and late):
+                    failing.append((attempt.key, f"{reason}: {message}".strip(": ")))
+                elif late and pod is None:
+                    failing.append((attempt.key, "no pod was made for its Job"))
+            for key, why in failing:  # ended here: the deletion that follows is no news
+                self._finish(self._attempts[key], Outcome.EXITED, 125, why)
+        for key, why in failing:
+            log.info("executor %s: %s cannot start: %s", self.name, key, why)
+            self._delete(key)
+
+    async def events(self) -> list[TaskEvent]:
+        if self._attempts:
+            await asyncio.to_thread(self._check_pending)
+        with self._lock:
+            found, self._events = self._events, []
+        return found
+
+    # -- cancel, adopt, held --------------------------------------------------------------------
+
+    def _delete(self, key: TaskKey) -> None:
+        body = k8s.V1DeleteOptions(propagation_policy="Foreground")
+        try:
+            self.batch.delete_namespaced_job(
+                objects.job_name(self.defaults, key), self.namespace, body=body
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("executor %s: cannot delete the Job of %s: %s", self.name, key,
+                            _message(exc))  # fmt: skip
+                return
+        self._judge(key)
+
+    async def cancel(self, keys: Sequence[TaskKey]) -> None:
+        chosen = []
+        with self._lock:
+            for key in keys:
+                attempt = self._attempts.get(key)
+                if attempt is not None and not attempt.cancelled:
+                    attempt.cancelled = True
+                    if attempt.created:
+                        chosen.append(key)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._calls, self._delete, k) for k in chosen))
+        self.wake()
+
+    async def adopt(self, refs: Sequence[ExternalRef]) -> list[ExternalRef]:
+        await self._synced()
+        orphans = []
+        with self._lock:
+            for ref in refs:
+                if self.jobs.get(objects.job_name(self.defaults, ref.key)) is None:
+                    orphans.append(ref)  # never made, or deleted meanwhile
+                    continue
+                self._attempts[ref.key] = Attempt(
+                    ref.key, ref.timeout_s, created=True, started=ref.value is not None,
+                    pod=ref.value, pending_since=time.monotonic(),
+                )  # fmt: skip
+            for name, key in [(p["metadata"]["name"], objects.key_of(p["metadata"].get("labels")))
+                              for p in self.pods.items()]:  # fmt: skip
+                if key is not None:
+                    self._pod_keys[name] = key
+                    if key in self._attempts:
+                        self._attempts[key].pod = name
+        for ref in refs:
+            self._judge(ref.key)
+        return orphans
+
+    async def held(self) -> dict[TaskKey, str | None]:
+        """The attempts this executor tracks, with every unfinished Job of the cluster it lost
+        track of taken back (for the reconciler to cancel those the platform forgot)."""
+        await self._synced()
+        with self._lock:
+            for job in self.jobs.items():
+                key = objects.key_of(job["metadata"].get("labels"))
+                if key is None or key in self._attempts or _over(job):
+                    continue
+                if any(e.key == key for e in self._events):
+                    continue
+                log.warning("executor %s: took %s back", self.name, key)
+                self._attempts[key] = Attempt(key, None, created=True,
+                                              pending_since=time.monotonic())  # fmt: skip
+            found: dict[TaskKey, str | None] = {
+                e.key: e.external_id for e in self._events if e.kind == "finished"
+            }
+            found |= {k: a.pod if a.started else None for k, a in self._attempts.items()}
+        return found
+
+    # -- logs, forget, close --------------------------------------------------------------------
+
+    async def logs(
+        self, key: TaskKey, stream: Literal["stdout", "stderr"], *, follow: bool
+    ) -> AsyncIterator[bytes]:
+        await self._synced()
+        while True:
+            pod = self._pod_of(key)
+            running = key in self._attempts
+            if pod is not None and _has_started(pod):
+                break
+            if not follow or not running:
+                if pod is None:
+                    return
+                break
+            await asyncio.sleep(0.25)
+        name = pod["metadata"]["name"]
+        try:
+            response: Any = await asyncio.to_thread(
+                self.core.read_namespaced_pod_log, name, self.namespace,
+                container=objects.CONTAINER, follow=follow, _preload_content=False,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status in (400, 404):  # not started, or removed with its Job
+                return
+            raise PrimageError(f"cannot read the log of {name}: {_message(exc)}") from None
+        chunks = response.stream(1 << 16)
+        try:
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            response.release_conn()
+
+    def _pod_of(self, key: TaskKey) -> Obj | None:
+        with self._lock:
+            attempt = self._attempts.get(key)
+            if attempt is not None and attempt.pod:
+                return self.pods.get(attempt.pod)
+            names = [name for name, k in self._pod_keys.items() if k == key]
+        pods = [p for p in map(self.pods.get, names) if p is not None]
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return pods[-1] if pods else None
+
+    async def forget(self, job_id: int) -> None:
+        selector = objects.selector({**objects.platform_labels(self.defaults),
+                                     objects.JOB: str(job_id)})  # fmt: skip
+        body = k8s.V1DeleteOptions(propagation_policy="Background")
+
+        def remove() -> None:
+            self.batch.delete_collection_namespaced_job(
+                self.namespace, label_selector=selector, body=body
+            )
+            self.core.delete_collection_namespaced_secret(self.namespace, label_selector=selector)
+
+        await asyncio.to_thread(remove)
+
+    async def close(self) -> None:
+        """The watches stop; the cluster keeps running the Jobs, for the next server to adopt."""
+        self.jobs.stop()
+        self.pods.stop()
+        self._calls.shutdown(wait=False, cancel_futures=True)
+
+
+# -- reading objects ----------------------------------------------------------------------------
+
+
+def _container(pod: Obj) -> Obj:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == objects.CONTAINER:
+            return dict(status)
+    return {}
+
+
+def _has_started(pod: Obj) -> bool:
+    state = _container(pod).get("state") or {}
+    return "running" in state or "terminated" in state
+
+
+def _waiting(pod: Obj | None) -> tuple[str, str]:
+    """Why a pod does not start yet: the container's waiting reason, or the scheduler's."""
+    if pod is None:
+        return "", ""
+    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in BROKEN | STUCK:
+        return str(waiting["reason"]), str(waiting.get("message", ""))
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return str(condition.get("reason", "Unschedulable")), str(condition.get("message", ""))
+    return "", ""
+
+
+def _condition(job: Obj) -> Obj | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _over(job: Obj) -> bool:
+    return _condition(job) is not None or bool(job["metadata"].get("deletionTimestamp"))
+
+
+def _ending(job: Obj, pod: Obj | None, attempt: Attempt) -> tuple[Outcome, int | None, str] | None:
+    """How an attempt ended, once its Job or its pod says so; None while it has not."""
+    condition = _condition(job)
+    status = (pod or {}).get("status") or {}
+    terminated = (_container(pod).get("state") or {}).get("terminated") if pod else None
+    if condition is not None and condition["type"] == "Failed":
+        if condition.get("reason") == "DeadlineExceeded":
+            limit = job["spec"].get("activeDeadlineSeconds") or attempt.timeout_s or 0
+            return Outcome.TIMED_OUT, None, f"timed out after {limit:g} s (activeDeadlineSeconds)"
+        if status.get("reason") == "Evicted":
+            return Outcome.LOST, None, f"Evicted: {status.get('message', '')}".strip()
+        if terminated:
+            return _exited(terminated)
+        return Outcome.LOST, None, f"{condition.get('reason')}: {condition.get('message', '')}"
+    if terminated and status.get("phase") == "Succeeded":
+        return _exited(terminated)
+    if condition is not None:  # Complete: the pod may be gone already
+        return _exited(terminated) if terminated else (Outcome.EXITED, 0, "")
+    return None  # a failed pod ends when its Job says why (its deadline, or its exit)
+
+
+def _exited(terminated: Obj) -> tuple[Outcome, int | None, str]:
+    code = int(terminated.get("exitCode", 0))
+    if code == 0:
+        return Outcome.EXITED, 0, ""
+    reason = terminated.get("reason")
+    head = f"exit code {code}" + (f" ({reason})" if reason not in (None, "Error") else "")
+    return Outcome.EXITED, code, f"{head}\n{(terminated.get('message') or '').strip()}".strip()
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)

@@ -1,0 +1,184 @@
+"""The Kubernetes executor against a real cluster on loopback (tests/kube.py: kube-apiserver,
+controller manager, scheduler and kubelet v1.20.2 built from Debian's source, containerd): the
+platform reaches it as its own user, with only the Role the docs give sites.
+
+HTC jobs as one Job per attempt with the same results as on local, the pods' confinement (their
+uid, their spaces only, read-only where asked, a folder-confined job its folder only), an
+OOM-killed task, a pod that cannot start, server-side dry run of the manifests, and the API's
+logs. The executor contract (cancel, time-outs, retries, adoption after a SIGKILL of the server,
+the periodic sync) runs in test_executor_contract.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from primage.client import Client
+from primage.errors import BadRequest, Forbidden
+from primage.executors.base import TaskKey, TaskRun
+from primage.executors.kubernetes import KubernetesExecutor, KubernetesOptions, api_client, objects
+from tests.harness import RunningServer, eventually
+from tests.kube import NAMESPACE, PLATFORM_TOKEN, KubeCluster
+
+
+def job_pods(cluster: KubeCluster, instance: str, job_id: int) -> list[dict[str, Any]]:
+    return cluster.pods(f"app.kubernetes.io/instance={instance},primage.io/job={job_id}")
+
+
+def scans(api: Client, count: int) -> None:
+    api.create_space("ct")
+    for i in range(count):
+        api.upload("ct", f"in/scan{i}.txt", f"image {i}\n".encode())
+
+
+def test_an_htc_job_is_a_job_per_task_with_the_same_results_as_local(
+    kube_server: RunningServer, kube_cluster: KubeCluster, kube_instance: str
+) -> None:
+    api = kube_server.client()
+    scans(api, 4)
+    job = {
+        "kind": "htc",
+        "inputs": {"space": "ct", "glob": "in/*.txt"},
+        "command": "sha256sum {input} | cut -c1-64 > {output_dir}/{input_stem}.sha256; "
+        "echo done {task_index}; id -u",
+    }
+    on_kube = api.submit_job({**job, "executor": "kube"})
+    on_local = api.submit_job(job)
+    for each in (on_kube, on_local):
+        assert api.wait_job(each.id, poll=0.3, timeout=180).state == "succeeded"
+    results = [
+        sorted((e.name, api.read_bytes("ct", e.path)) for e in api.listdir("ct", f"outputs/{j.id}"))
+        for j in (on_kube, on_local)
+    ]
+    assert results[0] == results[1] and len(results[0]) == 4
+    tasks = api.tasks(on_kube.id).tasks
+    assert sorted(t.external_id for t in tasks) == sorted(
+        p["metadata"]["name"]
+        for p in kube_cluster.pods(
+            f"app.kubernetes.io/instance={kube_instance},primage.io/job={on_kube.id}"
+        )
+    ), "a task's external id is its pod"
+    assert b"".join(api.logs(on_kube.id, 2)) == b"done 2\n64000\n", "as the sandbox's uid"
+    with pytest.raises(BadRequest, match="one log per task"):
+        b"".join(api.logs(on_kube.id, 2, stream="stderr"))
+    shown = json.loads(kube_server.cli("executor", "ls", "--json").out)
+    assert [(e["name"], e["kind"], e["healthy"]) for e in shown] == [
+        ("local", "local", True), ("kube", "kubernetes", True)
+    ]  # fmt: skip
+    api.remove_job(on_kube.id)
+    gone = lambda: not job_pods(kube_cluster, kube_instance, on_kube.id)  # noqa: E731
+    eventually(gone, 60, "forget removes the job's Jobs and pods")
+
+
+def test_pods_see_their_spaces_only_read_only_where_asked(kube_server: RunningServer) -> None:
+    """Alice's task looks for Bob's space and the server's data from inside its pod, and
+    writes into a space it mounted read-only: none of it is there to reach."""
+    admin = kube_server.client()
+    bob = Client(kube_server.url, admin.create_user("bob").token)
+    alice = Client(kube_server.url, admin.create_user("alice").token)
+    bob.create_space("bobs")
+    bob.upload("bobs", "secret.txt", b"bob's\n")
+    alice.create_space("mine")
+    alice.create_space("ref")
+    alice.upload("ref", "a.txt", b"ref\n")
+    probe = (
+        "ls /spaces; cat /spaces/bobs/secret.txt; ls /srv /data 2>&1 | head -3; "
+        "echo x > /spaces/ref/new.txt || echo refused; echo ok > /spaces/mine/out.txt; "
+        "touch /etc/x || echo read-only root"
+    )
+    job = alice.submit_job(
+        {"executor": "kube", "spaces": ["mine", {"name": "ref", "read_only": True}],
+         "command": probe}
+    )  # fmt: skip
+    assert alice.wait_job(job.id, poll=0.3, timeout=120).state == "succeeded"
+    out = b"".join(alice.logs(job.id, 0)).decode()
+    assert out.splitlines()[:2] == ["mine", "ref"], out
+    assert "bob's" not in out and "refused" in out and "read-only root" in out
+    assert alice.read_bytes("mine", "out.txt") == b"ok\n"
+    assert "new.txt" not in [e.name for e in alice.listdir("ref", "")]
+    with pytest.raises(Forbidden):
+        alice.submit_job({"executor": "kube", "spaces": ["bobs"], "command": "true"})
+    assert admin.read_bytes("bobs", "secret.txt") == b"bob's\n"
+
+
+def test_a_folder_confined_job_sees_its_folder_only_whatever_links_it_holds(
+    kube_server: RunningServer,
+) -> None:
+    """The token allows one folder of a space; a link inside it to the rest of the space and
+    to another space leads nowhere in the pod (the kubelet confines the subPath to the space's
+    own volume)."""
+    api = kube_server.client()
+    api.create_space("study")
+    api.upload("study", "cohort/a.txt", b"a\n")
+    api.upload("study", "other/b.txt", b"b\n")
+    folder = kube_server.data_dir / "spaces" / "study" / "cohort"
+    (folder / "up").symlink_to("../other")
+    job = api.submit_job(
+        {"executor": "kube", "spaces": [{"name": "study", "folder": "cohort"}],
+         "command": "ls /spaces/study; cat /spaces/study/cohort/a.txt; "
+                    "cat /spaces/study/cohort/up/b.txt 2>&1 || echo no-way"}
+    )  # fmt: skip
+    assert api.wait_job(job.id, poll=0.3, timeout=120).state == "succeeded"
+    out = b"".join(api.logs(job.id, 0)).decode().splitlines()
+    assert out[:2] == ["cohort", "a"] and out[-1] == "no-way", out
+
+
+def test_an_oom_killed_task_fails_saying_so(kube_server: RunningServer) -> None:
+    api = kube_server.client()
+    job = api.submit_job(
+        {"executor": "kube", "resources": {"memory": "16MiB"},
+         "command": "echo start; exec dd if=/dev/zero of=/dev/null bs=100M count=1"}
+    )  # fmt: skip
+    done = api.wait_job(job.id, poll=0.3, timeout=120)
+    task = api.tasks(job.id).tasks[0]
+    assert done.state == "failed" and task.exit_code == 137, task
+    assert task.message.startswith("exit code 137 (OOMKilled)"), task.message
+
+
+def test_a_pod_that_cannot_start_fails_with_the_kubelet_s_reason(
+    kube_server: RunningServer,
+) -> None:
+    """An image no node has and none may pull (given by digest, from outside the platform
+    registry) waits as ErrImagePull/ImagePullBackOff, then fails with that reason."""
+    api = kube_server.client()
+    image = "127.0.0.1:1/nowhere@sha256:" + "0" * 64
+    job = api.submit_job({"executor": "kube", "image": image, "command": "true"})
+    done = api.wait_job(job.id, poll=0.5, timeout=180)
+    task = api.tasks(job.id).tasks[0]
+    assert done.state == "failed" and task.exit_code == 125
+    assert task.message.split(":")[0] in {"ErrImagePull", "ImagePullBackOff"}, task.message
+    with pytest.raises(BadRequest, match="by digest"):
+        api.submit_job({"executor": "kube", "image": "docker.io/library/alpine:3",
+                        "command": "true"})  # fmt: skip
+
+
+def test_the_manifests_pass_the_api_server_s_own_validation(kube_cluster: KubeCluster) -> None:
+    """Server-side dry run, as the platform's user: every field the executor writes is one the
+    API server knows, and the Role lets the platform make it."""
+    options = KubernetesOptions.model_validate(
+        {"kubeconfig": str(kube_cluster.platform_kubeconfig), "namespace": NAMESPACE}
+    )
+    volume = objects.SpaceVolume("hostPath", "/srv")
+    defaults = objects.PodDefaults("dry", NAMESPACE, "dry", volume, 64000, 64000)
+    executor = KubernetesExecutor("dry", options, defaults, api_client(options), Path("/srv"))
+    chosen = {"node_selector": {"disk": "ssd"}}
+    run = TaskRun(TaskKey(1, 2, 3), "echo hi", {"A": "b"}, {"ct": True}, timeout_s=5,
+                  memory_bytes=64 * 1024**2, options=chosen)  # fmt: skip
+    manifest: dict[str, Any] = executor.manifest(run)
+    made = executor.batch.create_namespaced_job(NAMESPACE, manifest, dry_run="All")
+    assert made.metadata.name == "dry-1-2-3"
+    broken = copy.deepcopy(manifest)
+    broken["spec"]["template"]["spec"]["restartPolicy"] = "Sometimes"
+    refused = httpx.post(
+        f"{kube_cluster.server}/apis/batch/v1/namespaces/{NAMESPACE}/jobs?dryRun=All",
+        json=broken, verify=False, headers={"Authorization": f"Bearer {PLATFORM_TOKEN}"},
+    )  # fmt: skip
+    assert refused.status_code == 422 and "restartPolicy" in refused.text, refused.text
+    secret = objects.pull_secret(defaults, 1, "127.0.0.1:5000", "alice", "token")
+    executor.core.create_namespaced_secret(NAMESPACE, secret, dry_run="All")
