@@ -168,7 +168,8 @@ class Attempt:
 
     key: TaskKey
     timeout_s: float | None
-    created: bool = False  # its Job seen (or made): from then on its absence means it is gone
+    made: bool = False  # the API server took its Job
+    seen: bool = False  # its Job was in the watch's cache: from then on, its absence is its end
     started: bool = False
     cancelled: bool = False
     pod: str | None = None
@@ -367,7 +368,7 @@ class KubernetesExecutor(Executor):
             attempt = self._attempts.get(run.key)
             if attempt is None:
                 return
-            attempt.created = True
+            attempt.made = True
             cancelled = attempt.cancelled
         if cancelled:
             self._delete(run.key)
@@ -421,11 +422,11 @@ class KubernetesExecutor(Executor):
             job = self.jobs.get(objects.job_name(self.defaults, key))
             pod = self.pods.get(attempt.pod) if attempt.pod else None
             if job is not None:
-                attempt.created = True
+                attempt.seen = True
             if job is None:
-                if attempt.cancelled and attempt.created:
+                if attempt.cancelled and attempt.made:
                     self._finish(attempt, Outcome.CANCELLED, None, "cancelled")
-                elif attempt.created:
+                elif attempt.seen:
                     self._finish(attempt, Outcome.LOST, None,
                                  "its Job was deleted outside the platform")  # fmt: skip
                 return
@@ -454,7 +455,7 @@ class KubernetesExecutor(Executor):
         failing: list[tuple[TaskKey, str]] = []
         with self._lock:
             for attempt in self._attempts.values():
-                if attempt.started or attempt.cancelled or not attempt.created:
+                if attempt.started or attempt.cancelled or not attempt.made:
                     continue
                 pod = self.pods.get(attempt.pod) if attempt.pod else None
                 reason, message = _waiting(pod)
@@ -498,7 +499,7 @@ class KubernetesExecutor(Executor):
                 attempt = self._attempts.get(key)
                 if attempt is not None and not attempt.cancelled:
                     attempt.cancelled = True
-                    if attempt.created:
+                    if attempt.made:
                         chosen.append(key)
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._calls, self._delete, k) for k in chosen))
@@ -513,7 +514,7 @@ class KubernetesExecutor(Executor):
                     orphans.append(ref)  # never made, or deleted meanwhile
                     continue
                 self._attempts[ref.key] = Attempt(
-                    ref.key, ref.timeout_s, created=True, started=ref.value is not None,
+                    ref.key, ref.timeout_s, made=True, seen=True, started=ref.value is not None,
                     pod=ref.value, pending_since=time.monotonic(),
                 )  # fmt: skip
             for name, key in [(p["metadata"]["name"], objects.key_of(p["metadata"].get("labels")))
@@ -538,7 +539,7 @@ class KubernetesExecutor(Executor):
                 if any(e.key == key for e in self._events):
                     continue
                 log.warning("executor %s: took %s back", self.name, key)
-                self._attempts[key] = Attempt(key, None, created=True,
+                self._attempts[key] = Attempt(key, None, made=True, seen=True,
                                               pending_since=time.monotonic())  # fmt: skip
             found: dict[TaskKey, str | None] = {
                 e.key: e.external_id for e in self._events if e.kind == "finished"
