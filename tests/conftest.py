@@ -237,20 +237,7 @@ def kube_server(
     """A server with two executors: ``local`` (the default) and ``kube`` (``kube_cluster``, as
     the platform's own user, with only the Role of docs/kubernetes-role.yaml)."""
     require_tool("bwrap", "bubblewrap")
-    executors = {
-        "local": {"kind": "local"},
-        "kube": {
-            "kind": "kubernetes",
-            "kubeconfig": str(kube_cluster.platform_kubeconfig),
-            "namespace": kube.NAMESPACE,
-            "instance": kube_instance,
-            "base_image": BUSYBOX,
-            "capacity": 4,
-            "pending_timeout_seconds": 30,
-            "grace_seconds": 1,
-            "description": "the test cluster",
-        },
-    }
+    executors = {"local": {"kind": "local"}, "kube": kube_cluster.executor(kube_instance)}
     env = {
         "PRIMAGE_EXECUTORS": json.dumps(executors),
         "PRIMAGE_CONCURRENCY": "2",

@@ -32,7 +32,7 @@ import httpx
 import kubernetes
 import yaml
 
-from tests.harness import _loopback_ports, eventually
+from tests.harness import BUSYBOX, _loopback_ports, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "primage"
@@ -204,6 +204,29 @@ class KubeCluster:
             subprocess.run(["ip", "link", "delete", "primage0"], capture_output=True)
 
     # -- what tests ask of it -------------------------------------------------------------------
+
+    def executor(self, instance: str) -> dict[str, object]:
+        """The settings of a platform's executor on this cluster (``executors.NAME``)."""
+        return {
+            "kind": "kubernetes",
+            "kubeconfig": str(self.platform_kubeconfig),
+            "namespace": NAMESPACE,
+            "instance": instance,
+            "base_image": BUSYBOX,
+            "capacity": 4,
+            "pending_timeout_seconds": 30,
+            "grace_seconds": 1,
+            "description": "the test cluster",
+        }
+
+    def trust_registry(self, host: str) -> None:
+        """Let containerd pull from a registry on loopback over plain HTTP (read per pull)."""
+        folder = self.work / "registries" / host
+        folder.mkdir(parents=True, exist_ok=True)
+        pull = '  capabilities = ["pull", "resolve"]\n'
+        (folder / "hosts.toml").write_text(
+            f'server = "http://{host}"\n[host."http://{host}"]\n{pull}'
+        )
 
     def api(self) -> kubernetes.client.ApiClient:
         """The Python client, as the administrator."""

@@ -2,7 +2,8 @@
 repository is built by the platform over the bootstrapped Python base, its tests run inside the
 built image, the image is pushed to the private registry, and the canonical HTC job
 (``examples/segmentation/job.yaml``) runs with ``--image`` over the real sample images, on this
-machine and on a Slurm cluster. Its results match the same job run as processes."""
+machine, on a Slurm cluster and on Kubernetes. Its results match the same job run as
+processes."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.harness import (
     primage,
     require,
 )
+from tests.kube import KubeCluster
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
 
@@ -56,18 +58,28 @@ def _reports(api: Client, space: str, folder: str) -> dict[str, float | dict[str
 
 @pytest.fixture
 def platform(
-    container_env: dict[str, str], slurm_cluster: SlurmCluster, tmp_path: Path
+    container_env: dict[str, str],
+    slurm_cluster: SlurmCluster,
+    kube_cluster: KubeCluster,
+    kube_instance: str,
+    tmp_path: Path,
 ) -> Iterator[tuple[RunningServer, str]]:
-    """A server with a registry, containers on, and a Slurm executor whose nodes run them
-    from an image store of their own (empty: they pull the job's image)."""
+    """A server with a registry, containers on, a Slurm executor whose nodes run them from an
+    image store of their own (empty: they pull the job's image), and a Kubernetes executor
+    whose node pulls them too."""
     require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
     (tmp_path / "node").mkdir()
     nodes = podman_store(tmp_path / "node")
     hpc = {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"], "poll_seconds": 0.3,
            "containers": True, "container_env": nodes}  # fmt: skip
-    executors = {"local": {"kind": "local"}, "hpc": hpc}
+    executors = {
+        "local": {"kind": "local"},
+        "hpc": hpc,
+        "kube": kube_cluster.executor(kube_instance),
+    }
     env = {"PRIMAGE_EXECUTORS": json.dumps(executors)}
     with platform_with_registry(tmp_path / "platform", container_env, env) as (server, host):
+        kube_cluster.trust_registry(host)
         yield server, host
 
 
@@ -100,6 +112,7 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
     for how, extra in (
         ("containers", image),
         ("containers on Slurm", [*image, "--executor", "hpc"]),
+        ("pods on Kubernetes", [*image, "--executor", "kube"]),
         ("processes", []),
     ):
         done = primage(
@@ -129,9 +142,17 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
     assert [t.revoked for t in credential] == [True], "the job's pull credential ended with it"
     bob = server.client(server.client().create_user("bob").token)
     bob.create_space("bobs")
-    with pytest.raises(BadRequest, match=r"cannot pull image .* as bob"):  # not his to run
-        bob.submit_job({"image": f"{host}/alice/segmentation:1", "executor": "hpc",
-                        "spaces": ["bobs"], "command": "true"})  # fmt: skip
+    for executor in ("hpc", "kube"):
+        with pytest.raises(BadRequest, match=r"cannot pull image .* as bob"):  # not his to run
+            bob.submit_job({"image": f"{host}/alice/segmentation:1", "executor": executor,
+                            "spaces": ["bobs"], "command": "true"})  # fmt: skip
     assert _reports(alice, "scans", on_slurm["output_path"]) == _reports(
         alice, "scans", in_containers["output_path"]
     )
+    on_kube = runs["pods on Kubernetes"]
+    assert (on_kube["executor"], on_kube["image"]) == ("kube", in_containers["image"])
+    assert _reports(alice, "scans", on_kube["output_path"]) == _reports(
+        alice, "scans", in_containers["output_path"]
+    ), "the same lesions from pods, pulled by the node with alice's job credential"
+    credential = [t for t in alice.list_tokens() if t.name == f"job-{on_kube['id']}-pull"]
+    assert [t.revoked for t in credential] == [True], "the job's pull credential ended with it"
