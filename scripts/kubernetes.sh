@@ -21,6 +21,8 @@ command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v ip >/dev/null || missing+=(iproute2)
 built=true
 for b in "${WHAT[@]}"; do [ -x "$BIN/$b" ] || built=false; done
 if ! $built; then

@@ -2,7 +2,8 @@
 # Install what the tests start for real, when missing: PostgreSQL, rclone, FUSE 3, davfs2,
 # podman with runc and catatonit, busybox-static (a tiny image's contents), docker-registry,
 # mmdebstrap (base images from Debian's packages), Slurm and munge (a cluster on loopback for the
-# Slurm executor), bubblewrap and slirp4netns (the sandbox of local
+# Slurm executor), a Kubernetes 1.20 cluster built from Debian's source (scripts/kubernetes.sh),
+# bubblewrap and slirp4netns (the sandbox of local
 # tasks and apps) (Debian packages), Node.js and the test identity provider (npm oidc-provider,
 # pinned by tests/idp/package-lock.json).
 # The tests themselves start and stop their own services; nothing here starts one.
@@ -49,6 +50,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   else
     echo "not root: tests needing ${missing[*]} will skip (install: sudo apt-get install ${missing[*]})" >&2
   fi
+fi
+# The Kubernetes cluster of the Kubernetes executor's tests: built once into a cache (as root).
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/kubernetes.sh >/dev/null
+else
+  echo "not root: the Kubernetes tests will skip (their kubelet and containerd run as root)" >&2
 fi
 # The OpenID Provider the security tests log in at: reinstalled when its lock file changes.
 idp=tests/idp
