@@ -195,26 +195,17 @@ def sandboxed_server(tmp_path: Path) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="session")
-def kube_cluster(
-    tmp_path_factory: pytest.TempPathFactory, container_env: dict[str, str]
-) -> Iterator[KubeCluster]:
+def kube_cluster() -> Iterator[KubeCluster]:
     """A real Kubernetes control plane and node on loopback (tests/kube.py), for the session,
     with the test images (busybox, pause) in its containerd."""
     require(None if os.geteuid() == 0 else "the test cluster's kubelet and containerd run as root")
+    require(_missing())
     built = kube.binaries()
     require(built if isinstance(built, str) else None)
     assert isinstance(built, Path)
     work = Path(tempfile.mkdtemp(prefix="primage-kube-"))  # short: containerd's socket path
-    images = work / "images"
-    pause = {"pause": (built / "pause").read_bytes()}
-    import_busybox(container_env, kube.PAUSE, images / "pause", '["/pause"]', pause, {"pause"})
-    archives = []
-    for image in (kube.PAUSE, BUSYBOX):
-        archive = images / f"{image.split('/')[-1].replace(':', '-')}.tar"
-        save = ["podman", "save", "--format", "docker-archive", "-o", str(archive), image]
-        subprocess.run(save, env={**os.environ, **container_env}, check=True, capture_output=True)
-        archives.append(archive)
     try:
+        archives = kube.image_archives(work / "images", built)
         with KubeCluster.running(work / "cluster", built, archives) as cluster:
             yield cluster
     finally:

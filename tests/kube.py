@@ -15,6 +15,9 @@ What 1.20 and this machine lack, worked around here rather than in the executor:
 - containerd cannot lower a sandbox's ``oom_score_adj`` without CAP_SYS_RESOURCE here
   (``restrict_oom_score_adj``); cgroup v1 with the cgroupfs driver.
 - No Indexed Jobs before 1.24 (the executor makes a Job per attempt, see ADR 0011).
+- The API server keeps recent versions in its watch cache for 75 s whatever the changes, so a
+  watch is hard to expire on purpose: ConfigMaps are served from etcd instead, which
+  :meth:`KubeCluster.compact` compacts (the informer's 410 test uses them).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import httpx
 import kubernetes
 import yaml
 
-from tests.harness import BUSYBOX, _loopback_ports, eventually
+from tests.harness import BUSYBOX, _loopback_ports, eventually, import_busybox, podman_store
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "primage"
@@ -90,6 +93,26 @@ def binaries() -> Path | str:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+def image_archives(work: Path, bin_dir: Path) -> list[Path]:
+    """The test images as docker archives for containerd: the pod sandbox (``pause``, built
+    with the binaries) and busybox (the base image of the tests' tasks), made in a podman
+    store of their own."""
+    (work / "store").mkdir(parents=True)
+    env = podman_store(work / "store")
+    import_busybox(env, BUSYBOX, work / "busybox")
+    pause = {"pause": (bin_dir / "pause").read_bytes()}
+    import_busybox(env, PAUSE, work / "pause", '["/pause"]', pause, {"pause"})
+    archives = []
+    for image in (PAUSE, BUSYBOX):
+        archive = work / f"{image.split('/')[-1].replace(':', '-')}.tar"
+        save = ["podman", "save", "--format", "docker-archive", "-o", str(archive), image]
+        subprocess.run(save, env={**os.environ, **env}, check=True, capture_output=True)
+        archives.append(archive)
+    subprocess.run(["podman", "system", "reset", "--force"], env={**os.environ, **env},
+                   capture_output=True)  # fmt: skip
+    return archives
+
+
 @dataclass
 class KubeCluster:
     work: Path
@@ -97,6 +120,7 @@ class KubeCluster:
     kubeconfig: Path  # the administrator's
     platform_kubeconfig: Path  # the platform's: only what docs/kubernetes-role.yaml grants
     socket: Path  # containerd's
+    etcd: str  # http://127.0.0.1:PORT
 
     @classmethod
     @contextlib.contextmanager
@@ -156,6 +180,7 @@ class KubeCluster:
                 "--disable-admission-plugins=ServiceAccount",
                 "--enable-priority-and-fairness=false", "--insecure-port=0",
                 "--kubelet-preferred-address-types=Hostname",
+                "--watch-cache-sizes=configmaps#0",  # watched from etcd: see compact()
             ])  # fmt: skip
             eventually(lambda: _ready(server), 90, "kube-apiserver ready")
             start("kube-controller-manager", [
@@ -185,7 +210,7 @@ class KubeCluster:
                 f"--pod-infra-container-image={PAUSE}", "--authentication-token-webhook=false",
                 "--authorization-mode=AlwaysAllow", "--serialize-image-pulls=false",
             ])  # fmt: skip
-            cluster = cls(work, server, admin, platform, sock)
+            cluster = cls(work, server, admin, platform, sock, f"http://127.0.0.1:{etcd_client}")
             eventually(cluster.node_ready, 120, "the node Ready")
             cluster.setup_namespace()
             yield cluster
@@ -218,6 +243,14 @@ class KubeCluster:
             "grace_seconds": 1,
             "description": "the test cluster",
         }
+
+    def compact(self) -> None:
+        """Compact etcd to its latest revision, as the API server does every 5 minutes: a watch
+        of ConfigMaps (which the API server serves from etcd here, not from its watch cache)
+        from an older version is then answered 410 Gone."""
+        revision = httpx.post(f"{self.etcd}/v3/kv/range", json={"key": "AA=="}).json()
+        latest = {"revision": revision["header"]["revision"], "physical": True}
+        httpx.post(f"{self.etcd}/v3/kv/compaction", json=latest).raise_for_status()
 
     def trust_registry(self, host: str) -> None:
         """Let containerd pull from a registry on loopback over plain HTTP (read per pull)."""

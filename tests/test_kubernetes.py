@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+import kubernetes
 import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
 from primage.executors.base import TaskKey, TaskRun
 from primage.executors.kubernetes import KubernetesExecutor, KubernetesOptions, api_client, objects
+from primage.executors.kubernetes.informer import Expired, Informer
 from tests.harness import RunningServer, eventually
 from tests.kube import NAMESPACE, PLATFORM_TOKEN, KubeCluster
 
@@ -182,3 +185,56 @@ def test_the_manifests_pass_the_api_server_s_own_validation(kube_cluster: KubeCl
     assert refused.status_code == 422 and "restartPolicy" in refused.text, refused.text
     secret = objects.pull_secret(defaults, 1, "127.0.0.1:5000", "alice", "token")
     executor.core.create_namespaced_secret(NAMESPACE, secret, dry_run="All")
+
+
+def test_a_task_no_node_has_room_for_fails_with_the_scheduler_s_message(
+    kube_server: RunningServer,
+) -> None:
+    """The node has 2 cores: a task asking for 3 waits (queueing, while others run), and fails
+    once nothing of the executor's has started or ended for pending_timeout_seconds (30 s)."""
+    api = kube_server.client()
+    job = api.submit_job({"executor": "kube", "resources": {"cpus": 3}, "command": "true"})
+    done = api.wait_job(job.id, poll=0.5, timeout=180)
+    task = api.tasks(job.id).tasks[0]
+    assert done.state == "failed" and task.exit_code == 125
+    assert task.message.startswith("Unschedulable: 0/1 nodes are available"), task.message
+    assert "Insufficient cpu" in task.message
+
+
+def test_bad_executor_options_are_refused_naming_the_field(kube_server: RunningServer) -> None:
+    api = kube_server.client()
+    for options, field in (
+        ({"tolerations": [{"key": "gpu", "effect": "Sometimes"}]}, "effect"),
+        ({"priority_class": "Not A Name"}, "priority_class"),
+        ({"partition": "gpu"}, "partition"),
+    ):
+        with pytest.raises(BadRequest, match=field):
+            api.submit_job({"executor": "kube", "executor_options": options, "command": "true"})
+
+
+def test_a_watch_that_expired_lists_again_and_misses_nothing(kube_cluster: KubeCluster) -> None:
+    """A watch from a version etcd compacted away is answered 410 Gone; the informer then lists
+    again and reports what changed meanwhile (created, and deleted after)."""
+    seen: dict[str, dict[str, Any] | None] = {}
+    with kube_cluster.api() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        lister = core.list_namespaced_config_map
+        informer = Informer("configmaps", lister, NAMESPACE, "test=expiry", seen.__setitem__)
+        version = informer._list()  # the version a watch would resume from
+        for i in range(150):
+            core.create_namespaced_config_map(
+                NAMESPACE, {"metadata": {"name": f"expiry-{i}", "labels": {"test": "expiry"}}}
+            )
+        kube_cluster.compact()  # the versions in between are gone
+        with pytest.raises(Expired):
+            informer._watch(version)
+        thread = threading.Thread(target=informer._run, args=(version,), daemon=True)
+        thread.start()
+        try:
+            eventually(lambda: len(informer.items()) == 150, 30, "the cache listed again")
+            assert informer.relists == 1 and len([o for o in seen.values() if o]) == 150
+            core.delete_namespaced_config_map("expiry-0", NAMESPACE)
+            eventually(lambda: seen.get("expiry-0", {}) is None, 30, "a deletion watched after")
+        finally:
+            informer.stop()
+            core.delete_collection_namespaced_config_map(NAMESPACE, label_selector="test=expiry")

@@ -13,9 +13,11 @@
   never a poll per object; an expired watch lists again. A pod that runs is ``started`` (its
   name the external id); the attempt ends with its container's exit code, as *timed out* when
   its Job failed with ``DeadlineExceeded``, *lost* when the pod was evicted or the Job deleted
-  behind the platform's back. A pod that cannot start (its image unpullable, unschedulable)
-  fails after ``pending_timeout_seconds`` with the kubelet's or the scheduler's message; one
-  whose image name or configuration is invalid fails at once.
+  behind the platform's back. A pod that cannot start fails with the kubelet's or the
+  scheduler's message: at once when its image name or configuration is invalid, after
+  ``pending_timeout_seconds`` when its image cannot be pulled, and when unschedulable only once
+  no attempt of the executor has started or ended for that long (waiting for room while others
+  run is queueing, not failing).
 - ``adopt`` after a restart takes attempts back by their labels (the Job of each attempt has a
   name of its own, so none runs twice); ``cancel`` deletes the Job with foreground propagation;
   ``held`` is the cluster's own view of the executor's unfinished Jobs; ``logs`` reads the pod's
@@ -144,8 +146,9 @@ class KubernetesOptions(ExecutorOptions):
     pending_timeout_seconds: float = Field(
         600,
         gt=0,
-        description="A pod that cannot start this long (unschedulable, its image not pulled) "
-        "fails with the scheduler's or the kubelet's message.",
+        description="A pod whose image cannot be pulled this long fails with the kubelet's "
+        "message; an unschedulable one with the scheduler's, once no task of the executor has "
+        "started or ended for this long.",
     )
     grace_seconds: int = Field(
         5, ge=0, description="terminationGracePeriodSeconds: from SIGTERM to SIGKILL on cancel."
@@ -232,6 +235,9 @@ class KubernetesExecutor(Executor):
         self._attempts: dict[TaskKey, Attempt] = {}
         self._events: list[TaskEvent] = []
         self._pod_keys: dict[str, TaskKey] = {}
+        #: When an attempt last started or ended here: a pod that waits for room fails only
+        #: once the cluster has made no progress for so long (``pending_timeout_seconds``).
+        self._progress = time.monotonic()
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix=f"k8s-{name}")
 
     @classmethod
@@ -434,6 +440,7 @@ class KubernetesExecutor(Executor):
                 return  # its end is the Job's deletion
             if pod is not None and not attempt.started and _has_started(pod):
                 attempt.started = True
+                self._progress = time.monotonic()
                 self._events.append(TaskEvent(key, "started", utc(), external_id=attempt.pod))
             ended = _ending(job, pod, attempt)
             if ended is not None:
@@ -441,6 +448,7 @@ class KubernetesExecutor(Executor):
         self.wake()
 
     def _finish(self, attempt: Attempt, outcome: Outcome, code: int | None, message: str) -> None:
+        self._progress = time.monotonic()
         now = utc()
         if not attempt.started:
             self._events.append(TaskEvent(attempt.key, "started", now, external_id=attempt.pod))
@@ -459,7 +467,10 @@ class KubernetesExecutor(Executor):
                     continue
                 pod = self.pods.get(attempt.pod) if attempt.pod else None
                 reason, message = _waiting(pod)
-                late = now - attempt.pending_since >= self.options.pending_timeout_seconds
+                since = attempt.pending_since
+                if reason == "Unschedulable":  # waiting for room is queueing, while others run
+                    since = max(since, self._progress)
+                late = now - since >= self.options.pending_timeout_seconds
                 if reason in BROKEN or (reason and late):
                     failing.append((attempt.key, f"{reason}: {message}".strip(": ")))
                 elif late and pod is None:

@@ -66,6 +66,7 @@ class Informer:
         response = self._response
         if response is not None:
             with contextlib.suppress(Exception):  # a stream that may be closing already
+                response.shutdown()  # the socket: a read blocked in the thread returns now
                 response.close()
 
     def get(self, name: str) -> Obj | None:
@@ -78,15 +79,18 @@ class Informer:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, version: str | None = None) -> None:
+        """List, then watch from the list's version (or from ``version``, already listed)."""
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                version = self._list()
-                backoff = 0.5
+                if version is None:
+                    version = self._list()
+                    backoff = 0.5
                 while not self._stop.is_set():
                     version = self._watch(version)
             except Exception as exc:
+                version = None
                 if self._stop.is_set():
                     return
                 if isinstance(exc, Expired) or getattr(exc, "status", None) == 410:
