@@ -239,7 +239,7 @@ class KubeCluster:
             "instance": instance,
             "base_image": BUSYBOX,
             "capacity": 4,
-            "pending_timeout_seconds": 30,
+            "pending_timeout_seconds": 10,
             "grace_seconds": 1,
             "description": "the test cluster",
         }

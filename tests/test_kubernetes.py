@@ -191,7 +191,7 @@ def test_a_task_no_node_has_room_for_fails_with_the_scheduler_s_message(
     kube_server: RunningServer,
 ) -> None:
     """The node has 2 cores: a task asking for 3 waits (queueing, while others run), and fails
-    once nothing of the executor's has started or ended for pending_timeout_seconds (30 s)."""
+    once nothing of the executor's has started or ended for pending_timeout_seconds (10 s)."""
     api = kube_server.client()
     job = api.submit_job({"executor": "kube", "resources": {"cpus": 3}, "command": "true"})
     done = api.wait_job(job.id, poll=0.5, timeout=180)

@@ -125,8 +125,12 @@ class KubernetesOptions(ExecutorOptions):
     capacity: int = Field(
         64, ge=1, description="Cores' worth of the platform's tasks the cluster runs at once."
     )
-    prefetch: int = Field(
-        256, ge=1, description="Tasks handed to the cluster ahead of those running (pending Jobs)."
+    prefetch: int | None = Field(
+        None,
+        ge=1,
+        description="Jobs made ahead of those running; default: capacity. More is slower: "
+        "pods the scheduler finds no room for wait in its unschedulable queue (up to 60 s on "
+        "Kubernetes 1.20) rather than starting as room frees up.",
     )
     run_as_user: int | None = Field(
         None, ge=1, description="The uid of every pod; default: the server's sandbox_uid."
@@ -273,7 +277,7 @@ class KubernetesExecutor(Executor):
 
     @property
     def prefetch(self) -> int:
-        return self.options.prefetch
+        return self.options.prefetch or self.options.capacity
 
     def space_path(self, space: str, *, container: bool = False) -> str:
         return f"{objects.SPACES}/{space}"  # every task of a pod is in a container
