@@ -238,3 +238,60 @@ def test_a_watch_that_expired_lists_again_and_misses_nothing(kube_cluster: KubeC
         finally:
             informer.stop()
             core.delete_collection_namespaced_config_map(NAMESPACE, label_selector="test=expiry")
+
+
+def test_logs_follow_a_running_pod(kube_server: RunningServer) -> None:
+    api = kube_server.client()
+    job = api.submit_job({"executor": "kube", "command": "echo one; sleep 2; echo two"})
+    followed = b"".join(api.logs(job.id, 0, follow=True))
+    assert followed == b"one\ntwo\n"
+    assert api.wait_job(job.id, poll=0.3, timeout=60).state == "succeeded"
+
+
+def test_spaces_through_a_persistent_volume_claim(
+    kube_cluster: KubeCluster, kube_instance: str, tmp_path: Path
+) -> None:
+    """The storage root as a claim (a PersistentVolume bound to it by the cluster's own
+    controller; here a hostPath PV, elsewhere NFS or CephFS): each space a subPath of it, read-only
+    where asked. A job confined to one folder is refused: a claim's subPath is confined to the
+    claim, not to the space."""
+    storage = tmp_path / "data" / "spaces"
+    claim = f"spaces-{kube_instance}"
+    volume = {
+        "metadata": {"name": claim},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "hostPath": {"path": str(storage), "type": "DirectoryOrCreate"},
+                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain"},
+    }  # fmt: skip
+    wanted = {
+        "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": claim,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }  # fmt: skip
+    with kube_cluster.api() as client:
+        core = kubernetes.client.CoreV1Api(client)
+        core.create_persistent_volume(volume)
+        core.create_namespaced_persistent_volume_claim(NAMESPACE, wanted)
+        executor = {**kube_cluster.executor(kube_instance), "space_volume": "persistentVolumeClaim",
+                    "space_claim": claim}  # fmt: skip
+        env = {"PRIMAGE_EXECUTORS": json.dumps({"kube": executor}), "PRIMAGE_CONTAINERS": "false"}
+        server = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
+        try:
+            api = server.client()
+            api.create_space("ct")
+            api.create_space("ref")
+            api.upload("ref", "a.txt", b"ref\n")
+            job = api.submit_job(
+                {"spaces": ["ct", {"name": "ref", "read_only": True}],
+                 "command": "cat /spaces/ref/a.txt > /spaces/ct/copy.txt; "
+                            "echo x > /spaces/ref/b.txt || echo refused"}
+            )  # fmt: skip
+            assert api.wait_job(job.id, poll=0.3, timeout=120).state == "succeeded"
+            assert api.read_bytes("ct", "copy.txt") == b"ref\n"
+            assert b"refused" in b"".join(api.logs(job.id, 0))
+            with pytest.raises(BadRequest, match="no folders support"):
+                api.submit_job({"spaces": [{"name": "ref", "folder": "sub"}], "command": "true"})
+        finally:
+            server.stop()
+            core.delete_namespaced_persistent_volume_claim(claim, NAMESPACE)
+            core.delete_persistent_volume(claim)

@@ -164,7 +164,7 @@ class Element:
 
 class SlurmExecutor(Executor):
     kind = "slurm"
-    supports = frozenset({"arrays", "gpus"})
+    supports = frozenset({"arrays", "gpus", "folders"})
     Options = SlurmOptions
     JobOptions = SlurmJobOptions
 

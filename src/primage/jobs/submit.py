@@ -42,6 +42,8 @@ def prepare(executor: Executor, caller: Principal, spec: JobSpec) -> JobSpec:
             f"({', '.join(m.path for m in spec.spaces if m.folder)}) needs a batch or HTC job "
             "without an image, which the platform's sandbox confines to it"
         )
+    if spec.folders():
+        executor.require("folders", "the job mounts one folder of a space (its token's)")
     if spec.resources.cpus > executor.capacity:
         raise BadRequest(
             f"each task asks for {spec.resources.cpus} cores (resources.cpus, --cpus) but the "

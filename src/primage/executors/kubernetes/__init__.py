@@ -226,6 +226,8 @@ class KubernetesExecutor(Executor):
         self.storage_root = storage_root
         if options.gpus:
             self.supports = self.supports | {"gpus"}
+        if defaults.volume.kind == "hostPath":  # the kubelet confines a subPath to its volume:
+            self.supports = self.supports | {"folders"}  # with a claim, to the claim, not a space
         self.api = api
         self.batch = k8s.BatchV1Api(api)
         self.core = k8s.CoreV1Api(api)

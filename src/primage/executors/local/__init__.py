@@ -65,7 +65,7 @@ class LocalOptions(ExecutorOptions):
 class LocalExecutor(Executor):
     kind = "local"
     # apps: services as processes (apps/supervisor); network: outbound only, through slirp4netns
-    supports = frozenset({"arrays", "apps", "network"})
+    supports = frozenset({"arrays", "apps", "network", "folders"})
     Options = LocalOptions
 
     def __init__(
