@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -227,8 +228,15 @@ def kube_server(
 ) -> Iterator[RunningServer]:
     """A server with two executors: ``local`` (the default) and ``kube`` (``kube_cluster``, as
     the platform's own user, with only the Role of docs/kubernetes-role.yaml)."""
-    require_tool("bwrap", "bubblewrap")
     executors = {"local": {"kind": "local"}, "kube": kube_cluster.executor(kube_instance)}
+    with beside_local(executors, tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def beside_local(executors: dict[str, object], tmp_path: Path) -> Iterator[RunningServer]:
+    """A server on SQLite with these executors, its local one sandboxed, two tasks at a time."""
+    require_tool("bwrap", "bubblewrap")
     env = {
         "PRIMAGE_EXECUTORS": json.dumps(executors),
         "PRIMAGE_CONCURRENCY": "2",
@@ -254,8 +262,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
 
 @pytest.fixture
 def hpc(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[RunningServer]:
-    require_tool("bwrap", "bubblewrap")
-    executors = {
+    executors: dict[str, object] = {
         "local": {"kind": "local"},
         "hpc": {
             "kind": "slurm",
@@ -265,13 +272,5 @@ def hpc(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[RunningServer]:
             "description": "the test cluster",
         },
     }
-    env = {
-        "PRIMAGE_EXECUTORS": json.dumps(executors),
-        "PRIMAGE_CONCURRENCY": "2",
-        "PRIMAGE_CONTAINERS": "false",
-    }
-    running = RunningServer.start(tmp_path / "data", f"sqlite:///{tmp_path / 'db'}", env=env)
-    try:
+    with beside_local(executors, tmp_path) as running:
         yield running
-    finally:
-        running.stop()

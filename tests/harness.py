@@ -477,3 +477,9 @@ def _stop_pid(pid_file: Path) -> None:
         eventually(gone, 15, f"{pid_file.name} stopped", pause=0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def outputs(api: Client, space: str, job_id: int) -> list[tuple[str, bytes]]:
+    """(name, content) of every file in a job's default output folder, sorted."""
+    found = api.listdir(space, f"outputs/{job_id}")
+    return sorted((e.name, api.read_bytes(space, e.path)) for e in found)

@@ -127,7 +127,7 @@ def test_each_executor_adopts_its_tasks_after_a_server_kill(two_executors: Runni
 @pytest.mark.parametrize(
     "executors,expected",
     [
-        ({"x": {"kind": "slurmm"}}, "error: executors.x: kind 'slurmm' is not one of kubernetes, local, slurm"),
+        ({"x": {"kind": "slurmm"}}, "error: executors.x: kind 'slurmm' is not one of kubernetes, "),
         ({"one": {"kind": "local", "concurrency": 0}}, "error: executors.one: concurrency: "),
         ({"one": {"kind": "local", "partition": "a"}}, "error: executors.one: partition: "),
     ],

@@ -26,7 +26,7 @@ from primage.errors import BadRequest, Forbidden
 from primage.executors.base import TaskKey, TaskRun
 from primage.executors.kubernetes import KubernetesExecutor, KubernetesOptions, api_client, objects
 from primage.executors.kubernetes.informer import Expired, Informer
-from tests.harness import RunningServer, eventually
+from tests.harness import RunningServer, eventually, outputs
 from tests.kube import NAMESPACE, PLATFORM_TOKEN, KubeCluster
 
 
@@ -55,10 +55,7 @@ def test_an_htc_job_is_a_job_per_task_with_the_same_results_as_local(
     on_local = api.submit_job(job)
     for each in (on_kube, on_local):
         assert api.wait_job(each.id, poll=0.3, timeout=180).state == "succeeded"
-    results = [
-        sorted((e.name, api.read_bytes("ct", e.path)) for e in api.listdir("ct", f"outputs/{j.id}"))
-        for j in (on_kube, on_local)
-    ]
+    results = [outputs(api, "ct", j.id) for j in (on_kube, on_local)]
     assert results[0] == results[1] and len(results[0]) == 4
     tasks = api.tasks(on_kube.id).tasks
     assert sorted(t.external_id for t in tasks) == sorted(

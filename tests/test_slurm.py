@@ -14,7 +14,7 @@ import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
-from tests.harness import BUSYBOX, RunningServer, SlurmCluster, eventually
+from tests.harness import BUSYBOX, RunningServer, SlurmCluster, eventually, outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,10 +51,7 @@ def test_an_htc_job_is_one_slurm_array_with_the_same_results_as_local(
     on_local = api.submit_job(job)
     for each in (on_slurm, on_local):
         assert api.wait_job(each.id, poll=0.3, timeout=120).state == "succeeded"
-    results = [
-        sorted((e.name, api.read_bytes("ct", e.path)) for e in api.listdir("ct", f"outputs/{j.id}"))
-        for j in (on_slurm, on_local)
-    ]
+    results = [outputs(api, "ct", j.id) for j in (on_slurm, on_local)]
     assert results[0] == results[1] and len(results[0]) == 6
     tasks = api.tasks(on_slurm.id).tasks
     arrays = {t.external_id.split("_")[0] for t in tasks if t.external_id}
