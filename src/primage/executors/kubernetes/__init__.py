@@ -39,14 +39,11 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from kubernetes import client as k8s
-from kubernetes import config as kubeconfig
 from kubernetes.client.exceptions import ApiException
-from pydantic import Field
 
 from primage.errors import BadRequest, PrimageError
 from primage.executors.base import (
     Executor,
-    ExecutorOptions,
     ExternalRef,
     Host,
     Outcome,
@@ -56,117 +53,22 @@ from primage.executors.base import (
     TaskRun,
     utc,
 )
-from primage.executors.kubernetes import objects
+from primage.executors.kubernetes import objects, status
 from primage.executors.kubernetes.informer import Informer, Obj
+from primage.executors.kubernetes.options import (
+    KubernetesJobOptions,
+    KubernetesOptions,
+    Toleration,
+    api_client,
+)
 from primage.executors.registry import ConfigError
 from primage.host import procs
-from primage.models import Strict
 from primage.registry_client import resolve_digest, split_reference
 from primage.storage import reach
 
 log = logging.getLogger("primage.executors.kubernetes")
 
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-#: A container that waits for one of these cannot start as it is: its attempt fails at once.
-BROKEN = {"InvalidImageName", "CreateContainerConfigError", "ErrImageNeverPull"}
-#: One that waits for these may start later (a registry back, a node added): it fails only
-#: after ``pending_timeout_seconds``.
-STUCK = {"ErrImagePull", "ImagePullBackOff", "CreateContainerError", "RunContainerError"}
 API_THREADS = 8  # Job creations and deletions at once
-
-
-class Toleration(Strict):
-    """A pod toleration, as Kubernetes spells it."""
-
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    tolerationSeconds: int | None = None  # Kubernetes' own name
-
-    def manifest(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
-
-
-class KubernetesOptions(ExecutorOptions):
-    """What an operator configures for a cluster (``executors.NAME`` with kind kubernetes)."""
-
-    kubeconfig: Path | None = Field(
-        None,
-        description="The kubeconfig file to reach the API server with; default: the service "
-        "account of the pod the server runs in, else ~/.kube/config.",
-    )
-    context: str | None = Field(None, description="The kubeconfig context; default: current.")
-    namespace: str = Field("default", pattern=DNS_NAME, description="Where Jobs are made.")
-    instance: str = Field(
-        "primage",
-        pattern=r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$",
-        description="This platform's name in the namespace: its objects are named "
-        "<instance>-<job>-<task>-<attempt> and labelled app.kubernetes.io/instance=<instance>; "
-        "platforms sharing a namespace need different ones.",
-    )
-    space_volume: Literal["hostPath", "persistentVolumeClaim"] = Field(
-        "hostPath",
-        description="How pods reach the storage root: hostPath (one node, or the same "
-        "filesystem at the same path on every node) or a persistentVolumeClaim "
-        "(ReadWriteMany: NFS, CephFS).",
-    )
-    space_path: Path | None = Field(
-        None, description="hostPath: the storage root as the nodes see it; default: the server's."
-    )
-    space_claim: str | None = Field(
-        None, pattern=DNS_NAME, description="persistentVolumeClaim: its name (in namespace)."
-    )
-    base_image: str = Field(
-        "docker.io/library/python:3.11-slim",
-        description="The image tasks of jobs without an image run in.",
-    )
-    capacity: int = Field(
-        64, ge=1, description="Cores' worth of the platform's tasks the cluster runs at once."
-    )
-    prefetch: int | None = Field(
-        None,
-        ge=1,
-        description="Jobs made ahead of those running; default: capacity. More is slower: "
-        "pods the scheduler finds no room for wait in its unschedulable queue (up to 60 s on "
-        "Kubernetes 1.20) rather than starting as room frees up.",
-    )
-    run_as_user: int | None = Field(
-        None, ge=1, description="The uid of every pod; default: the server's sandbox_uid."
-    )
-    run_as_group: int | None = Field(
-        None, ge=1, description="Their gid; default: sandbox_gid (the group spaces belong to)."
-    )
-    read_only_root_filesystem: bool = Field(
-        True, description="Pods' root filesystems read-only (/tmp and /work stay writable)."
-    )
-    service_account: str | None = Field(None, pattern=DNS_NAME, description="Pods' account.")
-    priority_class: str | None = Field(None, pattern=DNS_NAME, description="Default priority.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="For every pod.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="For every pod.")
-    labels: dict[str, str] = Field(default_factory=dict, description="More labels, every object.")
-    gpus: bool = Field(False, description="The nodes offer nvidia.com/gpu: jobs may ask for GPUs.")
-    pending_timeout_seconds: float = Field(
-        600,
-        gt=0,
-        description="A pod whose image cannot be pulled this long fails with the kubelet's "
-        "message; an unschedulable one with the scheduler's, once no task of the executor has "
-        "started or ended for this long.",
-    )
-    grace_seconds: int = Field(
-        5, ge=0, description="terminationGracePeriodSeconds: from SIGTERM to SIGKILL on cancel."
-    )
-
-
-class KubernetesJobOptions(Strict):
-    """What a job file may ask of Kubernetes (``executor_options``)."""
-
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels its pods need, over the operator's."
-    )
-    tolerations: list[Toleration] = Field(default_factory=list, description="More tolerations.")
-    priority_class: str | None = Field(None, pattern=DNS_NAME, description="PriorityClass name.")
 
 
 @dataclass
@@ -181,26 +83,6 @@ class Attempt:
     cancelled: bool = False
     pod: str | None = None
     pending_since: float = 0.0
-
-
-def api_client(options: KubernetesOptions) -> k8s.ApiClient:
-    """A client of its own (not the library's global configuration)."""
-    configuration = k8s.Configuration()
-    if options.kubeconfig is None:
-        try:
-            kubeconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return k8s.ApiClient(configuration)
-        except kubeconfig.ConfigException:
-            pass
-    try:
-        kubeconfig.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(options.kubeconfig) if options.kubeconfig else None,
-            context=options.context,
-            client_configuration=configuration,
-        )
-    except (kubeconfig.ConfigException, OSError) as exc:
-        raise ConfigError(f"cannot read the kubeconfig: {exc}") from None
-    return k8s.ApiClient(configuration)
 
 
 class KubernetesExecutor(Executor):
@@ -279,7 +161,7 @@ class KubernetesExecutor(Executor):
 
     @property
     def prefetch(self) -> int:
-        return self.options.prefetch or self.options.capacity
+        return int(self.options.prefetch or self.options.capacity)
 
     def space_path(self, space: str, *, container: bool = False) -> str:
         return f"{objects.SPACES}/{space}"  # every task of a pod is in a container
@@ -444,11 +326,11 @@ class KubernetesExecutor(Executor):
                 return
             if attempt.cancelled:
                 return  # its end is the Job's deletion
-            if pod is not None and not attempt.started and _has_started(pod):
+            if pod is not None and not attempt.started and status.has_started(pod):
                 attempt.started = True
                 self._progress = time.monotonic()
                 self._events.append(TaskEvent(key, "started", utc(), external_id=attempt.pod))
-            ended = _ending(job, pod, attempt)
+            ended = status.ending(job, pod, attempt.timeout_s)
             if ended is not None:
                 self._finish(attempt, *ended)
         self.wake()
@@ -472,12 +354,12 @@ class KubernetesExecutor(Executor):
                 if attempt.started or attempt.cancelled or not attempt.made:
                     continue
                 pod = self.pods.get(attempt.pod) if attempt.pod else None
-                reason, message = _waiting(pod)
+                reason, message = status.waiting(pod)
                 since = attempt.pending_since
                 if reason == "Unschedulable":  # waiting for room is queueing, while others run
                     since = max(since, self._progress)
                 late = now - since >= self.options.pending_timeout_seconds
-                if reason in BROKEN or (reason and late):
+                if reason in status.BROKEN or (reason and late):
                     failing.append((attempt.key, f"{reason}: {message}".strip(": ")))
                 elif late and pod is None:
                     failing.append((attempt.key, "no pod was made for its Job"))
@@ -551,7 +433,7 @@ class KubernetesExecutor(Executor):
         with self._lock:
             for job in self.jobs.items():
                 key = objects.key_of(job["metadata"].get("labels"))
-                if key is None or key in self._attempts or _over(job):
+                if key is None or key in self._attempts or status.over(job):
                     continue
                 if any(e.key == key for e in self._events):
                     continue
@@ -573,7 +455,7 @@ class KubernetesExecutor(Executor):
         while True:
             pod = self._pod_of(key)
             running = key in self._attempts
-            if pod is not None and _has_started(pod):
+            if pod is not None and status.has_started(pod):
                 break
             if not follow or not running:
                 if pod is None:
@@ -627,77 +509,17 @@ class KubernetesExecutor(Executor):
         self._calls.shutdown(wait=False, cancel_futures=True)
 
 
-# -- reading objects ----------------------------------------------------------------------------
-
-
-def _container(pod: Obj) -> Obj:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == objects.CONTAINER:
-            return dict(status)
-    return {}
-
-
-def _has_started(pod: Obj) -> bool:
-    state = _container(pod).get("state") or {}
-    return "running" in state or "terminated" in state
-
-
-def _waiting(pod: Obj | None) -> tuple[str, str]:
-    """Why a pod does not start yet: the container's waiting reason, or the scheduler's."""
-    if pod is None:
-        return "", ""
-    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
-    if waiting.get("reason") in BROKEN | STUCK:
-        return str(waiting["reason"]), str(waiting.get("message", ""))
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return str(condition.get("reason", "Unschedulable")), str(condition.get("message", ""))
-    return "", ""
-
-
-def _condition(job: Obj) -> Obj | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
-def _over(job: Obj) -> bool:
-    return _condition(job) is not None or bool(job["metadata"].get("deletionTimestamp"))
-
-
-def _ending(job: Obj, pod: Obj | None, attempt: Attempt) -> tuple[Outcome, int | None, str] | None:
-    """How an attempt ended, once its Job or its pod says so; None while it has not."""
-    condition = _condition(job)
-    status = (pod or {}).get("status") or {}
-    terminated = (_container(pod).get("state") or {}).get("terminated") if pod else None
-    if condition is not None and condition["type"] == "Failed":
-        if condition.get("reason") == "DeadlineExceeded":
-            limit = job["spec"].get("activeDeadlineSeconds") or attempt.timeout_s or 0
-            return Outcome.TIMED_OUT, None, f"timed out after {limit:g} s (activeDeadlineSeconds)"
-        if status.get("reason") == "Evicted":
-            return Outcome.LOST, None, f"Evicted: {status.get('message', '')}".strip()
-        if terminated:
-            return _exited(terminated)
-        return Outcome.LOST, None, f"{condition.get('reason')}: {condition.get('message', '')}"
-    if terminated and status.get("phase") == "Succeeded":
-        return _exited(terminated)
-    if condition is not None:  # Complete: the pod may be gone already
-        return _exited(terminated) if terminated else (Outcome.EXITED, 0, "")
-    return None  # a failed pod ends when its Job says why (its deadline, or its exit)
-
-
-def _exited(terminated: Obj) -> tuple[Outcome, int | None, str]:
-    code = int(terminated.get("exitCode", 0))
-    if code == 0:
-        return Outcome.EXITED, 0, ""
-    reason = terminated.get("reason")
-    head = f"exit code {code}" + (f" ({reason})" if reason not in (None, "Error") else "")
-    return Outcome.EXITED, code, f"{head}\n{(terminated.get('message') or '').strip()}".strip()
-
-
 def _message(exc: ApiException) -> str:
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except ValueError:
         return str(exc.reason)
+
+
+__all__ = [
+    "KubernetesExecutor",
+    "KubernetesJobOptions",
+    "KubernetesOptions",
+    "Toleration",
+    "api_client",
+]
