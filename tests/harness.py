@@ -483,3 +483,10 @@ def outputs(api: Client, space: str, job_id: int) -> list[tuple[str, bytes]]:
     """(name, content) of every file in a job's default output folder, sorted."""
     found = api.listdir(space, f"outputs/{job_id}")
     return sorted((e.name, api.read_bytes(space, e.path)) for e in found)
+
+
+def scans(api: Client, count: int) -> None:
+    """A space 'ct' holding in/scan0.txt … in/scan<count-1>.txt, one small text each."""
+    api.create_space("ct")
+    for i in range(count):
+        api.upload("ct", f"in/scan{i}.txt", f"image {i}\n".encode())

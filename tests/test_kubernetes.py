@@ -26,18 +26,12 @@ from primage.errors import BadRequest, Forbidden
 from primage.executors.base import TaskKey, TaskRun
 from primage.executors.kubernetes import KubernetesExecutor, KubernetesOptions, api_client, objects
 from primage.executors.kubernetes.informer import Expired, Informer
-from tests.harness import RunningServer, eventually, outputs
+from tests.harness import RunningServer, eventually, outputs, scans
 from tests.kube import NAMESPACE, PLATFORM_TOKEN, KubeCluster
 
 
 def job_pods(cluster: KubeCluster, instance: str, job_id: int) -> list[dict[str, Any]]:
     return cluster.pods(f"app.kubernetes.io/instance={instance},primage.io/job={job_id}")
-
-
-def scans(api: Client, count: int) -> None:
-    api.create_space("ct")
-    for i in range(count):
-        api.upload("ct", f"in/scan{i}.txt", f"image {i}\n".encode())
 
 
 def test_an_htc_job_is_a_job_per_task_with_the_same_results_as_local(

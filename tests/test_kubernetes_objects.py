@@ -148,3 +148,10 @@ def test_a_pull_secret_holds_the_job_s_credential_for_its_registry_only() -> Non
 @pytest.mark.parametrize("labels", [None, {}, {objects.JOB: "1", objects.TASK: "x"}])
 def test_objects_that_are_not_an_attempt_s_name_none(labels: dict[str, str] | None) -> None:
     assert objects.key_of(labels) is None
+
+
+def test_a_job_s_name_gives_its_attempt_back() -> None:
+    key = TaskKey(42, 7, 2)
+    assert objects.key_of_name(HOST, objects.job_name(HOST, key)) == key
+    for other in ("primage-pull-42", "other-42-7-2", "primage-42-7"):
+        assert objects.key_of_name(HOST, other) is None

@@ -14,7 +14,7 @@ import pytest
 
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
-from tests.harness import BUSYBOX, RunningServer, SlurmCluster, eventually, outputs
+from tests.harness import BUSYBOX, RunningServer, SlurmCluster, eventually, outputs, scans
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +26,6 @@ def queue(cluster: SlurmCluster) -> list[dict[str, object]]:
     )  # fmt: skip
     jobs: list[dict[str, object]] = json.loads(done.stdout)["jobs"]
     return jobs
-
-
-def scans(api: Client, count: int) -> None:
-    api.create_space("ct")
-    for i in range(count):
-        api.upload("ct", f"in/scan{i}.txt", f"image {i}\n".encode())
 
 
 def test_an_htc_job_is_one_slurm_array_with_the_same_results_as_local(

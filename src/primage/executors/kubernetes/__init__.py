@@ -282,16 +282,13 @@ class KubernetesExecutor(Executor):
     # -- what the watches say -------------------------------------------------------------------
 
     def _job_changed(self, name: str, job: Obj | None) -> None:
-        key = objects.key_of(job["metadata"].get("labels")) if job else self._key_of_name(name)
+        key = (
+            objects.key_of(job["metadata"].get("labels"))
+            if job
+            else objects.key_of_name(self.defaults, name)
+        )
         if key is not None:
             self._judge(key)
-
-    def _key_of_name(self, name: str) -> TaskKey | None:
-        """The attempt of a Job's name (``objects.job_name``)."""
-        parts = name.removeprefix(f"{self.defaults.instance}-").split("-")
-        if len(parts) == 3 and all(p.isdigit() for p in parts):
-            return TaskKey(int(parts[0]), int(parts[1]), int(parts[2]))
-        return None
 
     def _pod_changed(self, name: str, pod: Obj | None) -> None:
         with self._lock:
@@ -431,11 +428,10 @@ class KubernetesExecutor(Executor):
         track of taken back (for the reconciler to cancel those the platform forgot)."""
         await self._synced()
         with self._lock:
+            reported = {e.key for e in self._events}
             for job in self.jobs.items():
                 key = objects.key_of(job["metadata"].get("labels"))
-                if key is None or key in self._attempts or status.over(job):
-                    continue
-                if any(e.key == key for e in self._events):
+                if key is None or key in self._attempts or key in reported or status.over(job):
                     continue
                 log.warning("executor %s: took %s back", self.name, key)
                 self._attempts[key] = Attempt(key, None, made=True, seen=True,

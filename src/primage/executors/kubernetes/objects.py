@@ -83,6 +83,14 @@ def job_name(defaults: PodDefaults, key: TaskKey) -> str:
     return f"{defaults.instance}-{key.job_id}-{key.index}-{key.attempt}"
 
 
+def key_of_name(defaults: PodDefaults, name: str) -> TaskKey | None:
+    """The attempt a Job's name (``job_name``) stands for, or None for another name."""
+    parts = name.removeprefix(f"{defaults.instance}-").split("-")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return TaskKey(int(parts[0]), int(parts[1]), int(parts[2]))
+    return None
+
+
 def pull_secret_name(defaults: PodDefaults, job_id: int) -> str:
     return f"{defaults.instance}-pull-{job_id}"
 
