@@ -23,6 +23,7 @@ command -v runc >/dev/null || missing+=(runc)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
 built=true
 for b in "${WHAT[@]}"; do [ -x "$BIN/$b" ] || built=false; done
 if ! $built; then

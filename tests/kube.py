@@ -10,8 +10,12 @@ What 1.20 and this machine lack, worked around here rather than in the executor:
 
 - The kubelet refuses a loopback node IP, so the node has no address the API server can use
   for logs: the API server prefers the node's *Hostname* (``localhost``) instead.
-- Pods are on a bridge of their own (CNI ``bridge``, no gateway, no masquerade): they reach
-  neither the host's services nor beyond, as the NetworkPolicy the docs ask sites for does.
+- Pods are on a bridge of their own (CNI ``bridge``, no masquerade) whose address on the host
+  side (10.244.0.1) lets the platform's proxy reach app pods by their IP (``app_address:
+  pod``), as a server on a node does. A chain of the host's firewall (``PRIMAGE-PODS``) drops
+  every connection a pod opens to the host or beyond: pods reach nothing but each other, as
+  with the NetworkPolicy the docs ask sites for. No kube-proxy runs, so Services have no
+  cluster IPs that work; there is no cluster DNS either.
 - containerd cannot lower a sandbox's ``oom_score_adj`` without CAP_SYS_RESOURCE here
   (``restrict_oom_score_adj``); cgroup v1 with the cgroupfs driver.
 - No Indexed Jobs before 1.24 (the executor makes a Job per attempt, see ADR 0011).
@@ -71,17 +75,42 @@ state = "{work}/containerd/state"
     config_path = "{work}/registries"
 """
 
-#: Pods on a bridge of their own with no address on the host side and no route out: they reach
-#: each other, not the host's services nor beyond (what the NetworkPolicy of the docs does).
+#: Pods on a bridge of their own, the host at its gateway address; what pods open towards the
+#: host or beyond is dropped by ``FIREWALL``.
 CNI = {
     "cniVersion": "0.4.0",
     "name": "pods",
     "plugins": [{
-        "type": "bridge", "bridge": "primage0", "isGateway": False, "ipMasq": False,
+        "type": "bridge", "bridge": "primage0", "isGateway": True, "ipMasq": False,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/24"}]],
                  "dataDir": "{work}/cni-ipam"},
     }],
 }  # fmt: skip
+
+
+#: The host's firewall for the pods' bridge: answers to the host's own connections pass (the
+#: proxy reaching an app's pod), anything a pod opens towards the host or beyond is dropped.
+FIREWALL = "PRIMAGE-PODS"
+FIREWALL_RULES = [
+    ["-A", FIREWALL, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+    ["-A", FIREWALL, "-j", "DROP"],
+]
+HOOKS = [["INPUT", "-i", "primage0", "-j", FIREWALL],
+         ["FORWARD", "-i", "primage0", "!", "-o", "primage0", "-j", FIREWALL]]  # fmt: skip
+
+
+def _firewall(up: bool) -> None:
+    def iptables(*args: str) -> None:
+        subprocess.run(["iptables", *args], capture_output=True)
+
+    for hook in HOOKS:
+        iptables("-D", *hook)
+    iptables("-F", FIREWALL)
+    iptables("-X", FIREWALL)
+    if up:
+        subprocess.run(["iptables", "-N", FIREWALL], check=True, capture_output=True)
+        for rule in [*FIREWALL_RULES, *(["-I", *hook] for hook in HOOKS)]:
+            subprocess.run(["iptables", *rule], check=True, capture_output=True)
 
 
 def binaries() -> Path | str:
@@ -159,6 +188,7 @@ class KubeCluster:
             )
 
         try:
+            _firewall(up=True)
             start("etcd", [
                 "etcd", "--name", "test", "--data-dir", f"{work}/etcd",
                 "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
@@ -227,6 +257,7 @@ class KubeCluster:
                     process.wait(5)
             _unmount_under(work)
             subprocess.run(["ip", "link", "delete", "primage0"], capture_output=True)
+            _firewall(up=False)
 
     # -- what tests ask of it -------------------------------------------------------------------
 

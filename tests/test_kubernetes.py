@@ -11,8 +11,10 @@ the periodic sync) runs in test_executor_contract.py.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -174,7 +176,8 @@ def test_the_manifests_pass_the_api_server_s_own_validation(kube_cluster: KubeCl
         json=broken, verify=False, headers={"Authorization": f"Bearer {PLATFORM_TOKEN}"},
     )  # fmt: skip
     assert refused.status_code == 422 and "restartPolicy" in refused.text, refused.text
-    secret = objects.pull_secret(defaults, 1, "127.0.0.1:5000", "alice", "token")
+    name, labels = objects.pull_secret_name(defaults, 1), objects.job_pull_labels(defaults, 1)
+    secret = objects.pull_secret(defaults, name, labels, "127.0.0.1:5000", "alice", "token")
     executor.core.create_namespaced_secret(NAMESPACE, secret, dry_run="All")
 
 
@@ -286,3 +289,97 @@ def test_spaces_through_a_persistent_volume_claim(
             server.stop()
             core.delete_namespaced_persistent_volume_claim(claim, NAMESPACE)
             core.delete_persistent_volume(claim)
+
+
+#: An app on the cluster: busybox's web server over its space, which first writes there what
+#: its pod sees (the spaces it mounts, its uid, whether the host answers it).
+SITE = """
+app:
+  name: site
+  executor: kube
+  command: >-
+    sh -c "(ls /spaces; id -u; wget -q -T 3 -O - http://10.244.0.1:{host_port}/ || echo no host)
+    > {spaces.site}/seen.txt; exec httpd -f -p {port} -h {spaces.site}"
+  strip_prefix: true
+  health_path: index.html
+  spaces: [site]
+"""
+
+
+def _sets(cluster: KubeCluster, instance: str) -> list[dict[str, Any]]:
+    listed = cluster.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"
+                         f"?labelSelector=app.kubernetes.io/instance={instance}")  # fmt: skip
+    return list(listed["items"])  # type: ignore[call-overload]
+
+
+def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopped(
+    kube_server: RunningServer, kube_cluster: KubeCluster, kube_instance: str
+) -> None:
+    """Alice's app on the cluster serves her space through the proxy; its pod sees her space
+    only (not Bob's), as the sandbox's uid, and cannot open a connection to the host; the app's
+    token is in a Secret, never in the pod spec; a SIGKILLed server's successor adopts the
+    instance rather than starting another; stopping it scales the StatefulSet to zero and
+    deletes it, removing it deletes its Secrets."""
+    admin = kube_server.client()
+    bob_token = admin.create_user("bob").token
+    bob = Client(kube_server.url, bob_token)
+    alice_token = admin.create_user("alice").token
+    alice = Client(kube_server.url, alice_token)
+    bob.create_space("bobs")
+    alice.create_space("site")
+    alice.upload("site", "index.html", b"<h1>on the cluster</h1>\n")
+    with socket.create_server(("0.0.0.0", 0)) as host_door:  # what a pod must not reach
+        host_door.settimeout(0.1)
+        alice.deploy_app(SITE.replace("{host_port}", str(host_door.getsockname()[1])),
+                         source="site.yaml")  # fmt: skip
+        shown = alice.wait_app("site", timeout=120)
+        assert shown.state == "running", shown.message
+        with pytest.raises(TimeoutError):
+            host_door.accept()
+    base = f"{kube_server.url}/apps/site/"
+    page = httpx.get(f"{base}index.html", headers={"Authorization": f"Bearer {alice_token}"})
+    assert page.status_code == 200 and page.text == "<h1>on the cluster</h1>\n"
+    seen = alice.read_bytes("site", "seen.txt").decode().split()
+    assert seen == ["site", "64000", "no", "host"], seen  # her space only, as the sandbox's uid
+    assert httpx.get(f"{base}index.html").status_code == 401
+    assert httpx.get(f"{base}index.html", headers={"Authorization": f"Bearer {bob_token}"}
+                     ).status_code == 403  # fmt: skip
+
+    (made,) = _sets(kube_cluster, kube_instance)
+    name = made["metadata"]["name"]
+    assert shown.instances[0].external_id == f"kube/{name}"
+    secret = kube_cluster.get(f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}")
+    token = base64.b64decode(secret["data"]["PRIMAGE_APP_TOKEN"]).decode()  # type: ignore[index]
+    (pod,) = kube_cluster.pods(f"app.kubernetes.io/instance={kube_instance}")
+    assert len(token) > 20 and token not in json.dumps([made, pod])
+    service = kube_cluster.get(f"/api/v1/namespaces/{NAMESPACE}/services/{name}")
+    assert service["metadata"]["ownerReferences"][0]["uid"] == made["metadata"]["uid"]  # type: ignore[index]
+
+    kube_server.kill()
+    server = kube_server.restart()
+    try:
+        api = Client(server.url, alice_token)
+        eventually(lambda: httpx.get(f"{server.url}/apps/site/index.html",
+                                     headers={"Authorization": f"Bearer {alice_token}"}
+                                     ).status_code == 200, 60, "the app served again")  # fmt: skip
+        assert [s["metadata"]["name"] for s in _sets(kube_cluster, kube_instance)] == [name]
+        assert api.app("site").instances[0].restarts == 0, "adopted, not started anew"
+
+        api.stop_app("site")
+        assert api.wait_app("site", until=("stopped",), timeout=90).state == "stopped"
+        assert not _sets(kube_cluster, kube_instance)
+        assert not kube_cluster.pods(f"app.kubernetes.io/instance={kube_instance}")
+        api.start_app("site")
+        assert api.wait_app("site", timeout=120).state == "running"
+        api.remove_app("site")
+        labels = f"app.kubernetes.io/instance={kube_instance}"
+
+        def cleaned() -> bool:
+            secrets = kube_cluster.get(
+                f"/api/v1/namespaces/{NAMESPACE}/secrets?labelSelector={labels}"
+            )
+            return not _sets(kube_cluster, kube_instance) and not secrets["items"]
+
+        eventually(cleaned, 90, "the app's StatefulSet and Secrets deleted")
+    finally:
+        server.stop()

@@ -14,7 +14,7 @@ import pytest
 from kubernetes_validate.utils import all_versions
 
 from primage.executors.base import TaskKey, TaskRun
-from primage.executors.kubernetes import objects
+from primage.executors.kubernetes import app_objects, objects
 from primage.executors.kubernetes.objects import PodDefaults, SpaceMount, SpaceVolume
 
 HOST = PodDefaults(
@@ -134,7 +134,8 @@ def test_with_a_claim_every_space_is_a_subpath_of_it() -> None:
 
 
 def test_a_pull_secret_holds_the_job_s_credential_for_its_registry_only() -> None:
-    secret = objects.pull_secret(HOST, 42, "registry.example:5000", "alice", "tok")
+    name, labels = objects.pull_secret_name(HOST, 42), objects.job_pull_labels(HOST, 42)
+    secret = objects.pull_secret(HOST, name, labels, "registry.example:5000", "alice", "tok")
     validate(secret)
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
     assert secret["metadata"]["name"] == objects.pull_secret_name(HOST, 42) == "primage-pull-42"
@@ -155,3 +156,70 @@ def test_a_job_s_name_gives_its_attempt_back() -> None:
     assert objects.key_of_name(HOST, objects.job_name(HOST, key)) == key
     for other in ("primage-pull-42", "other-42-7-2", "primage-42-7"):
         assert objects.key_of_name(HOST, other) is None
+
+
+def test_an_app_instance_is_a_stateful_set_with_a_service_and_a_secret_for_its_token() -> None:
+    labels = app_objects.instance_labels(HOST, 5, 2, 1)
+    name = app_objects.instance_name(HOST, 5, 2, 1, "a1b2c3")
+    token = "s3cret-app-token"
+    made = app_objects.instance_objects(
+        HOST,
+        name,
+        labels,
+        image="registry.example:5000/alice/notebook@sha256:" + "0" * 64,
+        argv=["/bin/sh", "-c", f"exec serve --token=$({app_objects.TOKEN})"],
+        env={"PRIMAGE_APP": "notebook"},
+        secrets={app_objects.TOKEN: token, "DB_PASSWORD": "hunter2"},
+        mounts=[SpaceMount("scans", False), SpaceMount("atlas", True)],
+        port=8888,
+        health_path="/apps/notebook/api",
+        startup_s=60,
+        limits=objects.resources(2, 1024**3, 0),
+        workdir="/spaces/scans",
+        pull_secret=app_objects.pull_secret_name(HOST, 5),
+    )
+    stateful_set, service, secret = made
+    for manifest in made:
+        validate(manifest)
+        assert manifest["metadata"]["name"] == name == "primage-app-5-2-1-a1b2c3"
+        assert manifest["metadata"]["labels"] == labels
+    assert token not in json.dumps([stateful_set, service])  # the pod spec names it only
+    assert secret["stringData"] == {app_objects.TOKEN: token, "DB_PASSWORD": "hunter2"}
+    spec = stateful_set["spec"]
+    assert (spec["replicas"], spec["serviceName"]) == (1, name)
+    assert spec["selector"]["matchLabels"] == labels
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Always"
+    assert pod["imagePullSecrets"] == [{"name": "primage-app-pull-5"}]
+    assert pod["securityContext"]["runAsUser"] == 64000
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["workingDir"] == "/spaces/scans"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PRIMAGE_APP"]["value"] == "notebook"
+    assert env[app_objects.TOKEN]["valueFrom"] == {
+        "secretKeyRef": {"name": name, "key": app_objects.TOKEN}
+    }
+    assert container["readinessProbe"]["httpGet"] == {"path": "/apps/notebook/api", "port": 8888}
+    assert container["startupProbe"]["tcpSocket"] == {"port": 8888}
+    assert container["startupProbe"]["failureThreshold"] * app_objects.PROBE_S >= 60
+    mounts = {m["mountPath"]: m.get("readOnly") for m in container["volumeMounts"]}
+    assert mounts["/spaces/scans"] is False and mounts["/spaces/atlas"] is True
+    assert service["spec"]["selector"] == labels
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8888, "targetPort": "http"}]
+    owner = {"metadata": {"name": name, "uid": "1234"}}
+    owned = app_objects.owned_by(secret, owner)
+    validate(owned)
+    assert owned["metadata"]["ownerReferences"][0]["uid"] == "1234"
+    assert "ownerReferences" not in secret["metadata"]  # a new manifest, the old one unchanged
+
+
+def test_an_app_s_pull_secret_is_found_by_the_app_s_labels() -> None:
+    labels = app_objects.app_labels(HOST, 5)
+    secret = objects.pull_secret(HOST, app_objects.pull_secret_name(HOST, 5), labels,
+                                 "registry.example:5000", "alice", "tok")  # fmt: skip
+    validate(secret)
+    assert secret["metadata"]["labels"][app_objects.APP] == "5"
+    instance = app_objects.instance_labels(HOST, 5, 1, 0)
+    assert labels.items() <= instance.items()  # forgetting the app finds both

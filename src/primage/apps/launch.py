@@ -25,6 +25,17 @@ from primage.models.apps import AppSpec
 RELAY = str(Path(services.__file__).with_name("relay.py"))  # the door of an app's sandbox
 
 
+def instance_folder(apps: Path, app_id: int, generation: int, index: int) -> Path:
+    """An instance's folder under ``<data_dir>/apps``: its ``output.log`` (every backend's),
+    and the working folder of a process without a workdir."""
+    return apps / str(app_id) / f"{generation}.{index}"
+
+
+def output_log(apps: Path, app_id: int, generation: int, index: int) -> Path:
+    """Where an instance's output is (``host/services.py`` writes a process's there)."""
+    return instance_folder(apps, app_id, generation, index) / "output.log"
+
+
 def container_name(app_id: int, generation: int, index: int) -> str:
     return f"primage-app-{app_id}-{generation}-{index}"
 
@@ -41,12 +52,17 @@ class Launch:
         token: str,
         runtime: Runtime | None = None,
         sandbox: Sandbox | None = None,
+        *,
+        in_pod: bool = False,
     ) -> None:
         self.settings, self.name, self.app_id, self.spec, self.token = (
             settings, name, app_id, spec, token,
         )  # fmt: skip
         self.runtime = runtime if spec.image is not None else None
         self.sandbox = sandbox
+        #: In a pod of a cluster (``executors/kubernetes/instances.py``), whose container
+        #: sees its spaces at ``/spaces/<name>`` as a local one does.
+        self.in_pod = in_pod
         self.root = settings.storage_path
         self.prefix = "/" if spec.strip_prefix else f"/apps/{name}/"
 
@@ -60,12 +76,11 @@ class Launch:
         return self.spec.port or host_port if self.runtime is not None else host_port
 
     def space_path(self, name: str) -> str:
-        return f"{SPACES}/{name}" if self.runtime is not None else str(self.root / name)
+        contained = self.runtime is not None or self.in_pod
+        return f"{SPACES}/{name}" if contained else str(self.root / name)
 
     def folder(self, generation: int, index: int) -> Path:
-        """An instance's folder: its output.log, and its working folder without a workdir
-        (Supervisor.log_path names the same file)."""
-        return self.settings.data_dir / "apps" / str(self.app_id) / f"{generation}.{index}"
+        return instance_folder(self.settings.data_dir / "apps", self.app_id, generation, index)
 
     @property
     def workdir(self) -> str | None:
@@ -75,11 +90,12 @@ class Launch:
         space, _, folder = self.spec.workdir.partition("/")
         return f"{self.space_path(space)}/{folder}".rstrip("/")
 
-    def render(self, port: int) -> str:
+    def render(self, port: int, token: str | None = None) -> str:
+        """The command line; ``token``: what stands for ``{app_token}`` (default: itself)."""
         values = {
             "port": str(port),
             "base_url": f"/apps/{self.name}/",
-            "app_token": self.token,
+            "app_token": self.token if token is None else token,
             "workdir": self.workdir or "",
         }
 
@@ -90,9 +106,9 @@ class Launch:
 
         return substitute(self.spec.command or "", value)
 
-    def command(self, port: int = 0) -> list[str]:
+    def command(self, port: int = 0, token: str | None = None) -> list[str]:
         """The app's own command line as argv (empty: an image's default command)."""
-        return procs.argv_for(self.render(port)) if self.spec.command else []
+        return procs.argv_for(self.render(port, token)) if self.spec.command else []
 
     def variables(self, port: int) -> dict[str, str]:
         """What the app finds in its environment: the spec's, its secrets, the platform's."""

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from primage.auth import audit
+from primage.auth import audit, tokens
 from primage.auth.crypto import SecretBox
 from primage.auth.principal import Principal
 from primage.db import tables
 from primage.errors import Conflict
+from primage.executors.base import Executor, Pull
 from primage.models.apps import AppSpec
 
 
@@ -48,3 +50,26 @@ def create(
     session.add(tables.AppEvent(app_id=row.id, message=f"deployed by {by}"))
     audit.record(session, caller, "app.deploy", f"app:{spec.name}")
     return row
+
+
+APP_PULL_DAYS = 365  # an app's pull credential: revoked when the app is removed
+
+
+def pull_token_name(app_id: int) -> str:
+    """The name of an app's own pull credential (``keep_pull``)."""
+    return f"app-{app_id}-pull"
+
+
+def keep_pull(
+    session: Session, caller: Principal, executor: Executor, app_id: int, image: str, tls: bool
+) -> None:
+    """A pull credential of the app's own for an executor whose nodes pull its image (every
+    restart, on any node, may pull it again): a read-only token of the deployer's, revoked when
+    the app is removed (``revoke_pull``)."""
+    lifetime = dt.timedelta(days=APP_PULL_DAYS)
+    secret = tokens.issue_pull(session, caller.user_id, pull_token_name(app_id), lifetime)
+    executor.keep_app_pull(app_id, image, Pull((caller.name, secret), tls_verify=tls))
+
+
+def revoke_pull(session: Session, app: tables.App) -> None:
+    tokens.revoke_named(session, app.owner_id, pull_token_name(app.id))

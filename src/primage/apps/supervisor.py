@@ -45,7 +45,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import delete, select
 
-from primage.apps.backends import InstanceBackend, InstanceError
+from primage.apps import records
+from primage.apps.backends import Backends, InstanceError
 from primage.apps.launch import Launch, container_name
 from primage.auth.crypto import SecretBox
 from primage.config import Settings
@@ -93,7 +94,7 @@ class Supervisor:
         settings: Settings,
         db: Database,
         box: SecretBox,
-        backend: InstanceBackend,
+        backend: Backends,
         runtime: Runtime | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
@@ -110,10 +111,10 @@ class Supervisor:
         self._stopped_refs: set[str] = set()  # instances stopped, not to be stopped again
         self._checks: dict[Key, Future[bool]] = {}  # health checks under way, or answered
         #: Interactive jobs' task events, for the job reconciler (``job_events``).
-        self._job_events: list[TaskEvent] = []
+        self._job_events: dict[str, list[TaskEvent]] = {}  # by the jobs' executor
         self._events_lock = threading.Lock()
         self._reported: dict[int, str] = {}  # job → the last event sent for its task
-        self.on_job_event: Callable[[], None] = lambda: None
+        self.on_job_event: Callable[[str], None] = lambda executor: None
         self._starting = False  # an instance was starting at the last turn
         self._activity: dict[int, dt.datetime] = {}
         self._touched: set[int] = set()  # apps with traffic since the last turn
@@ -141,12 +142,13 @@ class Supervisor:
             await asyncio.gather(self._turning, return_exceptions=True)
         await asyncio.to_thread(self._pool.shutdown)  # stops under way end first
         self._http.close()
+        self.backend.close()
 
-    def job_events(self) -> list[TaskEvent]:
-        """What happened to interactive jobs' tasks since the last call (never blocks)."""
+    def job_events(self, executor: str) -> list[TaskEvent]:
+        """What happened to the tasks of an executor's interactive jobs since the last call
+        (never blocks)."""
         with self._events_lock:
-            found, self._job_events = self._job_events, []
-        return found
+            return self._job_events.pop(executor, [])
 
     def wake(self) -> None:
         """Ask for a turn now; safe from any thread."""
@@ -234,7 +236,14 @@ class Supervisor:
         spec = self._spec(app.pending_spec or app.spec)
         target = app.generation + 1 if updating else app.generation
         token = self.box.open(app.app_token) or ""
-        launch = Launch(self.settings, app.name, app.id, spec, token, self.runtime, self.sandbox)
+        try:
+            in_pods = self.backend.of(spec.executor).in_pods
+        except InstanceError as exc:
+            self._fail(app, instances, target, str(exc), events)
+            return
+        runtime = None if in_pods else self.runtime
+        launch = Launch(self.settings, app.name, app.id, spec, token, runtime, self.sandbox,
+                        in_pod=in_pods)  # fmt: skip
         current = [i for i in instances if i.generation == target]
         for index in range(spec.replicas):
             if not any(i.index == index for i in current):
@@ -276,7 +285,7 @@ class Supervisor:
         if code is not None:
             self._forget(key)
             how = "ended" if code == -1 else f"exited with code {code}"
-            tail = procs.tail(launch.folder(row.generation, row.index) / "output.log")
+            tail = procs.tail(self.backend.log_path(row.app_id, row.generation, row.index))
             row.message = f"{how}\n{tail}".strip()
             events.append(f"instance {row.index} {how}")
             return self._crashed(row)
@@ -506,7 +515,8 @@ class Supervisor:
                 if events:
                     stored.updated_at = utcnow()
                 if stored.job_id is not None and stored.state == "failed":
-                    self._report(stored.job_id, stored.name, "failed", None, stored.message)
+                    self._report(stored.job_id, self._executor(stored), stored.name, "failed",
+                                 None, stored.message)  # fmt: skip
                     stored.state = "removing"  # a job's app ends with it: removed next turn
             for row in instances:
                 if row.state == "stopped":
@@ -528,10 +538,13 @@ class Supervisor:
             if row is None:
                 return
             if row.job_id is not None:  # its task's end, for the job reconciler
-                self._report(row.job_id, row.name, "stopped", row.state, row.message)
+                self._report(row.job_id, self._executor(row), row.name, "stopped", row.state,
+                             row.message)  # fmt: skip
             if row.state == "removing" or row.job_id is not None:  # a job's app ends with it
+                records.revoke_pull(session, row)
                 session.delete(row)
                 shutil.rmtree(self.folder / str(app.id), ignore_errors=True)  # its logs
+                self.backend.forget(app.id)
             else:
                 row.state = "stopped"
                 session.add_all(tables.AppEvent(app_id=app.id, message=e) for e in events)
@@ -545,7 +558,8 @@ class Supervisor:
         whose app failed or is gone has ended. It records each once; repeats are ignored."""
         with self.db.session() as session:
             rows = session.execute(  # from the jobs not ended (indexed): few, whatever runs
-                select(tables.Job.id, tables.App.name, tables.App.state, tables.App.message)
+                select(tables.Job.id, tables.Job.executor)
+                .add_columns(tables.App.name, tables.App.state, tables.App.message)
                 .join(tables.Task, (tables.Task.job_id == tables.Job.id) & (tables.Task.index == 0))
                 .outerjoin(tables.App, tables.App.job_id == tables.Job.id)
                 .where(tables.Job.state.not_in(sorted(JOB_DONE)), tables.Job.kind == INTERACTIVE)
@@ -553,11 +567,22 @@ class Supervisor:
             ).all()
         active = {job_id for job_id, *_ in rows}
         self._reported = {j: sent for j, sent in self._reported.items() if j in active}
-        for job_id, name, state, message in rows:
-            self._report(job_id, name, "gone" if name is None else state, state, message)
+        for job_id, executor, name, state, message in rows:
+            how = "gone" if name is None else state
+            self._report(job_id, executor, name, how, state, message)
+
+    def _executor(self, app: tables.App) -> str:
+        """The executor an interactive job's app runs on: its job's."""
+        return str(json.loads(app.spec).get("executor") or self.backend.default)
 
     def _report(
-        self, job_id: int, name: str | None, how: str, state: str | None, message: str | None
+        self,
+        job_id: int,
+        executor: str,
+        name: str | None,
+        how: str,
+        state: str | None,
+        message: str | None,
     ) -> None:
         """One event for an interactive job's task: ``how`` is the app's state, or ``stopped``
         (its instances ended; ``state`` says why: idle or removed), or ``gone``."""
@@ -580,8 +605,8 @@ class Supervisor:
             return
         self._reported[job_id] = event.kind
         with self._events_lock:
-            self._job_events.append(event)
-        self.on_job_event()
+            self._job_events.setdefault(executor, []).append(event)
+        self.on_job_event(executor)
 
     def _save_activity(self) -> None:
         """Last proxied traffic, written once a turn rather than on every request."""

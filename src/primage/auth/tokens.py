@@ -137,3 +137,23 @@ def revoke(session: Session, row: Token) -> int:
         if each.revoked_at is None:
             each.revoked_at = now
     return len(rows)
+
+
+def issue_pull(session: Session, user_id: int, name: str, lifetime: dt.timedelta) -> str:
+    """A read-only token of the user's that nodes pull a job's or an app's image with, under
+    a name of the job's or app's own (``revoke_named`` ends it with them)."""
+    user = session.get(User, user_id)
+    assert user is not None
+    _, secret = issue(session, user, name=name, lifetime=lifetime,
+                      caveats=Caveats(read_only=True))  # fmt: skip
+    return secret
+
+
+def revoke_named(session: Session, user_id: int, name: str) -> None:
+    """Revoke the user's live tokens of that name (a job's or an app's pull credential)."""
+    for row in session.scalars(
+        select(Token).where(
+            Token.user_id == user_id, Token.name == name, Token.revoked_at.is_(None)
+        )
+    ):
+        revoke(session, row)

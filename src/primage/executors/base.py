@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -24,6 +25,7 @@ from primage.errors import BadRequest, describe_invalid
 from primage.models import Strict
 
 if TYPE_CHECKING:
+    from primage.apps.backends import InstanceBackend
     from primage.config import Settings
     from primage.host.containers import Runtime
     from primage.host.sandbox import Sandbox
@@ -232,6 +234,17 @@ class Executor(abc.ABC):
         """Keep the job's pull credential where its tasks' nodes find it (``pulls_on_nodes``);
         it is revoked when the job ends."""
         raise NotImplementedError(f"the '{self.name}' executor's nodes pull no images")
+
+    def keep_app_pull(self, app_id: int, image: str, pull: Pull) -> None:
+        """Keep an app's pull credential where its instances' nodes find it (``pulls_on_nodes``);
+        it is revoked, and removed by its instance backend's ``forget``, with the app."""
+        raise NotImplementedError(f"the '{self.name}' executor's nodes pull no app images")
+
+    def instance_backend(self, folder: Path) -> InstanceBackend | None:
+        """Where its apps' instances run, when it runs apps beyond this machine's processes
+        and containers (``apps/backends.py``); ``folder`` keeps their output. None: on this
+        machine (``LocalBackend``)."""
+        return None
 
     @abc.abstractmethod
     async def submit(self, runs: Sequence[TaskRun]) -> None: ...

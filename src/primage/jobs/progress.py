@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from primage.auth import tokens
 from primage.db import tables
 from primage.executors.base import utc
 from primage.jobs import states
@@ -35,12 +36,8 @@ def close_if_done(session: Session, job_id: int) -> bool:
     job.state = state
     job.finished_at = utc()
     job.message = states.summary(state, counts)
-    session.execute(  # its pull credential, if it had one (jobs/submit.keep_pull)
-        update(tables.Token)
-        .where(tables.Token.user_id == job.owner_id, tables.Token.name == pull_token_name(job_id))
-        .where(tables.Token.revoked_at.is_(None))
-        .values(revoked_at=utc())
-    )
+    # its pull credential, if it had one (jobs/submit.keep_pull)
+    tokens.revoke_named(session, job.owner_id, pull_token_name(job_id))
     return True
 
 

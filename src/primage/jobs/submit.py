@@ -15,7 +15,7 @@ from primage.apps import records
 from primage.auth import policy, tokens
 from primage.auth.crypto import SecretBox
 from primage.auth.policy import Right
-from primage.auth.principal import Caveats, Principal
+from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.errors import BadRequest, Conflict
 from primage.executors.base import Executor, Pull
@@ -75,7 +75,7 @@ def submit(
     credentials it was pulled with from the platform registry, if it was."""
     check_spaces(session, caller, spec)
     if spec.kind == INTERACTIVE:
-        return submit_service(session, box, executor, caller, spec, image)
+        return submit_service(session, box, executor, caller, spec, image, pull)
     root = store.folder(spec.inputs.space) if spec.inputs else None
     tasks = expand(spec, root, max_tasks)
     folder = spec.folders().get(spec.inputs.space) if spec.inputs else None
@@ -112,15 +112,8 @@ def keep_pull(
 ) -> None:
     """A pull credential of the job's own, for nodes that pull its image themselves: a
     read-only token of the submitter's, revoked when the job ends (``jobs/progress.py``)."""
-    user = session.get(tables.User, caller.user_id)
-    assert user is not None
-    _, secret = tokens.issue(
-        session,
-        user,
-        name=pull_token_name(job_id),
-        lifetime=dt.timedelta(days=JOB_PULL_DAYS),
-        caveats=Caveats(read_only=True),
-    )
+    lifetime = dt.timedelta(days=JOB_PULL_DAYS)
+    secret = tokens.issue_pull(session, caller.user_id, pull_token_name(job_id), lifetime)
     executor.keep_pull(job_id, image, Pull((caller.name, secret), pull.tls_verify))
 
 
@@ -157,18 +150,23 @@ def submit_service(
     caller: Principal,
     spec: JobSpec,
     image: str | None,
+    pull: Pull | None = None,
 ) -> tables.Job:
     """An interactive job: one task that stands for an app (``job-<id>``), which the app
-    supervisor runs and reports on; the job ends when the app is idle, fails or is cancelled."""
+    supervisor runs on the job's executor and reports on; the job ends when the app is idle,
+    fails or is cancelled."""
     job = job_row(caller, spec, executor, image, 1)
     session.add(job)
     session.flush()
     session.add(tables.Task(job_id=job.id, index=0, state=TaskState.QUEUED, attempt=1))
-    records.create(session, box, caller, service_app(job.id, spec, image), job_id=job.id)
+    app_spec = service_app(job.id, spec, image, executor.name)
+    app = records.create(session, box, caller, app_spec, job_id=job.id)
+    if image is not None and pull is not None and executor.pulls_on_nodes:
+        records.keep_pull(session, caller, executor, app.id, image, pull.tls_verify)
     return job
 
 
-def service_app(job_id: int, spec: JobSpec, image: str | None) -> AppSpec:
+def service_app(job_id: int, spec: JobSpec, image: str | None, executor: str) -> AppSpec:
     """The app an interactive job runs: one instance, open to its owner, ended when idle."""
     service = spec.service or Service()
     return AppSpec(
@@ -182,6 +180,7 @@ def service_app(job_id: int, spec: JobSpec, image: str | None) -> AppSpec:
         env=spec.env,
         spaces=spec.spaces,
         idle_timeout=service.idle_timeout,
+        executor=executor,
     )
 
 

@@ -93,6 +93,11 @@ class AppSpec(Strict):
         120.0, description="How long an instance may take to answer its health check."
     )
     access: Access = Field(default_factory=Access)
+    executor: str | None = Field(
+        None,
+        description="The executor its instances run on (primage executor ls: one that serves "
+        "apps); default: this machine's.",
+    )
 
     @field_validator("name")
     @classmethod

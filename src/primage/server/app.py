@@ -6,13 +6,14 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from primage import __version__
-from primage.apps.backends import LocalBackend
+from primage.apps.backends import Backends, LocalBackend
 from primage.apps.proxy import Proxy
 from primage.apps.supervisor import Supervisor
 from primage.auth.crypto import SecretBox
@@ -77,8 +78,15 @@ def build_platform(settings: Settings) -> Platform:
     )
     metrics = Metrics()
     box = SecretBox(settings)
+    folder = settings.data_dir / "apps"
+    backends = {
+        e.name: e.instance_backend(folder) or LocalBackend(folder, runtime)
+        for e in available
+        if "apps" in e.supports
+    }
+    host = available.host
     supervisor = Supervisor(
-        settings, db, box, LocalBackend(settings.data_dir / "apps", runtime), runtime, usable
+        settings, db, box, Backends(backends, host.name if host else None, folder), runtime, usable
     )
     platform = Platform(
         settings=settings,
@@ -95,7 +103,7 @@ def build_platform(settings: Settings) -> Platform:
                 observe=metrics.task_events,
                 written=counters.reconcile,
                 sync_s=settings.sync_seconds,
-                services=supervisor.job_events if e is available.host else None,
+                services=partial(supervisor.job_events, e.name) if e.name in backends else None,
             )
             for e in available
         },
@@ -106,9 +114,8 @@ def build_platform(settings: Settings) -> Platform:
         supervisor=supervisor,
         proxy=Proxy(settings, db, supervisor),
     )
-    host = available.host
-    if host is not None:  # interactive jobs' events reach their reconciler at once
-        supervisor.on_job_event = platform.reconcilers[host.name].poke
+    # interactive jobs' events reach their reconciler at once
+    supervisor.on_job_event = lambda executor: platform.poke(executor)
     return platform
 
 

@@ -77,6 +77,14 @@ class Platform:
             raise BadRequest(f"none of this platform's executors ({names}) runs apps")
         return host
 
+    def apps_on(self, name: str | None, what: str) -> Executor:
+        """The executor an app names (None: this machine's), or a 400 saying why not there."""
+        if name is None:
+            return self.apps_host
+        found = self.executors.get(name)
+        found.require("apps", f"{what} is a long-running service")
+        return found
+
     def poke(self, executor: str | None = None) -> None:
         """Ask the reconciler of one executor (or every one) for a turn soon."""
         for name, loop in self.reconcilers.items():

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -41,6 +40,7 @@ from typing import Any, Literal, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from primage.apps.backends import InstanceBackend
 from primage.errors import BadRequest, PrimageError
 from primage.executors.base import (
     Executor,
@@ -53,7 +53,7 @@ from primage.executors.base import (
     TaskRun,
     utc,
 )
-from primage.executors.kubernetes import objects, status
+from primage.executors.kubernetes import app_objects, objects, status
 from primage.executors.kubernetes.informer import Informer, Obj
 from primage.executors.kubernetes.options import (
     KubernetesJobOptions,
@@ -87,7 +87,7 @@ class Attempt:
 
 class KubernetesExecutor(Executor):
     kind = "kubernetes"
-    supports = frozenset({"arrays", "containers", "network"})
+    supports = frozenset({"arrays", "containers", "network", "apps", "app-containers"})
     Options = KubernetesOptions
     JobOptions = KubernetesJobOptions
     pulls_on_nodes = True
@@ -127,6 +127,7 @@ class KubernetesExecutor(Executor):
         #: once the cluster has made no progress for so long (``pending_timeout_seconds``).
         self._progress = time.monotonic()
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix=f"k8s-{name}")
+        self._instances: InstanceBackend | None = None
 
     @classmethod
     def from_config(cls, name: str, options: Any, host: Host) -> KubernetesExecutor:
@@ -179,17 +180,33 @@ class KubernetesExecutor(Executor):
         return image
 
     def keep_pull(self, job_id: int, image: str, pull: Pull) -> None:
+        name = objects.pull_secret_name(self.defaults, job_id)
+        self._store_pull(name, objects.job_pull_labels(self.defaults, job_id), image, pull)
+
+    def keep_app_pull(self, app_id: int, image: str, pull: Pull) -> None:
+        name = app_objects.pull_secret_name(self.defaults, app_id)
+        self._store_pull(name, app_objects.app_labels(self.defaults, app_id), image, pull)
+
+    def _store_pull(self, name: str, labels: dict[str, str], image: str, pull: Pull) -> None:
         host, _, _ = split_reference(image)
         user, password = pull.credentials
-        secret = objects.pull_secret(self.defaults, job_id, host, user, password)
+        secret = objects.pull_secret(self.defaults, name, labels, host, user, password)
         try:
             self.core.create_namespaced_secret(self.namespace, cast(Any, secret))
         except ApiException as exc:
             if exc.status != 409:
-                raise PrimageError(f"cannot store the job's pull secret: {exc.reason}") from None
+                raise PrimageError(f"cannot store the pull secret {name}: {exc.reason}") from None
             self.core.replace_namespaced_secret(
                 secret["metadata"]["name"], self.namespace, cast(Any, secret)
             )
+
+    def instance_backend(self, folder: Path) -> InstanceBackend:
+        """App instances as StatefulSets (``instances``); one backend, whoever asks."""
+        if self._instances is None:
+            from primage.executors.kubernetes.instances import KubernetesBackend
+
+            self._instances = KubernetesBackend(self, folder)
+        return self._instances
 
     def health(self) -> str | None:
         try:
@@ -256,7 +273,7 @@ class KubernetesExecutor(Executor):
             return
         except ApiException as exc:
             if exc.status != 409:  # 409: made before a restart, adopted by its labels
-                self._refused(run.key, f"the API server refused its Job: {_message(exc)}")
+                self._refused(run.key, f"the API server refused its Job: {status.api_message(exc)}")
                 return
         with self._lock:
             attempt = self._attempts.get(run.key)
@@ -384,7 +401,7 @@ class KubernetesExecutor(Executor):
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("executor %s: cannot delete the Job of %s: %s", self.name, key,
-                            _message(exc))  # fmt: skip
+                            status.api_message(exc))  # fmt: skip
                 return
         self._judge(key)
 
@@ -467,7 +484,9 @@ class KubernetesExecutor(Executor):
         except ApiException as exc:
             if exc.status in (400, 404):  # not started, or removed with its Job
                 return
-            raise PrimageError(f"cannot read the log of {name}: {_message(exc)}") from None
+            raise PrimageError(
+                f"cannot read the log of {name}: {status.api_message(exc)}"
+            ) from None
         chunks = response.stream(1 << 16)
         try:
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
@@ -503,13 +522,6 @@ class KubernetesExecutor(Executor):
         self.jobs.stop()
         self.pods.stop()
         self._calls.shutdown(wait=False, cancel_futures=True)
-
-
-def _message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 __all__ = [

@@ -134,14 +134,14 @@ def quantity_bytes(count: int) -> str:
     return f"{count // mib}Mi" if count % mib == 0 else str(count)
 
 
-def resources(run: TaskRun) -> dict[str, dict[str, str]]:
-    """Requests equal to limits (a task is scheduled where what it asks is free, and cannot
+def resources(cpus: int, memory_bytes: int | None, gpus: int) -> dict[str, dict[str, str]]:
+    """Requests equal to limits (a pod is scheduled where what it asks is free, and cannot
     take more: the Guaranteed QoS class when it sets memory)."""
-    wanted = {"cpu": str(run.cpus)}
-    if run.memory_bytes is not None:
-        wanted["memory"] = quantity_bytes(run.memory_bytes)
-    if run.gpus:
-        wanted[GPU] = str(run.gpus)
+    wanted = {"cpu": str(cpus)}
+    if memory_bytes is not None:
+        wanted["memory"] = quantity_bytes(memory_bytes)
+    if gpus:
+        wanted[GPU] = str(gpus)
     return {"requests": dict(wanted), "limits": dict(wanted)}
 
 
@@ -173,33 +173,30 @@ def space_volumes(
     return volumes, volume_mounts
 
 
-def task_job(
+def scratch(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], workdir: str) -> None:
+    """A pod's own empty folders: its working folder and ``/tmp`` (its root is read-only)."""
+    volumes += [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts += [{"name": "work", "mountPath": workdir}, {"name": "tmp", "mountPath": "/tmp"}]
+
+
+def container(
     defaults: PodDefaults,
-    run: TaskRun,
     *,
     image: str,
     argv: list[str],
-    mounts: list[SpaceMount],
-    pull_secret: str | None = None,
-    options: Mapping[str, Any] | None = None,
+    env: list[dict[str, Any]],
+    limits: dict[str, dict[str, str]],
+    mounts: list[dict[str, Any]],
+    workdir: str = WORKDIR,
 ) -> dict[str, Any]:
-    """The Job of one task attempt. ``options``: the job's ``executor_options`` (node selector,
-    tolerations, priority class), over the operator's defaults."""
-    options = options or {}
-    labels = attempt_labels(defaults, run.key)
-    pod_labels = {**labels, NETWORK: "allowed" if run.network else "none"}
-    volumes, volume_mounts = space_volumes(defaults, mounts)
-    for scratch in ("work", "tmp"):
-        volumes.append({"name": scratch, "emptyDir": {}})
-    volume_mounts += [{"name": "work", "mountPath": WORKDIR}, {"name": "tmp", "mountPath": "/tmp"}]
-    container: dict[str, Any] = {
+    """The one container of a platform pod, confined as every one is."""
+    made: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
-        "command": argv,
-        "workingDir": WORKDIR,
-        "env": [{"name": k, "value": v} for k, v in sorted(run.env.items())],
-        "resources": resources(run),
-        "volumeMounts": volume_mounts,
+        "workingDir": workdir,
+        "env": env,
+        "resources": limits,
+        "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -208,8 +205,25 @@ def task_job(
             "runAsNonRoot": True,
         },
     }
+    if argv:  # none: the image's own entry point
+        made["command"] = argv
+    return made
+
+
+def pod_spec(
+    defaults: PodDefaults,
+    made: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    *,
+    restart: Literal["Never", "Always"],
+    pull_secret: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pod around its container: the operator's defaults, and the job's ``executor_options``
+    (node selector, tolerations, priority class) over them."""
+    options = options or {}
     pod: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": restart,
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
         "securityContext": {
@@ -218,7 +232,7 @@ def task_job(
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
+        "containers": [made],
         "volumes": volumes,
     }
     node_selector = {**defaults.node_selector, **options.get("node_selector", {})}
@@ -234,6 +248,31 @@ def task_job(
         pod["serviceAccountName"] = defaults.service_account
     if pull_secret:
         pod["imagePullSecrets"] = [{"name": pull_secret}]
+    return pod
+
+
+def task_job(
+    defaults: PodDefaults,
+    run: TaskRun,
+    *,
+    image: str,
+    argv: list[str],
+    mounts: list[SpaceMount],
+    pull_secret: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Job of one task attempt. ``options``: the job's ``executor_options`` (node selector,
+    tolerations, priority class), over the operator's defaults."""
+    labels = attempt_labels(defaults, run.key)
+    pod_labels = {**labels, NETWORK: "allowed" if run.network else "none"}
+    volumes, volume_mounts = space_volumes(defaults, mounts)
+    scratch(volumes, volume_mounts, WORKDIR)
+    env = [{"name": k, "value": v} for k, v in sorted(run.env.items())]
+    limits = resources(run.cpus, run.memory_bytes, run.gpus)
+    made = container(defaults, image=image, argv=argv, env=env, limits=limits,
+                     mounts=volume_mounts)  # fmt: skip
+    pod = pod_spec(defaults, made, volumes, restart="Never", pull_secret=pull_secret,
+                   options=options)  # fmt: skip
     spec: dict[str, Any] = {
         "backoffLimit": 0,
         "template": {"metadata": {"labels": pod_labels}, "spec": pod},
@@ -252,23 +291,28 @@ def task_job(
     }
 
 
+def job_pull_labels(defaults: PodDefaults, job_id: int) -> dict[str, str]:
+    return {**platform_labels(defaults), JOB: str(job_id)}
+
+
 def pull_secret(
-    defaults: PodDefaults, job_id: int, registry: str, user: str, password: str
+    defaults: PodDefaults,
+    name: str,
+    labels: Mapping[str, str],
+    registry: str,
+    user: str,
+    password: str,
 ) -> dict[str, Any]:
-    """A job's pull credential for its pods (``imagePullSecrets``): a short-lived read-only
-    token of the submitter's, revoked by the platform when the job ends."""
+    """A pull credential for pods (``imagePullSecrets``): a read-only token of the user's. A
+    job's (``pull_secret_name``, ``job_pull_labels``) is revoked when the job ends, an app's
+    (``app_objects``) when the app is removed."""
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     config = {"auths": {registry: {"username": user, "password": password, "auth": auth}}}
     encoded = base64.b64encode(json.dumps(config).encode()).decode()
-    labels = {**platform_labels(defaults), JOB: str(job_id)}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {
-            "name": pull_secret_name(defaults, job_id),
-            "namespace": defaults.namespace,
-            "labels": labels,
-        },
+        "metadata": {"name": name, "namespace": defaults.namespace, "labels": dict(labels)},
         "data": {".dockerconfigjson": encoded},
     }

@@ -94,6 +94,12 @@ class KubernetesOptions(ExecutorOptions):
         "message; an unschedulable one with the scheduler's, once no task of the executor has "
         "started or ended for this long.",
     )
+    app_address: Literal["pod", "service"] = Field(
+        "pod",
+        description="How the proxy reaches app instances: 'pod', the pod's IP (a server on a "
+        "node, or on a network routed to the pods); 'service', the instance's Service by "
+        "cluster DNS (a server inside the cluster).",
+    )
     grace_seconds: int = Field(
         5, ge=0, description="terminationGracePeriodSeconds: from SIGTERM to SIGKILL on cancel."
     )

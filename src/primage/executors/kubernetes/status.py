@@ -1,6 +1,11 @@
-"""What a Job's and a pod's status say of an attempt: started, waiting (and why), ended (how)."""
+"""What a Job's and a pod's status say of an attempt: started, waiting (and why), ended (how);
+and what the API server said when it refused a call."""
 
 from __future__ import annotations
+
+import json
+
+from kubernetes.client.exceptions import ApiException
 
 from primage.executors.base import Outcome
 from primage.executors.kubernetes import objects
@@ -80,3 +85,11 @@ def exited(terminated: Obj) -> tuple[Outcome, int | None, str]:
     reason = terminated.get("reason")
     head = f"exit code {code}" + (f" ({reason})" if reason not in (None, "Error") else "")
     return Outcome.EXITED, code, f"{head}\n{(terminated.get('message') or '').strip()}".strip()
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message of a refusal (its Status), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)

@@ -7,6 +7,7 @@ management API, under `/applications` so that no app path can shadow it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +23,7 @@ from primage.auth.principal import Principal
 from primage.db import lookup, tables
 from primage.db.tables import utcnow
 from primage.errors import BadRequest, Conflict, NotFound
+from primage.executors.base import Executor
 from primage.host.logs import follow_file
 from primage.jobs.submit import INTERACTIVE_PREFIX
 from primage.models import apps as m
@@ -98,14 +100,39 @@ def spec_of(body: m.AppDeploy) -> tuple[m.AppSpec, list[str]]:
     return found.spec, found.notes
 
 
-def pinned(state: State, caller: Principal, spec: m.AppSpec) -> m.AppSpec:
-    """The spec with its image pinned by digest (pulled as the caller from the platform
-    registry if need be): every instance, and every restart, runs the same image."""
-    host = state.apps_host
-    host.require("app-containers", f"app '{spec.name}' names image '{spec.image}'")
+@dataclass(frozen=True)
+class Placed:
+    """Where an app runs and what: its spec with its executor named and its image pinned."""
+
+    spec: m.AppSpec
+    executor: Executor
+    #: Its image is the platform registry's (pulled over TLS or not): an executor whose nodes
+    #: pull it themselves gets a pull credential of the app's own (``records.keep_pull``).
+    registry_tls: bool | None = None
+
+    def keep_pull(self, session: Session, caller: Principal, app_id: int) -> None:
+        if self.registry_tls is not None and self.executor.pulls_on_nodes and self.spec.image:
+            records.keep_pull(session, caller, self.executor, app_id, self.spec.image,
+                              self.registry_tls)  # fmt: skip
+
+
+def placed(state: State, caller: Principal, spec: m.AppSpec) -> Placed:
+    """The executor the app runs on (its own, or this machine's), what it may run there, and
+    its image pinned by digest (pulled as the caller from the platform registry if need be):
+    every instance, and every restart, runs the same image."""
+    executor = state.apps_on(spec.executor, f"app '{spec.name}'")
+    if spec.resources.gpus:
+        executor.require("gpus", f"app '{spec.name}' asks for {spec.resources.gpus} GPU(s)")
+    named = spec.model_copy(update={"executor": executor.name})
+    if spec.image is None:
+        if executor.sandboxed_by_host:
+            policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
+        return Placed(named, executor)
+    executor.require("app-containers", f"app '{spec.name}' names image '{spec.image}'")
     with registry_pull(state, caller, spec.image) as pull:
-        image = host.pin_image(spec.image or "", pull)
-    return spec.model_copy(update={"image": image})
+        image = executor.pin_image(spec.image, pull)
+    tls = pull.tls_verify if pull is not None else None
+    return Placed(named.model_copy(update={"image": image}), executor, tls)
 
 
 @router.post("", status_code=201)
@@ -119,19 +146,15 @@ async def deploy(body: m.AppDeploy, caller: Caller, state: State) -> m.AppDeploy
             f"app names '{INTERACTIVE_PREFIX}<id>' are the platform's, for interactive jobs; "
             "deploy it under another name (--name)"
         )
-    state.apps_host.require("apps", f"app '{spec.name}' is a long-running service")
-    if spec.resources.gpus:
-        state.apps_host.require("gpus", f"app '{spec.name}' asks for {spec.resources.gpus} GPU(s)")
-    if spec.image is None:
-        policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
-    if spec.image is not None:
-        spec = await run_in_threadpool(pinned, state, caller, spec)
+    place = await run_in_threadpool(placed, state, caller, spec)
+    spec = place.spec
 
     def store() -> m.AppDeployed:
         with state.db.session() as session:
             check_spaces(session, caller, spec)
             row = records.create(session, state.box, caller, spec)
             session.flush()
+            place.keep_pull(session, caller, row.id)
             session.refresh(row)
             made = to_model(state, row, 0)
             return m.AppDeployed(**made.model_dump(), notes=notes)
@@ -212,10 +235,10 @@ async def update(name: str, body: m.AppUpdate, caller: Caller, state: State) -> 
             current = json.loads(row.spec)
             changes = body.model_dump(mode="json", exclude_none=True)
             merged = m.app_from({**current, **changes}, f"update of {name}")
-            if "image" in changes:
-                merged = pinned(state, caller, merged)
-            if merged.image is None:
-                policy.check_unconfined(caller, state.sandbox.problem, "apps without an image")
+            if "image" in changes or merged.image is None:  # pinned anew, or still confined
+                place = placed(state, caller, merged)
+                merged = place.spec
+                place.keep_pull(session, caller, row.id)
             stored = merged.model_dump(mode="json", exclude_defaults=True)
             stored["secrets"] = current.get("secrets", {})  # sealed already: kept as they are
             row.pending_spec = json.dumps(stored)
