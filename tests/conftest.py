@@ -23,6 +23,8 @@
   Python base (``harness.PYTHON_BASE``) that the segmentation example's Dockerfile starts from.
 - ``registry``: a server with containers on and a real Docker Distribution registry that uses it
   as its token server; yields (server, registry host:port).
+- ``clusters_with_registry``: the same, with a Slurm executor (``hpc``) and a Kubernetes one
+  (``kube``) whose nodes pull images from that registry.
 """
 
 from __future__ import annotations
@@ -274,3 +276,30 @@ def hpc(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[RunningServer]:
     }
     with beside_local(executors, tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+def clusters_with_registry(
+    container_env: dict[str, str],
+    slurm_cluster: SlurmCluster,
+    kube_cluster: KubeCluster,
+    kube_instance: str,
+    tmp_path: Path,
+) -> Iterator[tuple[RunningServer, str]]:
+    """A server with a registry, containers on, a Slurm executor whose nodes run them from an
+    image store of their own (empty: they pull the job's image), and a Kubernetes executor
+    whose node pulls them too."""
+    require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
+    (tmp_path / "node").mkdir()
+    nodes = podman_store(tmp_path / "node")
+    hpc = {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"], "poll_seconds": 0.3,
+           "containers": True, "container_env": nodes}  # fmt: skip
+    executors = {
+        "local": {"kind": "local"},
+        "hpc": hpc,
+        "kube": kube_cluster.executor(kube_instance),
+    }
+    env = {"PRIMAGE_EXECUTORS": json.dumps(executors)}
+    with platform_with_registry(tmp_path / "platform", container_env, env) as (server, host):
+        kube_cluster.trust_registry(host)
+        yield server, host

@@ -490,3 +490,15 @@ def scans(api: Client, count: int) -> None:
     api.create_space("ct")
     for i in range(count):
         api.upload("ct", f"in/scan{i}.txt", f"image {i}\n".encode())
+
+
+def git_repository(root: Path, example: Path) -> Path:
+    """A lab's repository holding ``example`` in a folder of its own, as this project does;
+    the folder, for ``primage build start``."""
+    folder = root / "examples" / example.name
+    shutil.copytree(example, folder, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    (root / "README.md").write_text("a lab's applications\n")
+    commit = ["-c", "user.name=dev", "-c", "user.email=dev@lab", "commit", "-qm", example.name]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], commit):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return folder

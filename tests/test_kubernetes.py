@@ -383,3 +383,28 @@ def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopp
         eventually(cleaned, 90, "the app's StatefulSet and Secrets deleted")
     finally:
         server.stop()
+
+
+def test_an_interactive_job_on_the_cluster_serves_until_cancelled(
+    kube_server: RunningServer, kube_cluster: KubeCluster, kube_instance: str
+) -> None:
+    """``kind: interactive`` with ``executor: kube``: its service is a StatefulSet of the
+    cluster, its task's events reach the Kubernetes executor's jobs, and cancelling the job
+    deletes it."""
+    api = kube_server.client()
+    api.create_space("site")
+    api.upload("site", "index.html", b"<h1>viewer</h1>\n")
+    job = api.submit_job({
+        "kind": "interactive", "executor": "kube", "spaces": ["site"],
+        "command": "httpd -f -p {port} -h {spaces.site}",
+        "service": {"strip_prefix": True, "health_path": "index.html"},
+    })  # fmt: skip
+    eventually(lambda: api.job(job.id).state == "running", 120, "the interactive job running")
+    assert api.job(job.id).executor == "kube"
+    page = httpx.get(f"{kube_server.url}/apps/job-{job.id}/index.html",
+                     headers={"Authorization": f"Bearer {kube_server.admin_token}"})  # fmt: skip
+    assert page.status_code == 200 and page.text == "<h1>viewer</h1>\n"
+    assert len(_sets(kube_cluster, kube_instance)) == 1
+    api.cancel_job(job.id)
+    assert api.wait_job(job.id, timeout=90).state == "cancelled"
+    eventually(lambda: not _sets(kube_cluster, kube_instance), 60, "its StatefulSet deleted")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,26 +19,12 @@ from primage.errors import BadRequest
 from primage.samples import sample_images
 from tests.harness import (
     RunningServer,
-    SlurmCluster,
-    platform_with_registry,
+    git_repository,
     podman_store,
     primage,
-    require,
 )
-from tests.kube import KubeCluster
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
-
-
-def _git_repository(root: Path) -> Path:
-    """A repository holding the example in a folder of its own, as this project does."""
-    folder = root / "examples" / "segmentation"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    (root / "README.md").write_text("a lab's applications\n")
-    commit = ["-c", "user.name=dev", "-c", "user.email=dev@lab", "commit", "-qm", "segmentation"]
-    for args in (["init", "-q", "-b", "main"], ["add", "."], commit):
-        subprocess.run(["git", *args], cwd=root, check=True)
-    return folder
 
 
 def _reports(api: Client, space: str, folder: str) -> dict[str, float | dict[str, str] | None]:
@@ -56,41 +40,14 @@ def _reports(api: Client, space: str, folder: str) -> dict[str, float | dict[str
     return found
 
 
-@pytest.fixture
-def platform(
-    container_env: dict[str, str],
-    slurm_cluster: SlurmCluster,
-    kube_cluster: KubeCluster,
-    kube_instance: str,
-    tmp_path: Path,
-) -> Iterator[tuple[RunningServer, str]]:
-    """A server with a registry, containers on, a Slurm executor whose nodes run them from an
-    image store of their own (empty: they pull the job's image), and a Kubernetes executor
-    whose node pulls them too."""
-    require(None if shutil.which("docker-registry") else "apt-get install docker-registry")
-    (tmp_path / "node").mkdir()
-    nodes = podman_store(tmp_path / "node")
-    hpc = {"kind": "slurm", "slurm_conf": slurm_cluster.env["SLURM_CONF"], "poll_seconds": 0.3,
-           "containers": True, "container_env": nodes}  # fmt: skip
-    executors = {
-        "local": {"kind": "local"},
-        "hpc": hpc,
-        "kube": kube_cluster.executor(kube_instance),
-    }
-    env = {"PRIMAGE_EXECUTORS": json.dumps(executors)}
-    with platform_with_registry(tmp_path / "platform", container_env, env) as (server, host):
-        kube_cluster.trust_registry(host)
-        yield server, host
-
-
 def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
-    platform: tuple[RunningServer, str], python_base: str, tmp_path: Path
+    clusters_with_registry: tuple[RunningServer, str], python_base: str, tmp_path: Path
 ) -> None:
-    server, host = platform
+    server, host = clusters_with_registry
     token = server.client().create_user("alice").token
     alice = server.client(token)
     env = {**os.environ, "PRIMAGE_SERVER": server.url, "PRIMAGE_TOKEN": token}
-    folder = _git_repository(tmp_path / "lab")
+    folder = git_repository(tmp_path / "lab", EXAMPLE)
 
     built = primage(  # a folder inside the repository: its root is cloned, the folder built
         "build", "start", str(folder), "--tag", "alice/segmentation:1",

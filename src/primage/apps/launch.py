@@ -75,9 +75,19 @@ class Launch:
         """The port the app listens on: in a container, its ``port`` (or the host's)."""
         return self.spec.port or host_port if self.runtime is not None else host_port
 
+    @property
+    def contained(self) -> bool:
+        """In a container or a pod: spaces at ``/spaces``, reached at an address of its own."""
+        return self.runtime is not None or self.in_pod
+
+    @property
+    def listen_ip(self) -> str:
+        """Where the app listens (``{ip}``): its own loopback as a process (the proxy reaches
+        it there, or through its sandbox's door), every address in a container or a pod."""
+        return "0.0.0.0" if self.contained else "127.0.0.1"
+
     def space_path(self, name: str) -> str:
-        contained = self.runtime is not None or self.in_pod
-        return f"{SPACES}/{name}" if contained else str(self.root / name)
+        return f"{SPACES}/{name}" if self.contained else str(self.root / name)
 
     def folder(self, generation: int, index: int) -> Path:
         return instance_folder(self.settings.data_dir / "apps", self.app_id, generation, index)
@@ -94,6 +104,7 @@ class Launch:
         """The command line; ``token``: what stands for ``{app_token}`` (default: itself)."""
         values = {
             "port": str(port),
+            "ip": self.listen_ip,
             "base_url": f"/apps/{self.name}/",
             "app_token": self.token if token is None else token,
             "workdir": self.workdir or "",

@@ -29,7 +29,8 @@ from primage.models.jobs import (
 )
 
 NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
-VARIABLES = ("port", "base_url", "app_token", "workdir", "spaces.NAME")
+VARIABLES = ("port", "ip", "base_url", "app_token", "workdir", "spaces.NAME")
+PLAIN = ("port", "ip", "base_url", "app_token")  # always there; the others as the spec says
 MAX_REPLICAS = 16
 
 
@@ -57,7 +58,8 @@ class AppSpec(Strict):
     image: str | None = Field(None, description="Container image (executors with containers).")
     command: str | None = Field(
         None,
-        description="Command line. Variables: {port} (where to listen, on 127.0.0.1), "
+        description="Command line. Variables: {port} (where to listen), {ip} (on which "
+        "address: 127.0.0.1 for a process, 0.0.0.0 in a container or pod), "
         "{base_url} (the path the app is served under, /apps/<name>/), {app_token} (a secret "
         "the proxy sends as 'Authorization: token …'), {workdir}, {spaces.NAME}.",
     )
@@ -134,7 +136,7 @@ class AppSpec(Strict):
 def check_variables(command: str, spaces: set[str], has_workdir: bool) -> None:
     for match in PATTERN.finditer(command):
         name = match[1]
-        if name is None or name in ("port", "base_url", "app_token"):
+        if name is None or name in PLAIN:
             continue
         if name.startswith("spaces.") and name.removeprefix("spaces.") not in spaces:
             raise ValueError(f"command uses {{{name}}} but that space is not mounted")
