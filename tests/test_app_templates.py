@@ -28,8 +28,11 @@ def test_the_notebook_template_fills_its_space_input() -> None:
     assert spec.access.who == "members" and spec.idle_timeout == 4 * 3600
     command = spec.command or ""  # the token from the environment: no command line shows it
     assert "$PRIMAGE_APP_TOKEN" in command and "{app_token}" not in command
-    assert "--allow-root" not in command and spec.health_path == "api/status"
+    assert "--allow-root" not in command and spec.health_path == "api"  # no login: probes too
+    assert "--ip={ip}" in command and (spec.image, spec.executor) == (None, None)  # a process
     assert load(NOTEBOOK.read_text(), {}, "t").workdir == "samples"  # the input's default
+    on_a_cluster = load(NOTEBOOK.read_text(), {"image": "r/nb:1", "executor": "kube"}, "t")
+    assert (on_a_cluster.image, on_a_cluster.executor) == ("r/nb:1", "kube")
 
 
 def test_indigo_template_maps_ports_environment_resources_and_volumes() -> None:

@@ -328,6 +328,8 @@ def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopp
     bob.create_space("bobs")
     alice.create_space("site")
     alice.upload("site", "index.html", b"<h1>on the cluster</h1>\n")
+    with pytest.raises(BadRequest, match="no executor named 'nope'; this platform has local, kube"):
+        alice.deploy_app(SITE.replace("executor: kube", "executor: nope"), source="site.yaml")
     with socket.create_server(("0.0.0.0", 0)) as host_door:  # what a pod must not reach
         host_door.settimeout(0.1)
         alice.deploy_app(SITE.replace("{host_port}", str(host_door.getsockname()[1])),

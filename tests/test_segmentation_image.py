@@ -23,6 +23,7 @@ from tests.harness import (
     podman_store,
     primage,
 )
+from tests.kube import NAMESPACE, KubeCluster
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segmentation"
 
@@ -41,7 +42,10 @@ def _reports(api: Client, space: str, folder: str) -> dict[str, float | dict[str
 
 
 def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
-    clusters_with_registry: tuple[RunningServer, str], python_base: str, tmp_path: Path
+    clusters_with_registry: tuple[RunningServer, str],
+    python_base: str,
+    kube_cluster: KubeCluster,
+    tmp_path: Path,
 ) -> None:
     server, host = clusters_with_registry
     token = server.client().create_user("alice").token
@@ -113,3 +117,8 @@ def test_segmentation_image_is_built_tested_pushed_and_runs_the_canonical_job(
     ), "the same lesions from pods, pulled by the node with alice's job credential"
     credential = [t for t in alice.list_tokens() if t.name == f"job-{on_kube['id']}-pull"]
     assert [t.revoked for t in credential] == [True], "the job's pull credential ended with it"
+    secrets = kube_cluster.get(f"/api/v1/namespaces/{NAMESPACE}/secrets?labelSelector="
+                               f"primage.io/job={on_kube['id']}")  # fmt: skip
+    assert not secrets["items"], "and its pull Secret was deleted when the job ended"
+    auth = server.data_dir / "jobs" / "slurm-hpc" / str(on_slurm["id"]) / "auth.json"
+    assert not auth.exists(), "as was its credential on the Slurm nodes"

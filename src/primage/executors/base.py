@@ -152,6 +152,8 @@ class Executor(abc.ABC):
       drained by ``events()``), as its backend sees them; the reconciler's periodic sync
       compares them with the database (a task it lost, a task the database forgot).
     - ``logs(key, stream, follow)``: the attempt's stdout or stderr, as it grows when following.
+    - ``ended(job_ids)``: these jobs have ended; drop what only their tasks needed (pull
+      credentials).
     - ``forget(job_id)``: remove what it keeps of a finished job (logs, working folders).
     - ``close()``: stop accepting work; running attempts may keep running, to be adopted later.
     """
@@ -271,6 +273,11 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    async def ended(self, job_ids: Sequence[int]) -> None:
+        """These jobs have ended: drop what only their running tasks needed (their pull
+        credentials, revoked by then). Their logs stay until ``forget``."""
+        return None  # nothing kept beyond what ``forget`` removes
 
     @abc.abstractmethod
     async def forget(self, job_id: int) -> None:

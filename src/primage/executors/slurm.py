@@ -610,6 +610,11 @@ class SlurmExecutor(Executor):
 
         return follow_file(self.folder(key) / f"{stream}.log", follow, running)
 
+    async def ended(self, job_ids: Sequence[int]) -> None:
+        """Their pull credentials go (revoked already); their logs stay until ``forget``."""
+        for job_id in job_ids:
+            (self.work_dir / str(job_id) / AUTH_FILE).unlink(missing_ok=True)
+
     async def forget(self, job_id: int) -> None:
         await asyncio.to_thread(shutil.rmtree, self.work_dir / str(job_id), True)
 

@@ -62,6 +62,7 @@ class Turn:
     runs: list[TaskRun] = field(default_factory=list)
     cancel: list[TaskKey] = field(default_factory=list)
     written: set[str] = field(default_factory=set)  # spaces that jobs which ended could write
+    ended: list[int] = field(default_factory=list)  # jobs this turn closed
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ class Reconciler:
             await self.executor.submit(decided.runs)
         if decided.written and self.written is not None:
             await asyncio.to_thread(self.written, decided.written)
+        if decided.ended:
+            await self.executor.ended(decided.ended)
 
     async def adopt(self) -> None:
         """Re-attach to what an earlier server left queued or running; requeue what is gone."""
@@ -212,7 +215,7 @@ class Reconciler:
                 decided.cancel += forgotten
             if hand_out:
                 decided.runs = self._hand_out(session)
-            decided.written = self._close_jobs(session, touched)
+            decided.written, decided.ended = self._close_jobs(session, touched)
         return decided
 
     def _drift(
@@ -448,15 +451,17 @@ class Reconciler:
             query = query.where(T.job_id == job_id)
         return session.scalar(query) or 0
 
-    def _close_jobs(self, session: Session, jobs: Iterable[int]) -> set[str]:
-        """Close the jobs that are done; the spaces they could write."""
+    def _close_jobs(self, session: Session, jobs: Iterable[int]) -> tuple[set[str], list[int]]:
+        """Close the jobs that are done; the spaces they could write, and those closed now."""
         written: set[str] = set()
+        closed: list[int] = []
         for job_id in jobs:
             if close_if_done(session, job_id):
                 info = self._jobs.pop(job_id, None)
                 if info is not None:
                     written |= {name for name, ro in info.spec.mounts().items() if not ro}
-        return written
+                closed.append(job_id)
+        return written, closed
 
     def _job(self, session: Session, job_id: int) -> JobInfo:
         info = self._jobs.get(job_id)

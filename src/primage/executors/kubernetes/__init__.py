@@ -5,7 +5,7 @@
   as requests and limits; the time-out as ``activeDeadlineSeconds``). A task without an image
   runs in the operator's ``base_image``; one with an image of the platform registry runs it by
   the digest pinned at submission, pulled by the node with the job's own short-lived read-only
-  token (``keep_pull``: an ``imagePullSecret``, deleted with the job's Jobs by ``forget``).
+  token (``keep_pull``: an ``imagePullSecret``, deleted when the job ends, ``ended``).
 - Spaces reach pods through the configured volume: a ``hostPath`` (the storage root as the
   nodes see it) or a ``persistentVolumeClaim``; each space at ``/spaces/<name>``, read-only
   where asked; a folder-confined job gets its folder only (``subPath``).
@@ -23,6 +23,9 @@
   ``held`` is the cluster's own view of the executor's unfinished Jobs; ``logs`` reads the pod's
   log through the API (``follow`` streams it). Kubernetes keeps one log per container: stdout
   and stderr together (``one_log``).
+- Apps and interactive jobs run on its instance backend (``instances``: each instance a
+  StatefulSet of one replica with a Service and a Secret, ADR 0012); an app's image of the
+  platform registry is pulled with the app's own credential (``keep_app_pull``).
 """
 
 from __future__ import annotations
@@ -503,6 +506,22 @@ class KubernetesExecutor(Executor):
         pods = [p for p in map(self.pods.get, names) if p is not None]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return pods[-1] if pods else None
+
+    async def ended(self, job_ids: Sequence[int]) -> None:
+        """Their pull Secrets go (the credentials in them are revoked already)."""
+
+        def remove(job_id: int) -> None:
+            try:
+                self.core.delete_namespaced_secret(
+                    objects.pull_secret_name(self.defaults, job_id), self.namespace
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("executor %s: cannot delete the pull secret of job %s: %s",
+                                self.name, job_id, status.api_message(exc))  # fmt: skip
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._calls, remove, j) for j in job_ids))
 
     async def forget(self, job_id: int) -> None:
         selector = objects.selector({**objects.platform_labels(self.defaults),

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
+import anyio
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -262,6 +263,7 @@ async def logs(
 @router.post("/{job_id}/cancel", response_model=m.JobDetail)
 def cancel(job_id: Id, caller: Caller, state: State) -> m.JobDetail:
     """Stop a job: tasks not started never start; running ones are stopped (SIGTERM, SIGKILL)."""
+    closed = False
     with state.db.session() as session:
         job = find(session, caller, job_id, "cancel")
         if job.state not in states.JOB_DONE:
@@ -276,8 +278,10 @@ def cancel(job_id: Id, caller: Caller, state: State) -> m.JobDetail:
                 update(tables.App).where(tables.App.job_id == job_id).values(state="removing")
             )
             session.flush()
-            close_if_done(session, job_id)
+            closed = close_if_done(session, job_id)  # none of its tasks had started
         result = detail(session, job, state.settings.base_url)
+    if closed:
+        anyio.from_thread.run(state.executor_of(job.executor).ended, [job_id])
     state.poke(job.executor)
     state.supervisor.wake()
     return result
