@@ -266,6 +266,12 @@ def test_spaces_through_a_persistent_volume_claim(
         core = kubernetes.client.CoreV1Api(client)
         core.create_persistent_volume(volume)
         core.create_namespaced_persistent_volume_claim(NAMESPACE, wanted)
+
+        def bound() -> bool:
+            found = core.read_namespaced_persistent_volume_claim(claim, NAMESPACE)
+            return bool(found.status and found.status.phase == "Bound")
+
+        eventually(bound, 60, "the claim bound to its volume by the cluster's controller")
         executor = {**kube_cluster.executor(kube_instance), "space_volume": "persistentVolumeClaim",
                     "space_claim": claim}  # fmt: skip
         env = {"PRIMAGE_EXECUTORS": json.dumps({"kube": executor}), "PRIMAGE_CONTAINERS": "false"}
@@ -280,7 +286,8 @@ def test_spaces_through_a_persistent_volume_claim(
                  "command": "cat /spaces/ref/a.txt > /spaces/ct/copy.txt; "
                             "echo x > /spaces/ref/b.txt || echo refused"}
             )  # fmt: skip
-            assert api.wait_job(job.id, poll=0.3, timeout=120).state == "succeeded"
+            done = api.wait_job(job.id, poll=0.3, timeout=120)
+            assert done.state == "succeeded", api.tasks(job.id).tasks[0].message
             assert api.read_bytes("ct", "copy.txt") == b"ref\n"
             assert b"refused" in b"".join(api.logs(job.id, 0))
             with pytest.raises(BadRequest, match="no folders support"):
@@ -329,7 +336,7 @@ def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopp
     alice.create_space("site")
     alice.upload("site", "index.html", b"<h1>on the cluster</h1>\n")
     with pytest.raises(BadRequest, match="no executor named 'nope'; this platform has local, kube"):
-        alice.deploy_app(SITE.replace("executor: kube", "executor: nope"), source="site.yaml")
+        alice.deploy_app("app:\n  name: site\n  executor: nope\n  command: httpd -f -p {port}\n")
     with socket.create_server(("0.0.0.0", 0)) as host_door:  # what a pod must not reach
         host_door.settimeout(0.1)
         alice.deploy_app(SITE.replace("{host_port}", str(host_door.getsockname()[1])),

@@ -60,6 +60,7 @@ class KubernetesBackend(InstanceBackend):
                              self.namespace, selector, lambda name, obj: None)  # fmt: skip
         self._followers: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def _synced(self) -> None:
         self.sets.start()
@@ -220,7 +221,8 @@ class KubernetesBackend(InstanceBackend):
         container starts anew); why it waits, while it cannot start."""
         path.parent.mkdir(parents=True, exist_ok=True)
         told = ""
-        while self.sets.get(ref) is not None:
+        copied: tuple[object, ...] = ()  # the container run whose whole log is in the file
+        while not self._closed.is_set() and self.sets.get(ref) is not None:
             pod = self._pod(ref)
             if pod is None or not status.has_started(pod):
                 reason, message = status.waiting(pod)
@@ -229,7 +231,13 @@ class KubernetesBackend(InstanceBackend):
                     with open(path, "a") as out:
                         out.write(f"the pod cannot start yet: {why}\n")
                     told = why
-                time.sleep(0.5)
+                self._closed.wait(0.5)
+                continue
+            found = status.container_status(pod)
+            run = (pod["metadata"].get("uid"), found.get("restartCount", 0))
+            ended = "terminated" in (found.get("state") or {})
+            if ended and run == copied:  # its log is complete in the file already
+                self._closed.wait(0.5)
                 continue
             try:
                 response: Any = self.core.read_namespaced_pod_log(
@@ -248,11 +256,13 @@ class KubernetesBackend(InstanceBackend):
                     pass
                 finally:
                     response.release_conn()
-            time.sleep(0.5)
+            copied = run if ended else ()
+            self._closed.wait(0.5)
         with self._lock:
             self._followers.pop(ref, None)
 
     def close(self) -> None:
+        self._closed.set()
         self.sets.stop()
 
     # -- pull credentials ---------------------------------------------------------------------
