@@ -1,6 +1,6 @@
 """An app's start on Kubernetes through the platform, beside the same objects applied with kubectl.
 
-    ./run bench benchmarks/kubernetes_app.py [--rounds 3]
+    ./run bench benchmarks/kubernetes_app.py [--rounds 5]
 
 The test cluster of tests/kube.py and a platform whose executor ``kube`` is that cluster. In the
 same run, alternating: the time from deploying an app (busybox's web server over a space) on
@@ -82,6 +82,8 @@ def by_hand(cluster: kube.KubeCluster, server: RunningServer, round_: int) -> fl
         port=8080, health_path="/index.html", startup_s=120,
         limits=objects.resources(1, None, 0), workdir=None,
     )  # fmt: skip
+    pod = made[0]["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 1  # as the platform's executor sets it (grace_seconds)
     folder = Path(tempfile.mkdtemp(prefix="app-"))
     manifest = folder / "app.json"
     manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(made)}))
@@ -100,13 +102,26 @@ def by_hand(cluster: kube.KubeCluster, server: RunningServer, round_: int) -> fl
     took = time.perf_counter() - started
     subprocess.run(["kubectl", config, "delete", "-f", str(manifest), "--wait"],
                    capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "kubectl",
+            config,
+            "wait",
+            "-n",
+            kube.NAMESPACE,
+            "--for=delete",
+            f"pod/{app_objects.pod_name(name)}",
+            "--timeout=120s",
+        ],
+        capture_output=True,
+    )  # fmt: skip  (the next round starts on an empty node)
     shutil.rmtree(folder)
     return took
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if shutil.which("kubectl") is None:
         sys.exit("kubectl not found: apt-get install kubernetes-client")
