@@ -102,19 +102,9 @@ def by_hand(cluster: kube.KubeCluster, server: RunningServer, round_: int) -> fl
     took = time.perf_counter() - started
     subprocess.run(["kubectl", config, "delete", "-f", str(manifest), "--wait"],
                    capture_output=True)  # fmt: skip
-    subprocess.run(
-        [
-            "kubectl",
-            config,
-            "wait",
-            "-n",
-            kube.NAMESPACE,
-            "--for=delete",
-            f"pod/{app_objects.pod_name(name)}",
-            "--timeout=120s",
-        ],
-        capture_output=True,
-    )  # fmt: skip  (the next round starts on an empty node)
+    gone = ["kubectl", config, "wait", "-n", kube.NAMESPACE, "--for=delete",
+            f"pod/{app_objects.pod_name(name)}", "--timeout=120s"]  # fmt: skip
+    subprocess.run(gone, capture_output=True)  # the next round starts on an empty node
     shutil.rmtree(folder)
     return took
 
@@ -123,32 +113,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if shutil.which("kubectl") is None:
-        sys.exit("kubectl not found: apt-get install kubernetes-client")
-    built = kube.binaries()
-    if isinstance(built, str):
-        sys.exit(built)
-    work = Path(tempfile.mkdtemp(prefix="primage-kube-"))
-    try:
-        archives = kube.image_archives(work / "images", built)
-        with kube.KubeCluster.running(work / "cluster", built, archives) as cluster:
-            executors = {"local": {"kind": "local"}, "kube": cluster.executor("bench")}
-            env = {"PRIMAGE_EXECUTORS": json.dumps(executors), "PRIMAGE_CONTAINERS": "false"}
-            server = RunningServer.start(work / "data", f"sqlite:///{work / 'db'}", env=env)
-            try:
-                api = server.client()
-                api.create_space("bench")
-                api.upload("bench", "index.html", PAGE)
-                platform, hand = [], []
-                for r in range(args.rounds):
-                    platform.append(by_platform(server))
-                    hand.append(by_hand(cluster, server, r))
-                    print(f"round {r + 1}: platform {platform[-1]:.2f} s, "
-                          f"kubectl apply {hand[-1]:.2f} s", flush=True)  # fmt: skip
-            finally:
-                server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    def executors(cluster: kube.KubeCluster) -> dict[str, object]:
+        return {"local": {"kind": "local"}, "kube": cluster.executor("bench")}
+
+    with kube.platform_on_a_cluster(executors) as (cluster, server):
+        api = server.client()
+        api.create_space("bench")
+        api.upload("bench", "index.html", PAGE)
+        platform, hand = [], []
+        for r in range(args.rounds):
+            platform.append(by_platform(server))
+            hand.append(by_hand(cluster, server, r))
+            print(f"round {r + 1}: platform {platform[-1]:.2f} s, "
+                  f"kubectl apply {hand[-1]:.2f} s", flush=True)  # fmt: skip
     p, h = statistics.median(platform), statistics.median(hand)
     print(f"app start on Kubernetes, deploy to first 200 (median of {args.rounds}): "
           f"platform {p:.2f} s, kubectl apply {h:.2f} s, ratio {p / h:.2f}x "

@@ -102,32 +102,21 @@ def main() -> None:
         help="Jobs made ahead of those running (default: the executor's)",
     )
     args = parser.parse_args()
-    if shutil.which("kubectl") is None:
-        sys.exit("kubectl not found: apt-get install kubernetes-client")
-    built = kube.binaries()
-    if isinstance(built, str):
-        sys.exit(built)
-    work = Path(tempfile.mkdtemp(prefix="primage-kube-"))
-    try:
-        archives = kube.image_archives(work / "images", built)
-        with kube.KubeCluster.running(work / "cluster", built, archives) as cluster:
-            executors = {"kube": {**cluster.executor("bench"), "capacity": args.capacity}}
-            if args.prefetch is not None:
-                executors["kube"]["prefetch"] = args.prefetch
-            env = {"PRIMAGE_EXECUTORS": json.dumps(executors), "PRIMAGE_CONTAINERS": "false"}
-            server = RunningServer.start(work / "data", f"sqlite:///{work / 'db'}", env=env)
-            try:
-                server.client().create_space("bench")
-                platform, hand = [], []
-                for r in range(args.rounds):
-                    platform.append(by_platform(server, args.tasks))
-                    hand.append(by_hand(cluster, server, args.tasks, r))
-                    print(f"round {r + 1}: platform {platform[-1]:.1f} s, "
-                          f"kubectl loop {hand[-1]:.1f} s", flush=True)  # fmt: skip
-            finally:
-                server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    def executors(cluster: kube.KubeCluster) -> dict[str, object]:
+        settings = {**cluster.executor("bench"), "capacity": args.capacity}
+        if args.prefetch is not None:
+            settings["prefetch"] = args.prefetch
+        return {"kube": settings}
+
+    with kube.platform_on_a_cluster(executors) as (cluster, server):
+        server.client().create_space("bench")
+        platform, hand = [], []
+        for r in range(args.rounds):
+            platform.append(by_platform(server, args.tasks))
+            hand.append(by_hand(cluster, server, args.tasks, r))
+            print(f"round {r + 1}: platform {platform[-1]:.1f} s, "
+                  f"kubectl loop {hand[-1]:.1f} s", flush=True)  # fmt: skip
     p, h = statistics.median(platform), statistics.median(hand)
     print(f"{args.tasks}-task HTC job, wall time to all done (median of {args.rounds}): "
           f"platform {p:.1f} s, kubectl apply loop {h:.1f} s, ratio {p / h:.2f}x "

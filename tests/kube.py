@@ -29,9 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +42,14 @@ import httpx
 import kubernetes
 import yaml
 
-from tests.harness import BUSYBOX, _loopback_ports, eventually, import_busybox, podman_store
+from tests.harness import (
+    BUSYBOX,
+    RunningServer,
+    _loopback_ports,
+    eventually,
+    import_busybox,
+    podman_store,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "primage"
@@ -391,3 +401,30 @@ def _unmount_under(work: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for point in sorted((m for m in mounts if m.startswith(str(work))), reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+@contextlib.contextmanager
+def platform_on_a_cluster(
+    executors: Callable[[KubeCluster], dict[str, object]],
+) -> Iterator[tuple[KubeCluster, RunningServer]]:
+    """A test cluster of its own and a platform (SQLite, containers off) with the executors
+    ``executors(cluster)`` names: what the Kubernetes benchmarks run against. Exits saying why
+    when the cluster cannot be built or kubectl, their baseline, is missing."""
+    if shutil.which("kubectl") is None:
+        sys.exit("kubectl not found: apt-get install kubernetes-client")
+    built = binaries()
+    if isinstance(built, str):
+        sys.exit(built)
+    work = Path(tempfile.mkdtemp(prefix="primage-kube-"))
+    try:
+        archives = image_archives(work / "images", built)
+        with KubeCluster.running(work / "cluster", built, archives) as cluster:
+            env = {"PRIMAGE_EXECUTORS": json.dumps(executors(cluster)),
+                   "PRIMAGE_CONTAINERS": "false"}  # fmt: skip
+            server = RunningServer.start(work / "data", f"sqlite:///{work / 'db'}", env=env)
+            try:
+                yield cluster, server
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
