@@ -137,6 +137,29 @@ def test_an_oom_killed_task_fails_saying_so(kube_server: RunningServer) -> None:
     assert task.message.startswith("exit code 137 (OOMKilled)"), task.message
 
 
+def test_an_evicted_pod_is_lost_and_its_task_runs_again(
+    kube_server: RunningServer, kube_cluster: KubeCluster, kube_instance: str
+) -> None:
+    """``kubectl drain`` evicts through the API (the kubelet's own eviction for want of memory
+    or disk is off on the test node): the attempt is lost, not failed, and runs again."""
+    api = kube_server.client()
+    second = 'if [ "$PRIMAGE_ATTEMPT" = 1 ]; then sleep 120; fi; echo second'
+    job = api.submit_job({"executor": "kube", "command": second})  # no retries: 0 failures
+    eventually(lambda: api.tasks(job.id).tasks[0].state == "running", 60, "the task running")
+    (pod,) = job_pods(kube_cluster, kube_instance, job.id)
+    name = pod["metadata"]["name"]
+    with kube_cluster.api() as client:
+        kubernetes.client.CoreV1Api(client).create_namespaced_pod_eviction(name, NAMESPACE, {
+            "apiVersion": "policy/v1beta1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+        })  # fmt: skip
+    done = api.wait_job(job.id, poll=0.3, timeout=120)
+    assert done.state == "succeeded", done.message
+    (task,) = api.tasks(job.id).tasks
+    assert task.attempt == 2, "run again, though a failure would have had no retry"
+    assert b"".join(api.logs(job.id, 0)) == b"second\n"
+
+
 def test_a_pod_that_cannot_start_fails_with_the_kubelet_s_reason(
     kube_server: RunningServer,
 ) -> None:

@@ -66,8 +66,11 @@ def ending(
         if done.get("reason") == "DeadlineExceeded":
             limit = job["spec"].get("activeDeadlineSeconds") or timeout_s or 0
             return Outcome.TIMED_OUT, None, f"timed out after {limit:g} s (activeDeadlineSeconds)"
-        if status.get("reason") == "Evicted":
+        if status.get("reason") == "Evicted":  # by its kubelet, for want of memory or disk
             return Outcome.LOST, None, f"Evicted: {status.get('message', '')}".strip()
+        if pod is not None and pod["metadata"].get("deletionTimestamp"):  # through the API
+            return Outcome.LOST, None, ("its pod was deleted before it ended (evicted, or its "
+                                        "node drained)")  # fmt: skip
         if terminated:
             return exited(terminated)
         return Outcome.LOST, None, f"{done.get('reason')}: {done.get('message', '')}"
