@@ -4,8 +4,10 @@ platform reaches it as its own user, with only the Role the docs give sites.
 
 HTC jobs as one Job per attempt with the same results as on local, the pods' confinement (their
 uid, their spaces only, read-only where asked, a folder-confined job its folder only), an
-OOM-killed task, a pod that cannot start, server-side dry run of the manifests, and the API's
-logs. The executor contract (cancel, time-outs, retries, adoption after a SIGKILL of the server,
+OOM-killed task, an evicted one, a pod that cannot start, server-side dry run of the manifests,
+and the API's logs. Apps and interactive jobs as StatefulSets behind the proxy: confined to
+their spaces, their token in a Secret, adopted after a SIGKILL of the server, stopped by
+scaling to zero (the notebook's image on the cluster is test_notebook_image.py's). The executor contract (cancel, time-outs, retries, adoption after a SIGKILL of the server,
 the periodic sync) runs in test_executor_contract.py.
 """
 
@@ -26,9 +28,15 @@ import pytest
 from primage.client import Client
 from primage.errors import BadRequest, Forbidden
 from primage.executors.base import TaskKey, TaskRun
-from primage.executors.kubernetes import KubernetesExecutor, KubernetesOptions, api_client, objects
+from primage.executors.kubernetes import (
+    KubernetesExecutor,
+    KubernetesOptions,
+    api_client,
+    app_objects,
+    objects,
+)
 from primage.executors.kubernetes.informer import Expired, Informer
-from tests.harness import RunningServer, eventually, outputs, scans
+from tests.harness import BUSYBOX, RunningServer, eventually, outputs, scans
 from tests.kube import NAMESPACE, PLATFORM_TOKEN, KubeCluster
 
 
@@ -202,6 +210,21 @@ def test_the_manifests_pass_the_api_server_s_own_validation(kube_cluster: KubeCl
     name, labels = objects.pull_secret_name(defaults, 1), objects.job_pull_labels(defaults, 1)
     secret = objects.pull_secret(defaults, name, labels, "127.0.0.1:5000", "alice", "token")
     executor.core.create_namespaced_secret(NAMESPACE, secret, dry_run="All")
+    app = app_objects.instance_labels(defaults, 4, 1, 0)
+    instance = app_objects.instance_objects(
+        defaults, "dry-app", app, image=BUSYBOX, argv=["httpd", "-f", "-p", "8080"], env={},
+        secrets={app_objects.TOKEN: "t"}, mounts=[objects.SpaceMount("ct", True)], port=8080,
+        health_path="/", startup_s=30, limits=objects.resources(1, None, 0), workdir=None,
+    )  # fmt: skip
+    stateful_set, service, app_secret = instance
+    owner = {"metadata": {"name": "dry-app", "uid": "00000000-0000-0000-0000-000000000000"}}
+    k8s_apps = kubernetes.client.AppsV1Api(executor.api)
+    k8s_apps.create_namespaced_stateful_set(NAMESPACE, stateful_set, dry_run="All")
+    for owned in (service, app_secret):
+        owned = app_objects.owned_by(owned, owner)
+        create = (executor.core.create_namespaced_service if owned["kind"] == "Service"
+                  else executor.core.create_namespaced_secret)  # fmt: skip
+        create(NAMESPACE, owned, dry_run="All")
 
 
 def test_a_task_no_node_has_room_for_fails_with_the_scheduler_s_message(
