@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("primage.executors.kubernetes")
 
 DEFAULT_PORT = 8080  # where an app without a ``port`` listens in its pod
-STOP_WAIT_S = 60.0  # beyond the grace time: how long a stop waits for the pod to end
+STOP_WAIT_S = 20.0  # beyond the grace time: how long a stop waits for the pod to end
+GONE_WAIT_S = 10.0  # then for the StatefulSet to be gone (the cluster finishes it anyway)
 
 
 class KubernetesBackend(InstanceBackend):
@@ -183,6 +184,7 @@ class KubernetesBackend(InstanceBackend):
         while self._pod(ref) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
         self._delete(ref, k8s.V1DeleteOptions(propagation_policy="Foreground"))
+        deadline = time.monotonic() + GONE_WAIT_S
         while self.sets.get(ref) is not None and time.monotonic() < deadline:
             time.sleep(0.2)  # gone from the watch: the garbage collector has finished with it
 
