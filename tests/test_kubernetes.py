@@ -355,7 +355,9 @@ app:
   name: site
   executor: kube
   command: >-
-    sh -c "(ls /spaces; id -u; wget -q -T 3 -O - http://10.244.0.1:{host_port}/ || echo no host)
+    sh -c "(ls /spaces; id -u; wget -q -T 3 -O - http://10.244.0.1:{host_port}/ || echo no host;
+    for link in to-bob/secret.txt up/bobs/secret.txt; do
+    cat {spaces.site}/$link 2>/dev/null || echo unreachable; done)
     > {spaces.site}/seen.txt; exec httpd -f -p {port} -h {spaces.site}"
   strip_prefix: true
   health_path: index.html
@@ -373,7 +375,8 @@ def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopp
     kube_server: RunningServer, kube_cluster: KubeCluster, kube_instance: str
 ) -> None:
     """Alice's app on the cluster serves her space through the proxy; its pod sees her space
-    only (not Bob's), as the sandbox's uid, and cannot open a connection to the host; the app's
+    only (not Bob's, not even through links she put in it to his space's folder on the host),
+    as the sandbox's uid, and cannot open a connection to the host; the app's
     token is in a Secret, never in the pod spec; a SIGKILLed server's successor adopts the
     instance rather than starting another; stopping it scales the StatefulSet to zero and
     deletes it, removing it deletes its Secrets."""
@@ -383,8 +386,12 @@ def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopp
     alice_token = admin.create_user("alice").token
     alice = Client(kube_server.url, alice_token)
     bob.create_space("bobs")
+    bob.upload("bobs", "secret.txt", b"bob's\n")
     alice.create_space("site")
     alice.upload("site", "index.html", b"<h1>on the cluster</h1>\n")
+    spaces = kube_server.data_dir / "spaces"  # links as a task of hers could leave them
+    (spaces / "site" / "to-bob").symlink_to(spaces / "bobs")
+    (spaces / "site" / "up").symlink_to("..")
     with pytest.raises(BadRequest, match="no executor named 'nope'; this platform has local, kube"):
         alice.deploy_app("app:\n  name: site\n  executor: nope\n  command: httpd -f -p {port}\n")
     with socket.create_server(("0.0.0.0", 0)) as host_door:  # what a pod must not reach
@@ -399,7 +406,10 @@ def test_an_app_runs_as_a_stateful_set_behind_the_proxy_and_is_adopted_and_stopp
     page = httpx.get(f"{base}index.html", headers={"Authorization": f"Bearer {alice_token}"})
     assert page.status_code == 200 and page.text == "<h1>on the cluster</h1>\n"
     seen = alice.read_bytes("site", "seen.txt").decode().split()
-    assert seen == ["site", "64000", "no", "host"], seen  # her space only, as the sandbox's uid
+    assert seen == ["site", "64000", "no", "host", "unreachable", "unreachable"], seen
+    for link in ("to-bob/secret.txt", "up/bobs/secret.txt"):  # nor through the proxy
+        leaked = httpx.get(f"{base}{link}", headers={"Authorization": f"Bearer {alice_token}"})
+        assert leaked.status_code == 404 and "bob's" not in leaked.text
     assert httpx.get(f"{base}index.html").status_code == 401
     assert httpx.get(f"{base}index.html", headers={"Authorization": f"Bearer {bob_token}"}
                      ).status_code == 403  # fmt: skip
